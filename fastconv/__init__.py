@@ -1,0 +1,1 @@
+"""fastconv (being assembled)."""

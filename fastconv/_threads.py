@@ -1,0 +1,92 @@
+"""One thread count for everything: OpenMP in the direct engine, Numba's pool, and BLAS.
+
+The count defaults to the cores this process may run on (``os.sched_getaffinity``),
+or to ``FASTCONV_NUM_THREADS`` when that is set. Nothing nests: the direct engine's
+OpenMP regions call no BLAS, and the im2col engine calls BLAS only outside Numba's
+``prange`` loops, so at most ``n`` threads are busy at any time.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from ._blas import set_blas_threads
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _default_threads() -> int:
+    env = os.environ.get("FASTCONV_NUM_THREADS")
+    if env:
+        try:
+            return _check(int(env), "FASTCONV_NUM_THREADS")
+        except ValueError:
+            raise ValueError(f"FASTCONV_NUM_THREADS must be a positive integer, got {env!r}") from None
+    return available_cores()
+
+
+_lock = threading.Lock()
+_num_threads: int | None = None
+
+
+def _check(n, name="n") -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        try:
+            import operator
+            n = operator.index(n)
+        except TypeError:
+            raise TypeError(f"{name} must be a positive integer, got {type(n).__name__} {n!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n}")
+    return n
+
+
+def _numba_max() -> int:
+    import numba
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def _apply(n: int) -> None:
+    import numba
+    # Numba's pool size is fixed at import; asking for more threads than it holds is
+    # an error there, and more threads than cores only adds contention.
+    numba.set_num_threads(min(n, _numba_max()))
+    set_blas_threads(n)
+
+
+def set_num_threads(n: int) -> None:
+    """Set the thread count used by both engines and by BLAS."""
+    global _num_threads
+    n = _check(n)
+    with _lock:
+        _apply(n)
+        _num_threads = n
+
+
+def get_num_threads() -> int:
+    """The thread count used by both engines and by BLAS."""
+    global _num_threads
+    if _num_threads is None:
+        with _lock:
+            if _num_threads is None:
+                n = _default_threads()
+                _apply(n)
+                _num_threads = n
+    return _num_threads
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Context manager: ``with fastconv.num_threads(1): ...`` restores the old count after."""
+    old = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(old)

@@ -1,0 +1,31 @@
+"""The convolution engines. Each module exposes the same four functions:
+
+    forward(x, w, bias, g)      -> y       (g: ConvGeometry)
+    grad_input(grad_y, w, g)    -> grad_x
+    grad_weight(grad_y, x, g)   -> grad_w
+    grad_bias(grad_y, g)        -> grad_b
+
+Contract (the API in ``fastconv._api`` guarantees it, so engines do not re-check):
+  * every array is 4-D, C-contiguous, and of one dtype, float32 or float64;
+  * arrays are in the layout named by ``g.layout``: NCHW input ``(N, C, H, W)`` with
+    OIHW weights ``(K, C/groups, R, S)``, or NHWC input ``(N, H, W, C)`` with HWIO
+    weights ``(R, S, C/groups, K)``; outputs use the same layout as the input;
+  * ``w`` is already flipped when the user asked for true convolution;
+  * ``bias`` is a C-contiguous ``(K,)`` array or None;
+  * ``g.N >= 1`` and ``g.P, g.Q >= 1`` (empty batches never reach an engine);
+  * the returned arrays are fresh, C-contiguous, of the input dtype; inputs are
+    never written.
+
+Modules:
+  reference  plain NumPy, obviously right, slow (the slow twin of every fast path)
+  direct     Cython direct convolution, OpenMP threads, no workspace (csrc/_direct.pyx)
+  im2col     Numba im2col/col2im kernels plus one BLAS matrix product per pass
+"""
+import importlib
+
+ENGINE_NAMES = ("direct", "im2col", "reference")
+
+
+def get_engine(name: str):
+    """The engine module called ``name`` (imported on first use: im2col pulls in Numba)."""
+    return importlib.import_module(f"{__name__}.{name}")
