@@ -1,1 +1,36 @@
-"""fastconv (being assembled)."""
+"""fastconv: 2-D convolution layers, forward and backward, on the CPU, for NumPy arrays.
+
+Where things live:
+
+* ``conv2d``, ``conv2d_backward``, ``output_shape``: ``fastconv/_api.py``
+* the engines (``forward``, ``grad_input``, ``grad_weight``, ``grad_bias``):
+  ``fastconv/engines/`` -- ``direct.py`` wraps the Cython kernels in ``csrc/_direct.pyx``,
+  ``im2col.py`` holds the Numba kernels, ``reference.py`` the plain NumPy twin
+* ``backend="auto"``: ``choose_backend`` in ``fastconv/_dispatch.py``
+* threads: ``fastconv/_threads.py``; ``show_config``: ``fastconv/_config.py``
+"""
+from ._api import ConvGrads, conv2d, conv2d_backward, output_shape
+from ._config import show_config
+from ._dispatch import choose_backend
+from ._threads import get_num_threads, num_threads, set_num_threads
+from ._version import __version__
+
+
+def backends() -> tuple[str, ...]:
+    """The engines available in this installation ("auto" chooses among the first two)."""
+    from .engines import ENGINE_NAMES, get_engine
+
+    found = []
+    for name in ENGINE_NAMES:
+        try:
+            get_engine(name)
+        except ImportError:
+            continue
+        found.append(name)
+    return tuple(found)
+
+
+__all__ = [
+    "ConvGrads", "__version__", "backends", "choose_backend", "conv2d", "conv2d_backward",
+    "get_num_threads", "num_threads", "output_shape", "set_num_threads", "show_config",
+]

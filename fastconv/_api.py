@@ -1,0 +1,174 @@
+"""The public functions: validate and normalise, choose an engine, call it.
+
+``conv2d`` is a cross-correlation, as in PyTorch and every deep-learning framework;
+``flip=True`` flips the kernel in both spatial axes and gives true convolution, as in
+``scipy.signal.convolve2d``.
+"""
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+import numpy as np
+
+from . import _validate as v
+from ._dispatch import choose_backend
+from ._geometry import LAYOUT_NHWC, ConvGeometry
+from ._threads import get_num_threads
+from .engines import get_engine
+
+ConvGrads = namedtuple("ConvGrads", ["x", "w", "b"])
+ConvGrads.__doc__ = """Gradients of a conv2d with respect to its input, weights and bias.
+
+A field that was not requested through ``wrt`` is None."""
+
+
+def _flip(w: np.ndarray, layout: int) -> np.ndarray:
+    """Reverse the kernel in both spatial axes (R, S), wherever the layout puts them."""
+    axes = (0, 1) if layout == LAYOUT_NHWC else (2, 3)
+    return np.flip(w, axis=axes)
+
+
+def _check_memory(shape, dtype, name: str) -> None:
+    """Refuse, before allocating, an array that cannot fit in this machine's memory."""
+    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if nbytes > total:
+        raise MemoryError(f"{name} of shape {tuple(shape)} and dtype {np.dtype(dtype)} needs "
+                          f"{nbytes / 2**30:.1f} GiB; this machine has {total / 2**30:.1f} GiB")
+
+
+class _Problem:
+    """The normalised arguments of one call."""
+
+    def __init__(self, x, w, stride, pad, dilation, groups, layout, flip, backend,
+                 extra=(), x_name="x"):
+        self.layout = v.layout_code(layout)
+        self.backend = v.backend_name(backend)
+        self.flip = v.flag(flip, "flip")
+        x = v.as_array(x, x_name)
+        w = v.as_array(w, "w")
+        extra = [None if a is None else v.as_array(a, n) for a, n in extra]
+        x4, self.unbatched = v.batched(x, x_name, self.layout)
+        self.g: ConvGeometry = v.geometry(x4.shape, w.shape, stride, pad, dilation, groups,
+                                          self.layout)
+        self.dtype = v.common_dtype(x, w, *extra)
+        self.x = v.contiguous(x4, self.dtype)
+        w = v.contiguous(w, self.dtype)
+        self.w = v.contiguous(_flip(w, self.layout), self.dtype) if self.flip else w
+        self.extra = [None if a is None else v.contiguous(a, self.dtype) for a in extra]
+
+    def engine(self, pass_name: str):
+        name = self.backend
+        if name == "auto":
+            name = choose_backend(self.g, self.dtype, get_num_threads())[pass_name]
+        return get_engine(name)
+
+    def unbatch(self, a: np.ndarray) -> np.ndarray:
+        return a[0] if self.unbatched else a
+
+
+def conv2d(x, w, stride=1, pad=0, *, bias=None, dilation=1, groups=1, layout="NCHW",
+           flip=False, backend="auto"):
+    """2-D convolution layer, forward pass.
+
+    Parameters
+    ----------
+    x : array_like
+        Input, ``(N, C, H, W)`` for ``layout="NCHW"`` or ``(N, H, W, C)`` for "NHWC".
+        A 3-D input is one image without the batch axis; the output is then 3-D too.
+    w : array_like
+        Filters, ``(K, C/groups, R, S)`` for NCHW (PyTorch's OIHW) or
+        ``(R, S, C/groups, K)`` for NHWC (TensorFlow's HWIO).
+    stride, dilation : int or (int, int)
+    pad : int, (int, int), ((top, bottom), (left, right)), "valid", "same" or "full"
+        "same" gives an output of ceil(in / stride) with the extra pixel after, as
+        TensorFlow does; "full" pads (R - 1) * dilation on each side.
+    bias : array_like of shape (K,), optional
+    groups : int
+        Channels are split into ``groups`` independent convolutions;
+        ``groups == C == K`` is a depthwise convolution.
+    layout : "NCHW" or "NHWC"
+    flip : bool
+        False (default) computes cross-correlation, the deep-learning convention;
+        True flips the kernel in both spatial axes: true convolution.
+    backend : "auto", "direct", "im2col" or "reference"
+        "auto" asks :func:`fastconv.choose_backend`.
+
+    Returns
+    -------
+    y : ndarray
+        A fresh C-contiguous array, ``(N, K, P, Q)`` or ``(N, P, Q, K)``, of the
+        promoted dtype (float32 stays float32; ints and bools become float64).
+    """
+    pr = _Problem(x, w, stride, pad, dilation, groups, layout, flip, backend,
+                  extra=[(bias, "bias")])
+    g = pr.g
+    (b,) = pr.extra
+    if b is not None:
+        v.check_bias(b, g.K)
+    _check_memory(g.y_shape, pr.dtype, "the output")
+    if g.N == 0:
+        return pr.unbatch(np.zeros(g.y_shape, dtype=pr.dtype))
+    y = pr.engine("forward").forward(pr.x, pr.w, b, g)
+    return pr.unbatch(y)
+
+
+def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW",
+                    flip=False, backend="auto", wrt=("x", "w", "b")):
+    """Gradients of :func:`conv2d` with respect to its input, weights and bias.
+
+    ``grad_y`` is the gradient of the loss with respect to ``conv2d``'s output and has
+    its shape. The weights are tied across every output position and image, so
+    ``grad w`` is the sum over all of them. Only the gradients named in ``wrt`` are
+    computed; the others are None in the returned :class:`ConvGrads`.
+
+    Returns
+    -------
+    ConvGrads(x, w, b)
+        ``x`` has x's shape, ``w`` has w's shape (for ``flip=True`` too), ``b`` is (K,).
+    """
+    want = v.wrt_set(wrt)
+    pr = _Problem(x, w, stride, pad, dilation, groups, layout, flip, backend,
+                  extra=[(grad_y, "grad_y")])
+    g = pr.g
+    (gy,) = pr.extra
+    expected = g.y_shape[1:] if pr.unbatched else g.y_shape
+    if gy.shape != expected:
+        raise ValueError(f"grad_y must have the forward output's shape {expected}, "
+                         f"got {gy.shape}")
+    gy4 = gy[None] if pr.unbatched else gy
+    gx = gw = gb = None
+    if g.N == 0:
+        gx = np.zeros(g.x_shape, pr.dtype) if "x" in want else None
+        gw = np.zeros(g.w_shape, pr.dtype) if "w" in want else None
+        gb = np.zeros(g.K, pr.dtype) if "b" in want else None
+        return ConvGrads(None if gx is None else pr.unbatch(gx), gw, gb)
+    if "x" in want:
+        gx = pr.unbatch(pr.engine("grad_input").grad_input(gy4, pr.w, g))
+    if "w" in want:
+        gw = pr.engine("grad_weight").grad_weight(gy4, pr.x, g)
+        if pr.flip:  # the gradient w.r.t. the flipped kernel, flipped back
+            gw = np.ascontiguousarray(_flip(gw, pr.layout))
+    if "b" in want:
+        gb = pr.engine("grad_weight").grad_bias(gy4, g)
+    return ConvGrads(gx, gw, gb)
+
+
+def output_shape(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW"):
+    """The shape ``conv2d`` would return, computed without touching any data.
+
+    ``x`` and ``w`` may be arrays or plain shape tuples.
+    """
+    code = v.layout_code(layout)
+    x_shape = tuple(getattr(x, "shape", x))
+    w_shape = tuple(getattr(w, "shape", w))
+    if len(x_shape) not in (3, 4):
+        v.batched(np.empty((0,) * len(x_shape)), "x", code)  # raises with the usual message
+    unbatched = len(x_shape) == 3
+    g = v.geometry((1,) + x_shape if unbatched else x_shape, w_shape, stride, pad, dilation,
+                   groups, code)
+    return g.y_shape[1:] if unbatched else g.y_shape

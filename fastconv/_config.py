@@ -1,0 +1,76 @@
+"""``show_config()``: what this build of fastconv is made of and how it will run."""
+from __future__ import annotations
+
+import platform
+import sys
+
+from ._blas import describe_blas
+from ._threads import available_cores, get_num_threads
+
+
+def _direct_info() -> dict:
+    try:
+        from . import _direct
+    except ImportError as e:  # pragma: no cover - a broken install
+        return {"available": False, "error": str(e)}
+    return {"available": True, **_direct.openmp_info()}
+
+
+def _numba_info() -> dict:
+    import numba
+
+    info = {"version": numba.__version__, "configured_layer": numba.config.THREADING_LAYER,
+            "pool_size": numba.config.NUMBA_NUM_THREADS}
+    try:
+        # The threading layer is only chosen once a parallel kernel has run; run a tiny
+        # convolution on the im2col engine (its kernels are cached on disk).
+        import numpy as np
+
+        from . import conv2d
+        conv2d(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32),
+               backend="im2col")
+        info["threading_layer"] = numba.threading_layer()
+    except Exception as e:  # pragma: no cover - reported, not raised
+        info["threading_layer"] = f"unknown ({e})"
+    return info
+
+
+def config_info() -> dict:
+    from . import __version__, backends
+
+    return {
+        "fastconv": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "backends": backends(),
+        "direct": _direct_info(),
+        "numba": _numba_info(),
+        "blas": describe_blas(),
+        "threads": get_num_threads(),
+        "cores": available_cores(),
+    }
+
+
+def show_config(file=None) -> None:
+    """Print the version, engines, OpenMP, BLAS, Numba threading and thread count."""
+    import numpy
+
+    info = config_info()
+    d, nb = info["direct"], info["numba"]
+    if d["available"]:
+        omp = (f"OpenMP {d['openmp_version']} (max {d['max_threads']} threads)"
+               if d["openmp"] else "no OpenMP (serial)")
+        direct = f"compiled, {omp}" + (", debug bounds checks ON" if d["debug_checks"] else "")
+    else:
+        direct = f"NOT available: {d['error']}"
+    lines = [
+        f"fastconv {info['fastconv']}  (Python {info['python']}, NumPy {numpy.__version__}, "
+        f"{info['platform']})",
+        f"backends:        {', '.join(info['backends'])}  (auto picks per pass)",
+        f"direct engine:   {direct}",
+        f"im2col engine:   Numba {nb['version']}, threading layer {nb['threading_layer']} "
+        f"(configured: {nb['configured_layer']}, pool of {nb['pool_size']})",
+        "BLAS:            " + ("; ".join(info["blas"]) or "none found"),
+        f"threads:         {info['threads']} (of {info['cores']} available cores)",
+    ]
+    print("\n".join(lines), file=file or sys.stdout)

@@ -1,0 +1,213 @@
+"""Argument checking and normalisation for the public API.
+
+Everything a kernel must never see is dealt with here: Python lists, odd dtypes,
+strings, ``None``, non-contiguous or read-only arrays, and shapes that would let a
+bounds-check-free kernel read or write outside its buffers. Every error names the
+argument, what was expected, and what was given.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from ._geometry import LAYOUTS, ConvGeometry, out_size
+
+PAD_MODES = ("valid", "same", "full")
+BACKENDS = ("auto", "direct", "im2col", "reference")
+GRAD_NAMES = ("x", "w", "b")
+
+# Kernels index with 64-bit signed integers. Keeping every size and option below 2**31
+# leaves products of a few of them (offsets, element counts) far from overflow.
+_MAX_INT = 2**31 - 1
+
+
+def _int(value, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a pair of ints, "
+                        f"got {type(value).__name__} {value!r}") from None
+    if v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v > _MAX_INT:
+        raise ValueError(f"{name} must be <= {_MAX_INT}, got {v}")
+    return v
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(2, 3) -> (2, 3)``; anything else is an error naming ``name``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        return _int(value[0], name, minimum), _int(value[1], name, minimum)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return pair(value.tolist(), name, minimum)
+    v = _int(value, name, minimum)
+    return v, v
+
+
+def pad_sides(pad, kernel: tuple[int, int], stride: tuple[int, int],
+              dilation: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Normalise ``pad`` to (top, bottom, left, right).
+
+    Accepted: an int; a pair (h, w); per-side ((top, bottom), (left, right)); or one of
+    "valid" (no padding), "same" (output ceil(in / stride), the extra pixel after, as
+    TensorFlow does), "full" ((R - 1) * dilation on each side).
+    """
+    if isinstance(pad, str):
+        if pad == "valid":
+            return 0, 0, 0, 0
+        if pad == "full":
+            ph, pw = (dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1))
+            return ph, ph, pw, pw
+        if pad == "same":
+            sides = []
+            for n, k, s, d in zip(size, kernel, stride, dilation):
+                out = -(-n // s)  # ceil(n / s)
+                total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
+                sides += [total // 2, total - total // 2]
+            return tuple(sides)
+        raise ValueError(f"pad must be an int, a pair, ((top, bottom), (left, right)) or one of "
+                         f"{', '.join(repr(m) for m in PAD_MODES)}; got {pad!r}")
+    if isinstance(pad, (tuple, list)) and len(pad) == 2 and all(
+            isinstance(p, (tuple, list)) for p in pad):
+        if any(len(p) != 2 for p in pad):
+            raise ValueError(f"pad per side must be ((top, bottom), (left, right)), got {pad!r}")
+        (t, b), (l, r) = pad
+        return tuple(_int(v, "pad", 0) for v in (t, b, l, r))
+    ph, pw = pair(pad, "pad", 0)
+    return ph, ph, pw, pw
+
+
+def _choice(value, name: str, legal: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in legal:
+        kind = ValueError if isinstance(value, str) else TypeError
+        raise kind(f"{name} must be one of {', '.join(repr(v) for v in legal)}; got {value!r}")
+    return value
+
+
+def layout_code(layout) -> int:
+    return LAYOUTS[_choice(layout, "layout", tuple(LAYOUTS))]
+
+
+def backend_name(backend) -> str:
+    return _choice(backend, "backend", BACKENDS)
+
+
+def flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def wrt_set(wrt) -> frozenset:
+    names = (wrt,) if isinstance(wrt, str) else wrt
+    try:
+        names = tuple(names)
+    except TypeError:
+        raise TypeError(f"wrt must be a tuple drawn from {GRAD_NAMES}, got {wrt!r}") from None
+    for n in names:
+        if not isinstance(n, str) or n not in GRAD_NAMES:
+            raise ValueError(f"wrt must be a tuple drawn from {GRAD_NAMES}, got {wrt!r}")
+    return frozenset(names)
+
+
+def as_array(a, name: str) -> np.ndarray:
+    """``np.asarray`` with the dtype rules: bool/int -> float64, float16 -> float32."""
+    if a is None or isinstance(a, (str, bytes, dict)):
+        raise TypeError(f"{name} must be an array of numbers, got {type(a).__name__}")
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise TypeError(f"{name} must be an array of numbers: {e}") from None
+    kind = arr.dtype.kind
+    if kind in "biu":
+        return arr.astype(np.float64)
+    if kind == "f":
+        if arr.dtype == np.float16:
+            return arr.astype(np.float32)
+        if arr.dtype in (np.float32, np.float64):
+            return arr
+    raise TypeError(f"{name} must have a real numeric dtype (float32, float64; bool, int and "
+                    f"float16 are promoted), got dtype {arr.dtype}")
+
+
+def common_dtype(*arrays) -> np.dtype:
+    """float32 only if every array is float32; otherwise float64, as NumPy promotes."""
+    return np.result_type(*(a.dtype for a in arrays if a is not None))
+
+
+def contiguous(a: np.ndarray, dtype) -> np.ndarray:
+    """A C-contiguous array of ``dtype``; copies only when needed, never writes to ``a``."""
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _layout_names(layout: int) -> tuple[str, str, str]:
+    if layout == LAYOUTS["NHWC"]:
+        return "NHWC", "(N, H, W, C)", "(R, S, C/groups, K)"
+    return "NCHW", "(N, C, H, W)", "(K, C/groups, R, S)"
+
+
+def geometry(x_shape, w_shape, stride, pad, dilation, groups, layout: int) -> ConvGeometry:
+    """Check the shapes and options of one convolution and return its geometry.
+
+    ``x_shape`` must be 4-D here (the API adds the batch axis to 3-D images).
+    """
+    lname, xdesc, wdesc = _layout_names(layout)
+    if len(w_shape) != 4:
+        raise ValueError(f"w must be a 4-D array {wdesc} for layout={lname!r}, "
+                         f"got a {len(w_shape)}-D array of shape {tuple(w_shape)}")
+    if layout == LAYOUTS["NHWC"]:
+        N, H, W, C = x_shape
+        R, S, Cg, K = w_shape
+    else:
+        N, C, H, W = x_shape
+        K, Cg, R, S = w_shape
+    groups = _int(groups, "groups", 1)
+    if C < 1 or Cg < 1 or K < 1 or R < 1 or S < 1:
+        raise ValueError(f"x {xdesc} and w {wdesc} need at least one channel, filter and tap; "
+                         f"got x shape {tuple(x_shape)} and w shape {tuple(w_shape)}")
+    for n in (N, C, H, W, K, R, S):
+        if n > _MAX_INT:
+            raise ValueError(f"array dimensions must be <= {_MAX_INT}; got x shape "
+                             f"{tuple(x_shape)}, w shape {tuple(w_shape)}")
+    if C % groups:
+        raise ValueError(f"groups must divide the input channels C={C}, got groups={groups}")
+    if K % groups:
+        raise ValueError(f"groups must divide the filters K={K}, got groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(f"w's input-channel dimension must be C/groups = {C}/{groups} = "
+                         f"{C // groups} ({lname}: w is {wdesc}), got {Cg} "
+                         f"(x shape {tuple(x_shape)}, w shape {tuple(w_shape)})")
+    sh, sw = pair(stride, "stride", 1)
+    dh, dw = pair(dilation, "dilation", 1)
+    pt, pb, pl, pr = pad_sides(pad, (R, S), (sh, sw), (dh, dw), (H, W))
+    P = out_size(H, R, sh, pt, pb, dh)
+    Q = out_size(W, S, sw, pl, pr, dw)
+    if P < 1 or Q < 1:
+        raise ValueError(
+            f"w's kernel {R}x{S} (dilation {dh}x{dw}: spans {dh * (R - 1) + 1}x{dw * (S - 1) + 1}) "
+            f"is larger than the padded input {H + pt + pb}x{W + pl + pr} "
+            f"(x spatial {H}x{W}, pad {(pt, pb, pl, pr)}): the output would be {P}x{Q}")
+    return ConvGeometry(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q, groups=groups,
+                        stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw,
+                        pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr, layout=layout)
+
+
+def batched(x: np.ndarray, name: str, layout: int) -> tuple[np.ndarray, bool]:
+    """Return a 4-D view of ``x`` and whether a batch axis was added to a 3-D image."""
+    lname, xdesc, _ = _layout_names(layout)
+    if x.ndim == 4:
+        return x, False
+    if x.ndim == 3:
+        return x[None], True
+    raise ValueError(f"{name} must be a 4-D array {xdesc} or a 3-D image (no batch axis) for "
+                     f"layout={lname!r}, got a {x.ndim}-D array of shape {x.shape}")
+
+
+def check_bias(bias: np.ndarray, K: int) -> None:
+    if bias.shape != (K,):
+        raise ValueError(f"bias must have shape (K,) = ({K},), got shape {bias.shape}")

@@ -1,0 +1,79 @@
+"""Shared helpers: tolerances, random problems, and a comparison that explains itself."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastconv
+
+# Agreement with the reference, relative to the largest magnitude in the reference
+# result. float32 sums of up to ~10^4 products lose about sqrt(n) * 6e-8 relative to
+# that scale; 2e-4 leaves room for summation order while still catching any
+# misplaced tap (which is off by O(1)). float64 allows only rounding.
+RTOL = {np.float32: 2e-4, np.float64: 1e-10}
+FAST_ENGINES = ("direct", "im2col")
+ALL_ENGINES = ("direct", "im2col", "reference")
+
+
+def assert_close(actual, expected, dtype, what=""):
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1.0)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0))
+    assert err <= RTOL[np.dtype(dtype).type] * scale, (
+        f"{what}: max abs error {err:.3g} > {RTOL[np.dtype(dtype).type]:.1g} * {scale:.3g}")
+
+
+def random_pad(rng):
+    form = rng.integers(6)
+    if form == 0:
+        return int(rng.integers(0, 3))
+    if form == 1:
+        return (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+    if form == 2:
+        return tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(2))
+    return ("valid", "same", "full")[form - 3]
+
+
+def random_problem(seed: int):
+    """A random, valid convolution problem covering every option, as keyword arguments.
+
+    Roughly: N in 1..3, groups 1..3 or depthwise, C/groups 1..4, K/groups 1..3, R and S
+    1..5 independently (so R != S is common), stride 1..3, dilation 1..3, every pad
+    form, both layouts, both dtypes, odd spatial sizes.
+    """
+    rng = np.random.default_rng(seed)
+    while True:
+        layout = ("NCHW", "NHWC")[rng.integers(2)]
+        dtype = (np.float32, np.float64)[rng.integers(2)]
+        N = int(rng.integers(1, 4))
+        if rng.random() < 0.2:  # depthwise
+            groups = int(rng.integers(2, 6))
+            Cg, Kg = 1, 1
+        else:
+            groups = int(rng.integers(1, 4))
+            Cg, Kg = int(rng.integers(1, 5)), int(rng.integers(1, 4))
+        C, K = Cg * groups, Kg * groups
+        R, S = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        H, W = int(rng.integers(1, 14)), int(rng.integers(1, 14))
+        stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+        dilation = (int(rng.integers(1, 4)), int(rng.integers(1, 4))) if rng.random() < 0.4 else 1
+        pad = random_pad(rng)
+        x_shape = (N, H, W, C) if layout == "NHWC" else (N, C, H, W)
+        w_shape = (R, S, Cg, K) if layout == "NHWC" else (K, Cg, R, S)
+        opts = dict(stride=stride, pad=pad, dilation=dilation, groups=groups, layout=layout)
+        try:
+            y_shape = fastconv.output_shape(x_shape, w_shape, **opts)
+        except ValueError:
+            continue  # the kernel does not fit; draw again
+        x = rng.standard_normal(x_shape).astype(dtype)
+        w = rng.standard_normal(w_shape).astype(dtype)
+        b = rng.standard_normal(K).astype(dtype)
+        gy = rng.standard_normal(y_shape).astype(dtype)
+        return dict(x=x, w=w, b=b, gy=gy, dtype=dtype, opts=opts, flip=bool(rng.random() < 0.3))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
