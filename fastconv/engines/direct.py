@@ -1,0 +1,50 @@
+"""The direct engine: the convolution sum as Cython loops, OpenMP threads, no workspace.
+
+A thin wrapper over the kernels in ``fastconv._direct`` (csrc/_direct.pyx). It
+allocates the outputs and hands the kernels flat buffers and plain ints; the kernels
+read the layout from ``g.layout`` and write every element of their output.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _direct
+from .._geometry import ConvGeometry
+from .._threads import get_num_threads
+
+
+def _dims(g: ConvGeometry) -> tuple[int, ...]:
+    """The geometry as the kernels take it (pad_bottom/right only enter through P, Q)."""
+    return (g.N, g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q, g.groups,
+            g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.layout)
+
+
+def forward(x, w, bias, g: ConvGeometry):
+    y = np.empty(g.y_shape, dtype=x.dtype)
+    has_bias = bias is not None
+    if not has_bias:
+        bias = np.zeros(1, dtype=x.dtype)  # the kernel needs a buffer; it is never read
+    _direct.forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_dims(g),
+                    int(has_bias), get_num_threads())
+    return y
+
+
+def grad_input(grad_y, w, g: ConvGeometry):
+    grad_x = np.empty(g.x_shape, dtype=grad_y.dtype)
+    _direct.grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1), *_dims(g),
+                       get_num_threads())
+    return grad_x
+
+
+def grad_weight(grad_y, x, g: ConvGeometry):
+    grad_w = np.empty(g.w_shape, dtype=x.dtype)
+    _direct.grad_weight(grad_y.reshape(-1), x.reshape(-1), grad_w.reshape(-1), *_dims(g),
+                        get_num_threads())
+    return grad_w
+
+
+def grad_bias(grad_y, g: ConvGeometry):
+    grad_b = np.empty(g.K, dtype=grad_y.dtype)
+    _direct.grad_bias(grad_y.reshape(-1), grad_b, g.N, g.K, g.P, g.Q, g.layout,
+                      get_num_threads())
+    return grad_b
