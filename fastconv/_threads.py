@@ -47,16 +47,10 @@ def _check(n, name="n") -> int:
     return n
 
 
-def _numba_max() -> int:
-    import numba
-    return numba.config.NUMBA_NUM_THREADS
-
-
 def _apply(n: int) -> None:
-    import numba
-    # Numba's pool size is fixed at import; asking for more threads than it holds is
-    # an error there, and more threads than cores only adds contention.
-    numba.set_num_threads(min(n, _numba_max()))
+    # OpenMP takes the count as an argument on every direct-engine call, and Numba's
+    # count is per calling thread, so the im2col engine sets it on every call
+    # (engines/im2col.py). Only BLAS holds the count as process-wide state.
     set_blas_threads(n)
 
 
