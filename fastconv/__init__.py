@@ -14,6 +14,7 @@ from ._config import show_config
 from ._dispatch import choose_backend
 from ._threads import get_num_threads, num_threads, set_num_threads
 from ._version import __version__
+from ._workspace import get_workspace_limit, set_workspace_limit, workspace_limit
 
 
 def backends() -> tuple[str, ...]:
@@ -32,5 +33,6 @@ def backends() -> tuple[str, ...]:
 
 __all__ = [
     "ConvGrads", "__version__", "backends", "choose_backend", "conv2d", "conv2d_backward",
-    "get_num_threads", "num_threads", "output_shape", "set_num_threads", "show_config",
+    "get_num_threads", "get_workspace_limit", "num_threads", "output_shape", "set_num_threads",
+    "set_workspace_limit", "show_config", "workspace_limit",
 ]
