@@ -15,6 +15,7 @@ from . import _validate as v
 from ._dispatch import choose_backend
 from ._geometry import LAYOUT_NHWC, ConvGeometry
 from ._threads import get_num_threads
+from ._tune import lookup as tuned_winner
 from .engines import get_engine
 
 ConvGrads = namedtuple("ConvGrads", ["x", "w", "b"])
@@ -64,7 +65,9 @@ class _Problem:
     def engine(self, pass_name: str):
         name = self.backend
         if name == "auto":
-            name = choose_backend(self.g, self.dtype, get_num_threads())[pass_name]
+            threads = get_num_threads()
+            name = (tuned_winner(self.g, self.dtype, threads, pass_name)
+                    or choose_backend(self.g, self.dtype, threads)[pass_name])
         return get_engine(name)
 
     def unbatch(self, a: np.ndarray) -> np.ndarray:

@@ -1,0 +1,90 @@
+"""The dispatcher and the tuning cache."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _tune
+from fastconv._validate import geometry
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_tune, "_loaded", None)
+    yield tmp_path / _tune.FILE_NAME
+    monkeypatch.setattr(_tune, "_loaded", None)
+
+
+def _g(*shape_args, **kw):
+    return geometry(*shape_args, kw.get("stride", 1), kw.get("pad", 0), 1, kw.get("groups", 1), 0)
+
+
+def test_choose_backend_is_deterministic_and_total():
+    for args in [((8, 32, 112, 112), (32, 1, 3, 3)), ((8, 64, 56, 56), (64, 64, 3, 3)),
+                 ((1, 3, 9, 9), (4, 3, 1, 1))]:
+        groups = 32 if args[1][1] == 1 and args[0][1] == 32 else 1
+        g = _g(*args, groups=groups)
+        for dtype in (np.float32, np.float64):
+            for threads in (1, 2, 16):
+                first = fastconv.choose_backend(g, dtype, threads)
+                assert first == fastconv.choose_backend(g, dtype, threads)
+                assert set(first) == {"forward", "grad_input", "grad_weight"}
+                assert set(first.values()) <= {"direct", "im2col"}
+
+
+def test_tune_stores_winners_that_auto_uses(cache, monkeypatch):
+    winners = fastconv.tune((2, 3, 12, 12), (4, 3, 3, 3), 1, 1, repeat=1)
+    assert set(winners) == {"forward", "grad_input", "grad_weight"}
+    data = json.loads(cache.read_text())
+    assert data["fastconv"] == fastconv.__version__ and len(data["entries"]) == 3
+    # auto must now follow the cache, even against the cost model: rewrite the entries
+    # to the engine the model would not pick and check which engine runs.
+    g = _g((2, 3, 12, 12), (4, 3, 3, 3), pad=1)
+    model = fastconv.choose_backend(g, np.float32, fastconv.get_num_threads())["forward"]
+    other = {"direct": "im2col", "im2col": "direct"}[model]
+    data["entries"] = {k: other for k in data["entries"]}
+    cache.write_text(json.dumps(data))
+    monkeypatch.setattr(_tune, "_loaded", None)
+    called = []
+    from fastconv.engines import get_engine
+    engine = get_engine(other)
+
+    def spy(*args):
+        called.append(other)
+        return np.zeros((2, 4, 12, 12), np.float32)
+
+    monkeypatch.setattr(engine, "forward", spy)
+    fastconv.conv2d(np.ones((2, 3, 12, 12), np.float32), np.ones((4, 3, 3, 3), np.float32), 1, 1)
+    assert called == [other]
+
+
+def test_corrupt_cache_is_ignored_with_a_warning(cache):
+    cache.write_text("{not json")
+    with pytest.warns(UserWarning, match="corrupt tuning cache"):
+        y = fastconv.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)))
+    assert y.shape == (1, 1, 3, 3)
+    # tune() replaces the corrupt file with a valid one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fastconv.tune((1, 1, 4, 4), (1, 1, 2, 2), repeat=1, passes=("forward",))
+    assert json.loads(cache.read_text())["entries"]
+
+
+def test_stale_cache_is_ignored_with_a_warning(cache, monkeypatch):
+    fastconv.tune((1, 2, 6, 6), (2, 2, 3, 3), repeat=1, passes=("forward",))
+    data = json.loads(cache.read_text())
+    data["fastconv"] = "0.0.0-old"
+    cache.write_text(json.dumps(data))
+    monkeypatch.setattr(_tune, "_loaded", None)
+    with pytest.warns(UserWarning, match="ignoring tuning cache"):
+        fastconv.conv2d(np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3)))
+
+
+def test_clear_cache(cache):
+    fastconv.tune((1, 1, 5, 5), (1, 1, 3, 3), repeat=1, passes=("forward",))
+    assert cache.exists()
+    fastconv.clear_tuning_cache()
+    assert not cache.exists()
