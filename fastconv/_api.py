@@ -42,6 +42,13 @@ def _check_memory(shape, dtype, name: str) -> None:
                           f"{nbytes / 2**30:.1f} GiB; this machine has {total / 2**30:.1f} GiB")
 
 
+def auto_engine(g: ConvGeometry, dtype, pass_name: str) -> str:
+    """What ``backend="auto"`` runs: the tuned winner if there is one, else the cost model."""
+    threads = get_num_threads()
+    return (tuned_winner(g, dtype, threads, pass_name)
+            or choose_backend(g, dtype, threads)[pass_name])
+
+
 class _Problem:
     """The normalised arguments of one call."""
 
@@ -65,9 +72,7 @@ class _Problem:
     def engine(self, pass_name: str):
         name = self.backend
         if name == "auto":
-            threads = get_num_threads()
-            name = (tuned_winner(self.g, self.dtype, threads, pass_name)
-                    or choose_backend(self.g, self.dtype, threads)[pass_name])
+            name = auto_engine(self.g, self.dtype, pass_name)
         return get_engine(name)
 
     def unbatch(self, a: np.ndarray) -> np.ndarray:
