@@ -3,8 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import fastconv
+
+# Registered here, before pytest-hypothesis reads --hypothesis-profile, which then wins.
+settings.register_profile("ci", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 # Agreement with the reference, relative to the largest magnitude in the reference
 # result. float32 sums of up to ~10^4 products lose about sqrt(n) * 6e-8 relative to
@@ -77,3 +85,37 @@ def random_problem(seed: int):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# Every public function that takes caller arrays; the fixture below wraps those present.
+_PUBLIC_CALLS = ("conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "correlate",
+                 "convolve", "conv_matrix", "linear_to_conv", "conv_to_linear", "output_shape",
+                 "tune")
+
+
+def _arrays_in(args, kwargs):
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, np.ndarray):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            yield from (b for b in a if isinstance(b, np.ndarray))
+
+
+@pytest.fixture(autouse=True)
+def caller_arrays_are_never_modified(monkeypatch):
+    """After every call in the suite, the caller's arrays are byte-identical to before."""
+    for name in _PUBLIC_CALLS:
+        fn = getattr(fastconv, name, None)
+        if fn is None:
+            continue
+
+        def checked(*args, __fn=fn, __name=name, **kwargs):
+            before = [(a, a.tobytes()) for a in _arrays_in(args, kwargs)]
+            try:
+                return __fn(*args, **kwargs)
+            finally:
+                for a, data in before:
+                    assert a.tobytes() == data, f"fastconv.{__name} modified an input array"
+
+        monkeypatch.setattr(fastconv, name, checked)
+    yield
