@@ -75,6 +75,36 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+# GNU OpenMP (the direct engine's runtime, and Numba's "omp" threading layer) cannot
+# survive fork(): a child forked after a thread team existed hangs or aborts at its next
+# parallel region. A child forked after the pools started therefore runs the kernels on
+# its one thread (BLAS is unaffected: OpenBLAS re-creates its pool after fork).
+_pools_started = False
+_forked_after_pools = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_pools
+    if _pools_started:
+        _forked_after_pools = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def kernel_threads() -> int:
+    """Threads for an OpenMP or Numba parallel region: the thread count, or 1 in a process
+    forked after such a region ran (see above). Engines call this on every call."""
+    global _pools_started
+    if _forked_after_pools:
+        return 1
+    n = get_num_threads()
+    if n > 1:
+        _pools_started = True
+    return n
+
+
 @contextlib.contextmanager
 def num_threads(n: int):
     """Context manager: ``with fastconv.num_threads(1): ...`` restores the old count after."""
