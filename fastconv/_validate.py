@@ -17,8 +17,9 @@ PAD_MODES = ("valid", "same", "full")
 BACKENDS = ("auto", "direct", "im2col", "reference")
 GRAD_NAMES = ("x", "w", "b")
 
-# Kernels index with 64-bit signed integers. Keeping every size and option below 2**31
-# leaves products of a few of them (offsets, element counts) far from overflow.
+# Kernels index with 64-bit signed integers. Array sizes are bounded by memory; keeping
+# every option (stride, pad, dilation, groups) below 2**31 as well leaves the products
+# the kernels form (offsets, padded sizes, element counts) far from overflow.
 _MAX_INT = 2**31 - 1
 
 
@@ -141,8 +142,12 @@ def common_dtype(*arrays) -> np.dtype:
 
 
 def contiguous(a: np.ndarray, dtype) -> np.ndarray:
-    """A C-contiguous array of ``dtype``; copies only when needed, never writes to ``a``."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    """A C-contiguous array of ``dtype``; copies only when needed, never writes to ``a``.
+
+    (Not ``np.ascontiguousarray``: it turns a 0-d array into shape (1,), which would let a
+    scalar bias pass the shape check for K == 1.)
+    """
+    return np.asarray(a, dtype=dtype, order="C")
 
 
 def _layout_names(layout: int) -> tuple[str, str, str]:
@@ -170,10 +175,6 @@ def geometry(x_shape, w_shape, stride, pad, dilation, groups, layout: int) -> Co
     if C < 1 or Cg < 1 or K < 1 or R < 1 or S < 1:
         raise ValueError(f"x {xdesc} and w {wdesc} need at least one channel, filter and tap; "
                          f"got x shape {tuple(x_shape)} and w shape {tuple(w_shape)}")
-    for n in (N, C, H, W, K, R, S):
-        if n > _MAX_INT:
-            raise ValueError(f"array dimensions must be <= {_MAX_INT}; got x shape "
-                             f"{tuple(x_shape)}, w shape {tuple(w_shape)}")
     if C % groups:
         raise ValueError(f"groups must divide the input channels C={C}, got groups={groups}")
     if K % groups:
