@@ -17,7 +17,14 @@ Each parallel loop hands every output element to exactly one thread, which compu
 it in a fixed order: the results are race-free and do not depend on the thread count.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
+from libc.stddef cimport ptrdiff_t
+# Scratch comes from PyMem_Raw*: thread-safe without the GIL, and tracemalloc sees it
+# (tests/test_direct_simd.py measures the workspace that way).
+from cpython.mem cimport PyMem_RawCalloc as calloc
+from cpython.mem cimport PyMem_RawFree as free
+from cpython.mem cimport PyMem_RawMalloc as malloc
+from libc.string cimport memcpy, memset
 
 cdef extern from *:
     """
@@ -126,121 +133,423 @@ cdef inline Py_ssize_t _end_out(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t
     return min(_floor_div(size - 1 - offset, stride) + 1, n_out)
 
 
-cdef void _forward_plane(
-    const floating[::1] x,  # IN
-    const floating[::1] w,  # IN
-    floating b,             # IN: bias of filter k, or 0
-    floating[::1] y,        # OUT: plane (n, k) only
-    const _Conv* cv,
-    Py_ssize_t n,
-    Py_ssize_t k,
+# ---------------------------------------------------------------------------------------
+# The fast path: tiles, packed weights and SIMD micro-kernels (csrc/direct_kernels*.c).
+#
+# Forward and grad_input are both a "tiled correlation" (_Corr): for one image n,
+# group g and a block of PB output rows, the Ci source channels are copied into a
+# zero-padded *tile*, split by stride phase:
+#
+#     tile[c*cs + (a*sw + b)*Ti*L + i*L + j] = src[n, g*Ci + c, (p0 + i)*sh + a - pt, j*sw + b - pl]
+#
+# (zero outside the image). Output (p, q) of the block, flattened to m = (p - p0)*L + q,
+# then reads tap t at tile[c*cs + tapoff[t] + m]: contiguous in m for every stride,
+# dilation and padding, so the micro-kernel only issues unaligned vector loads and
+# never tests a bound. Columns q >= Qo of the flattened grid are computed and dropped.
+# A tile is a bounded per-thread buffer (about _TILE_BUDGET bytes), never the whole
+# input, and it is also how NHWC input is transposed to channel planes.
+#
+# grad_input is the same correlation of grad_y with the transposed filters, split into
+# sh*sw output phases: each phase of grad_x only meets the taps whose offsets match it,
+# so it is a stride-1 correlation over those taps and no inserted zero is ever read.
+# grad_weight reduces tile x staged grad_y over m (fc_wgrad); one thread owns a block of
+# filters and loops over every image and row block in a fixed order, so its result is
+# bitwise the same for any thread count and any repeat.
+
+cdef extern from "direct_kernels.h" nogil:
+    int FC_NV
+    int FC_NV1
+    int FC_KW
+    ctypedef struct fc_kernels:
+        const char *name
+        int vbytes
+        int kb
+        void (*conv_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                         const float *, float *, ptrdiff_t, int) noexcept nogil
+        void (*conv_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                         const double *, double *, ptrdiff_t, int) noexcept nogil
+        void (*conv1_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                          const float *, float *, int) noexcept nogil
+        void (*conv1_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                          const double *, double *, int) noexcept nogil
+        void (*wgrad_f32)(const float *, ptrdiff_t, ptrdiff_t, const float *,
+                          const ptrdiff_t *, ptrdiff_t, ptrdiff_t, float *) noexcept nogil
+        void (*wgrad_f64)(const double *, ptrdiff_t, ptrdiff_t, const double *,
+                          const ptrdiff_t *, ptrdiff_t, ptrdiff_t, double *) noexcept nogil
+    const fc_kernels *fc_select(const char *request)
+    const char *fc_supported()
+
+
+cdef const fc_kernels *_K = NULL
+_SIMD_REQUEST = ""
+
+
+def _choose_simd():
+    """Pick the micro-kernels once, at import: FASTCONV_SIMD, else the best this CPU runs."""
+    global _K, _SIMD_REQUEST
+    import os
+    import warnings
+    request = os.environ.get("FASTCONV_SIMD", "").strip().lower()
+    _SIMD_REQUEST = request
+    _K = fc_select(request.encode())
+    if _K == NULL:
+        supported = fc_supported().decode()
+        warnings.warn(f"FASTCONV_SIMD={request!r} is not available; acceptable values on this "
+                      f"machine are {supported.replace(',', ', ')} (using the best of them)",
+                      RuntimeWarning, stacklevel=2)
+        _K = fc_select(b"")
+
+
+_choose_simd()
+
+
+def simd_info():
+    """The micro-kernel set in use, its vector width, and the sets this machine supports."""
+    return {
+        "simd": _K.name.decode(),
+        "vector_bits": 8 * _K.vbytes,
+        "supported": fc_supported().decode().split(","),
+        "requested": _SIMD_REQUEST or None,
+    }
+
+
+# Bytes of one per-thread tile. Measured on the suite: 256-512 KiB keeps a tile in L2
+# while every filter block streams over it; much smaller tiles re-pack the R-1 halo
+# rows too often, larger ones fall out of L2.
+cdef Py_ssize_t _TILE_BUDGET = 512 * 1024
+
+
+# Bytes of packed weights one filter chunk may hold (L2 is 2 MiB per core here).
+cdef Py_ssize_t _WEIGHT_BUDGET = 1024 * 1024
+
+
+ctypedef struct _Corr:
+    # The source the tiles are cut from: N images, G groups of Ci channels, Hi x Wi,
+    # element strides xs_*, read with stride sh, sw and top/left padding pt, pl.
+    Py_ssize_t N, G, Ci, Hi, Wi
+    Py_ssize_t xs_n, xs_c, xs_h, xs_w
+    Py_ssize_t sh, sw, pt, pl
+    Py_ssize_t ntaps
+    # The output: Ko channels per group, Po x Qo, element (n, g*Ko + k, p, q) at
+    # y_off + n*ys_n + (g*Ko + k)*ys_k + p*ys_p + q*ys_q.
+    Py_ssize_t Ko, Po, Qo
+    Py_ssize_t ys_n, ys_k, ys_p, ys_q, y_off
+    # Tiles: PB output rows x QB output columns per block (npb x nqb blocks); one
+    # plane per stride phase the taps use (rows pha[:na] x columns phb[:nb]), each Ti
+    # rows (PB plus the filter's halo) of pitch L (QB plus halo); channel pitch cs,
+    # elements per tile buffer.
+    Py_ssize_t PB, npb, QB, nqb, Ti, L, cs, tile_len
+    Py_ssize_t na, nb
+    Py_ssize_t* pha
+    Py_ssize_t* phb
+
+
+cdef inline Py_ssize_t _round_up(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b * b
+
+
+cdef Py_ssize_t _index_of(const Py_ssize_t* a, Py_ssize_t n, Py_ssize_t v) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if a[i] == v:
+            return i
+    return -1
+
+
+cdef void _plan_tiles(_Corr* cr, const Py_ssize_t* dr, const Py_ssize_t* ds,
+                      Py_ssize_t* pha, Py_ssize_t* phb, ptrdiff_t* tapoff,
+                      Py_ssize_t itemsize) noexcept:
+    # dr, ds: each tap's row and column offset in padded source coordinates; pha, phb:
+    # room for ntaps + 1 phases each.
+    cdef Py_ssize_t t, rext = 0, cext = 0, per_col
+    cr.pha, cr.phb, cr.na, cr.nb = pha, phb, 0, 0
+    for t in range(cr.ntaps):
+        rext = max(rext, dr[t] // cr.sh)
+        cext = max(cext, ds[t] // cr.sw)
+        if _index_of(pha, cr.na, dr[t] % cr.sh) < 0:
+            pha[cr.na] = dr[t] % cr.sh
+            cr.na += 1
+        if _index_of(phb, cr.nb, ds[t] % cr.sw) < 0:
+            phb[cr.nb] = ds[t] % cr.sw
+            cr.nb += 1
+    if cr.ntaps == 0:  # no tap meets this output: a plane of zeros, never read
+        pha[0], phb[0], cr.na, cr.nb = 0, 0, 1, 1
+    # Column blocks only when one tile row of every channel would overflow the budget
+    # (very wide images): the tile never grows with the image.
+    per_col = cr.Ci * cr.na * cr.nb * (1 + rext) * itemsize
+    cr.QB = cr.Qo
+    if per_col * (cr.Qo + cext) > _TILE_BUDGET:
+        cr.QB = max(1, min(cr.Qo, _TILE_BUDGET // per_col - cext))
+    cr.nqb = (cr.Qo + cr.QB - 1) // cr.QB
+    cr.QB = (cr.Qo + cr.nqb - 1) // cr.nqb
+    cr.L = cr.QB + cext
+    cr.PB = max(1, min(cr.Po, _TILE_BUDGET // (cr.Ci * cr.na * cr.nb * cr.L * itemsize) - rext))
+    cr.npb = (cr.Po + cr.PB - 1) // cr.PB
+    cr.PB = (cr.Po + cr.npb - 1) // cr.npb  # equal blocks
+    cr.Ti = cr.PB + rext
+    cr.cs = cr.na * cr.nb * cr.Ti * cr.L
+    # Loads run past the last row (junk outputs) by at most a block of vectors.
+    cr.tile_len = (cr.Ci + 1) * cr.cs + 256
+    for t in range(cr.ntaps):
+        tapoff[t] = ((_index_of(pha, cr.na, dr[t] % cr.sh) * cr.nb
+                      + _index_of(phb, cr.nb, ds[t] % cr.sw)) * cr.Ti * cr.L
+                     + (dr[t] // cr.sh) * cr.L + ds[t] // cr.sw)
+
+
+cdef void _pack_tile(
+    const floating* x,  # IN: the source
+    const _Corr* cr,
+    Py_ssize_t n, Py_ssize_t g, Py_ssize_t p0, Py_ssize_t q0, Py_ssize_t rows,
+    floating* tile,     # OUT: rows rows of every phase plane of every channel
 ) noexcept nogil:
     cdef:
-        Py_ssize_t c, r, s, p, q, p0, p1, q0, q1, row_off, col_off
-        Py_ssize_t x_plane, x_row, y_row
-        Py_ssize_t y_plane = n * cv.ys_n + k * cv.ys_k
-        Py_ssize_t c0 = (k // cv.Kg) * cv.Cg
-        Py_ssize_t x_step = cv.stride_w * cv.xs_w  # x distance between adjacent q
-        floating wv
+        Py_ssize_t c, ia, ib, a, b, i, j, j0, j1, h
+        Py_ssize_t L = cr.L, step = cr.sw * cr.xs_w
+        const floating* xc
+        const floating* src
+        floating* plane
+        floating* row
+    for c in range(cr.Ci):
+        xc = x + n * cr.xs_n + (g * cr.Ci + c) * cr.xs_c
+        for ia in range(cr.na):
+            a = cr.pha[ia]
+            for ib in range(cr.nb):
+                b = cr.phb[ib]
+                plane = tile + c * cr.cs + (ia * cr.nb + ib) * cr.Ti * L
+                # Tile columns [j0, j1) hold image columns (q0 + j)*sw + b - pl in [0, Wi).
+                j0 = min(max(_ceil_div(cr.pl - b, cr.sw) - q0, 0), L)
+                j1 = max(min(_floor_div(cr.Wi - 1 + cr.pl - b, cr.sw) + 1 - q0, L), j0)
+                for i in range(rows):
+                    row = plane + i * L
+                    h = (p0 + i) * cr.sh + a - cr.pt
+                    if h < 0 or h >= cr.Hi:
+                        memset(row, 0, L * sizeof(floating))
+                        continue
+                    memset(row, 0, j0 * sizeof(floating))
+                    memset(row + j1, 0, (L - j1) * sizeof(floating))
+                    src = xc + h * cr.xs_h + ((q0 + j0) * cr.sw + b - cr.pl) * cr.xs_w
+                    if step == 1:
+                        memcpy(row + j0, src, (j1 - j0) * sizeof(floating))
+                    else:
+                        for j in range(j1 - j0):
+                            row[j0 + j] = src[j * step]
 
-    for p in range(cv.P):
-        y_row = y_plane + p * cv.ys_p
-        for q in range(cv.Q):
-            y[y_row + q * cv.ys_q] = b
 
-    # One tap at a time, so the innermost loop is a long axpy along an output row.
-    for c in range(cv.Cg):
-        x_plane = n * cv.xs_n + (c0 + c) * cv.xs_c
-        for r in range(cv.R):
-            row_off = r * cv.dil_h - cv.pad_top
-            p0 = _first_out(row_off, cv.stride_h)
-            p1 = _end_out(row_off, cv.stride_h, cv.H, cv.P)
-            for s in range(cv.S):
-                col_off = s * cv.dil_w - cv.pad_left
-                q0 = _first_out(col_off, cv.stride_w)
-                q1 = _end_out(col_off, cv.stride_w, cv.W, cv.Q)
-                wv = w[k * cv.ws_k + c * cv.ws_c + r * cv.ws_r + s * cv.ws_s]
-                for p in range(p0, p1):
-                    y_row = y_plane + p * cv.ys_p
-                    x_row = x_plane + (p * cv.stride_h + row_off) * cv.xs_h + col_off * cv.xs_w
-                    for q in range(q0, q1):
-                        y[y_row + q * cv.ys_q] += wv * x[x_row + q * x_step]
-
-
-cdef void _grad_input_plane(
-    const floating[::1] grad_y,  # IN
-    const floating[::1] w,       # IN
-    floating[::1] grad_x,        # OUT: plane (n, c) only
-    const _Conv* cv,
-    Py_ssize_t n,
-    Py_ssize_t c,
+cdef void _unstage(
+    const floating* st,    # IN: nk rows of ldst results for flattened m0 .. m0+mlen
+    Py_ssize_t ldst, Py_ssize_t nk, Py_ssize_t m0, Py_ssize_t mlen,
+    Py_ssize_t Qv,         # valid columns of the tile's rows
+    const _Corr* cr,
+    const floating* bias,  # IN: nk values, or NULL
+    floating* y,           # OUT: at output (n, first channel, first row of the block, 0)
 ) noexcept nogil:
     cdef:
-        Py_ssize_t k, r, s, p, q, h, col, p0, p1, q0, q1, row_off, col_off
-        Py_ssize_t x_row, y_plane, y_row
-        Py_ssize_t x_plane = n * cv.xs_n + c * cv.xs_c
-        Py_ssize_t k0 = (c // cv.Cg) * cv.Kg
-        Py_ssize_t cg = c % cv.Cg  # the channel's index within its filters' depth
-        Py_ssize_t x_step = cv.stride_w * cv.xs_w
-        floating wv
-
-    for h in range(cv.H):
-        for col in range(cv.W):
-            grad_x[x_plane + h * cv.xs_h + col * cv.xs_w] = 0
-
-    # The forward pass run backwards: scatter each grad_y row into the input row it
-    # read. Looping over outputs, not inputs, skips the zeros a stride would insert.
-    for k in range(k0, k0 + cv.Kg):
-        y_plane = n * cv.ys_n + k * cv.ys_k
-        for r in range(cv.R):
-            row_off = r * cv.dil_h - cv.pad_top
-            p0 = _first_out(row_off, cv.stride_h)
-            p1 = _end_out(row_off, cv.stride_h, cv.H, cv.P)
-            for s in range(cv.S):
-                col_off = s * cv.dil_w - cv.pad_left
-                q0 = _first_out(col_off, cv.stride_w)
-                q1 = _end_out(col_off, cv.stride_w, cv.W, cv.Q)
-                wv = w[k * cv.ws_k + cg * cv.ws_c + r * cv.ws_r + s * cv.ws_s]
-                for p in range(p0, p1):
-                    y_row = y_plane + p * cv.ys_p
-                    x_row = x_plane + (p * cv.stride_h + row_off) * cv.xs_h + col_off * cv.xs_w
-                    for q in range(q0, q1):
-                        grad_x[x_row + q * x_step] += wv * grad_y[y_row + q * cv.ys_q]
+        Py_ssize_t k, m, p, q, j, run, end = m0 + mlen
+        floating bk
+        floating* dst
+        const floating* src
+    for k in range(nk):
+        bk = bias[k] if bias != NULL else 0
+        m = m0
+        while m < end:
+            p = m // cr.L
+            q = m - p * cr.L
+            if q < Qv:
+                run = min(end, p * cr.L + Qv) - m
+                dst = y + k * cr.ys_k + p * cr.ys_p + q * cr.ys_q
+                src = st + k * ldst + (m - m0)
+                if cr.ys_q == 1:  # NCHW: a contiguous run the compiler vectorises
+                    for j in range(run):
+                        dst[j] = src[j] + bk
+                else:
+                    for j in range(run):
+                        dst[j * cr.ys_q] = src[j] + bk
+            m = (p + 1) * cr.L
 
 
-cdef floating _grad_weight_entry(
-    const floating[::1] grad_y,  # IN
-    const floating[::1] x,       # IN
-    const _Conv* cv,
-    Py_ssize_t k,
-    Py_ssize_t c,
-    Py_ssize_t r,
-    Py_ssize_t s,
+cdef void _corr_item(
+    const floating* x,     # IN: source
+    const floating* wp,    # IN: packed weights
+    const floating* bias,  # IN: G*Ko values or NULL
+    floating* y,           # OUT
+    const _Corr* cr, const ptrdiff_t* tapoff,
+    Py_ssize_t item, Py_ssize_t nkc, Py_ssize_t kb, Py_ssize_t vl,
+    floating* tile, floating* st,  # per-thread scratch
 ) noexcept nogil:
     cdef:
-        Py_ssize_t n, p, q, x_plane, x_row, y_plane, y_row
-        Py_ssize_t row_off = r * cv.dil_h - cv.pad_top
-        Py_ssize_t col_off = s * cv.dil_w - cv.pad_left
-        Py_ssize_t p0 = _first_out(row_off, cv.stride_h)
-        Py_ssize_t p1 = _end_out(row_off, cv.stride_h, cv.H, cv.P)
-        Py_ssize_t q0 = _first_out(col_off, cv.stride_w)
-        Py_ssize_t q1 = _end_out(col_off, cv.stride_w, cv.W, cv.Q)
-        Py_ssize_t c_in = (k // cv.Kg) * cv.Cg + c
-        Py_ssize_t x_step = cv.stride_w * cv.xs_w
-        # The sum runs over N*P*Q terms, far more than a float32 accumulator holds
-        # without visible rounding error.
-        double acc = 0
+        Py_ssize_t p0, base = cr.N * cr.G * cr.npb * cr.nqb
+        Py_ssize_t kc = item // base, rest = item % base
+        Py_ssize_t qb = rest % cr.nqb, q0 = qb * cr.QB, Qv = min(cr.QB, cr.Qo - q0)
+        Py_ssize_t pb, g, n, nvt, nch, ich
+        Py_ssize_t PBe, M, m0, nv, nk, kbi, kb_lo, kb_hi, step
+        Py_ssize_t nkb = (cr.Ko + kb - 1) // kb
+        Py_ssize_t wblock = cr.Ci * cr.ntaps * kb
+        floating* yb
+        const floating* bb = NULL
+    rest = rest // cr.nqb
+    pb = rest % cr.npb
+    rest = rest // cr.npb
+    g = rest % cr.G
+    n = rest // cr.G
+    p0 = pb * cr.PB
+    PBe = min(cr.PB, cr.Po - p0)
+    _pack_tile(x, cr, n, g, p0, q0, PBe + cr.Ti - cr.PB, tile)
+    M = PBe * cr.L
+    yb = y + cr.y_off + n * cr.ys_n + p0 * cr.ys_p + q0 * cr.ys_q
+    kb_lo = kc * nkb // nkc
+    kb_hi = (kc + 1) * nkb // nkc
+    step = vl * (FC_NV1 if kb == 1 else FC_NV)
+    for kbi in range(kb_lo, kb_hi):
+        nk = min(kb, cr.Ko - kbi * kb)
+        if bias != NULL:
+            bb = bias + g * cr.Ko + kbi * kb
+        # Split the tile's nvt vectors into nch near-equal chunks: 4 vectors run as
+        # 2 + 2, not 3 + 1 (a 1-vector block is FMA-latency bound).
+        nvt = (M + vl - 1) // vl
+        nch = (nvt * vl + step - 1) // step
+        m0 = 0
+        for ich in range(nch):
+            nv = (ich + 1) * nvt // nch - ich * nvt // nch
+            if kb == 1:
+                if floating is float:
+                    _K.conv1_f32(tile + m0, cr.cs, cr.Ci, tapoff, cr.ntaps,
+                                 wp + (g * nkb + kbi) * wblock, st, <int>nv)
+                else:
+                    _K.conv1_f64(tile + m0, cr.cs, cr.Ci, tapoff, cr.ntaps,
+                                 wp + (g * nkb + kbi) * wblock, st, <int>nv)
+            else:
+                if floating is float:
+                    _K.conv_f32(tile + m0, cr.cs, cr.Ci, tapoff, cr.ntaps,
+                                wp + (g * nkb + kbi) * wblock, st, step, <int>nv)
+                else:
+                    _K.conv_f64(tile + m0, cr.cs, cr.Ci, tapoff, cr.ntaps,
+                                wp + (g * nkb + kbi) * wblock, st, step, <int>nv)
+            _unstage(st, step, nk, m0, min(nv * vl, M - m0), Qv, cr, bb,
+                     yb + (g * cr.Ko + kbi * kb) * cr.ys_k)
+            m0 += nv * vl
 
-    for n in range(cv.N):
-        y_plane = n * cv.ys_n + k * cv.ys_k
-        x_plane = n * cv.xs_n + c_in * cv.xs_c + row_off * cv.xs_h + col_off * cv.xs_w
-        for p in range(p0, p1):
-            y_row = y_plane + p * cv.ys_p
-            x_row = x_plane + p * cv.stride_h * cv.xs_h
-            for q in range(q0, q1):
-                acc += grad_y[y_row + q * cv.ys_q] * x[x_row + q * x_step]
-    return <floating>acc
 
+cdef int _run_corr(
+    const floating* x,     # IN
+    const floating* w,     # IN: filters, element (out o, reduction c, tap) at
+                           #     g*w_g + o*w_o + c*w_c + tr[t]*w_r + ts[t]*w_s
+    const floating* bias,  # IN: G*Ko values, or NULL
+    floating* y,           # OUT
+    _Corr* cr,
+    const Py_ssize_t* dr, const Py_ssize_t* ds, const Py_ssize_t* tr, const Py_ssize_t* ts,
+    Py_ssize_t* pha, Py_ssize_t* phb,
+    Py_ssize_t w_g, Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r, Py_ssize_t w_s,
+    int n_threads,
+) except -1:
+    cdef:
+        Py_ssize_t kb = 1 if cr.Ko == 1 else _K.kb
+        Py_ssize_t vl = _K.vbytes // sizeof(floating)
+        Py_ssize_t nkb = (cr.Ko + kb - 1) // kb
+        Py_ssize_t g, kbi, c, t, i, o, base, nkc, items, per, it, tid, nthr
+        ptrdiff_t* tapoff = <ptrdiff_t*>malloc((cr.ntaps + 1) * sizeof(ptrdiff_t))
+        floating* wp = <floating*>malloc(
+            (cr.G * nkb * kb * cr.Ci * cr.ntaps + 1) * sizeof(floating))
+        floating* buf = NULL
+        floating* wq
+    try:
+        if tapoff == NULL or wp == NULL:
+            raise MemoryError()
+        _plan_tiles(cr, dr, ds, pha, phb, tapoff, sizeof(floating))
+        # Pack the filters once: wp[g][block][c][t][i] = w[g, block*kb + i, c, tap t],
+        # zero past the last filter, the order fc_conv reads them in.
+        wq = wp
+        for g in range(cr.G):
+            for kbi in range(nkb):
+                for c in range(cr.Ci):
+                    for t in range(cr.ntaps):
+                        for i in range(kb):
+                            o = kbi * kb + i
+                            wq[0] = (w[g * w_g + o * w_o + c * w_c + tr[t] * w_r + ts[t] * w_s]
+                                     if o < cr.Ko else 0)
+                            wq += 1
+        # Work items: filter chunk (outermost) x image x group x row block. Filters are
+        # split into chunks whose packed weights stay in L2 while the chunk sweeps
+        # every image (resnet_c5: 9 MiB of weights would otherwise stream from L3 once
+        # per image), and further when there are too few items for the threads. Each
+        # chunk re-packs the tiles it reads, which costs far less.
+        base = cr.N * cr.G * cr.npb * cr.nqb
+        nkc = min(nkb, max(1, cr.Ci * cr.ntaps * cr.Ko * <Py_ssize_t>sizeof(floating)
+                           // _WEIGHT_BUDGET))
+        if base * nkc < 4 * n_threads:
+            nkc = min(nkb, (4 * n_threads + base - 1) // base)
+        items = base * nkc
+        nthr = min(n_threads, items)
+        per = _round_up(cr.tile_len + kb * vl * max(FC_NV, FC_NV1), 16)
+        buf = <floating*>calloc(nthr * per, sizeof(floating))
+        if buf == NULL:
+            raise MemoryError()
+        with nogil, parallel(num_threads=nthr):
+            tid = threadid()
+            for it in prange(items, schedule='static'):
+                _corr_item(x, wp, bias, y, cr, tapoff, it, nkc, kb, vl,
+                           buf + tid * per, buf + tid * per + cr.tile_len)
+    finally:
+        free(tapoff)
+        free(wp)
+        free(buf)
+    return 0
+
+
+cdef void _wgrad_item(
+    const floating* grad_y,  # IN
+    const floating* x,       # IN
+    floating* grad_w,        # OUT: the item's filters only
+    const _Corr* cr, const _Conv* cv, const ptrdiff_t* xoff,
+    const Py_ssize_t* tr, const Py_ssize_t* ts,
+    Py_ssize_t item, Py_ssize_t nkc, Py_ssize_t kcw, Py_ssize_t vl,
+    floating* tile, floating* st, floating* acc,  # per-thread scratch
+) noexcept nogil:
+    cdef:
+        Py_ssize_t g = item // nkc, k0 = (item % nkc) * kcw
+        Py_ssize_t nk = min(kcw, cv.Kg - k0), nk4 = 1 if nk == 1 else _round_up(nk, FC_KW)
+        Py_ssize_t nct = cr.Ci * cr.ntaps
+        Py_ssize_t n, pb, qb, p0, q0, Qv, PBe, M, Mr, k, pp, q, ct, c, t
+        floating* row
+        const floating* src
+    memset(acc, 0, nct * nk4 * sizeof(floating))
+    for n in range(cr.N):
+        for pb in range(cr.npb * cr.nqb):
+            qb = pb % cr.nqb
+            q0 = qb * cr.QB
+            Qv = min(cr.QB, cr.Qo - q0)
+            p0 = (pb // cr.nqb) * cr.PB
+            PBe = min(cr.PB, cr.Po - p0)
+            _pack_tile(x, cr, n, g, p0, q0, PBe + cr.Ti - cr.PB, tile)
+            M = PBe * cr.L
+            Mr = _round_up(M, vl)
+            # grad_y on the tile's flattened grid, zero in the dropped columns and rows.
+            for k in range(nk4):
+                row = st + k * Mr
+                if k >= nk:
+                    memset(row, 0, Mr * sizeof(floating))
+                    continue
+                src = (grad_y + n * cv.ys_n + (g * cv.Kg + k0 + k) * cv.ys_k + p0 * cv.ys_p
+                       + q0 * cv.ys_q)
+                for pp in range(PBe):
+                    if cv.ys_q == 1:
+                        memcpy(row + pp * cr.L, src + pp * cv.ys_p, Qv * sizeof(floating))
+                    else:
+                        for q in range(Qv):
+                            row[pp * cr.L + q] = src[pp * cv.ys_p + q * cv.ys_q]
+                    for q in range(Qv, cr.L):
+                        row[pp * cr.L + q] = 0
+                for q in range(M, Mr):
+                    row[q] = 0
+            if floating is float:
+                _K.wgrad_f32(st, Mr, nk4, tile, xoff, nct, Mr, acc)
+            else:
+                _K.wgrad_f64(st, Mr, nk4, tile, xoff, nct, Mr, acc)
+    for ct in range(nct):
+        c = ct // cr.ntaps
+        t = ct % cr.ntaps
+        for k in range(nk):
+            grad_w[(g * cv.Kg + k0 + k) * cv.ws_k + c * cv.ws_c + tr[t] * cv.ws_r
+                   + ts[t] * cv.ws_s] = acc[ct * nk4 + k]
 
 cdef floating _grad_bias_entry(
     const floating[::1] grad_y,  # IN
@@ -259,6 +568,50 @@ cdef floating _grad_bias_entry(
     return <floating>acc
 
 
+cdef _Corr _source_corr(const _Conv* cv, Py_ssize_t groups):
+    """The forward correlation: tiles of x, outputs y, one tap per filter element."""
+    cdef _Corr cr
+    cr.N, cr.G, cr.Ci, cr.Hi, cr.Wi = cv.N, groups, cv.Cg, cv.H, cv.W
+    cr.xs_n, cr.xs_c, cr.xs_h, cr.xs_w = cv.xs_n, cv.xs_c, cv.xs_h, cv.xs_w
+    cr.sh, cr.sw, cr.pt, cr.pl = cv.stride_h, cv.stride_w, cv.pad_top, cv.pad_left
+    cr.ntaps = cv.R * cv.S
+    cr.Ko, cr.Po, cr.Qo = cv.Kg, cv.P, cv.Q
+    cr.ys_n, cr.ys_k, cr.ys_p, cr.ys_q, cr.y_off = cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, 0
+    return cr
+
+
+cdef class _Taps:
+    """Parallel arrays, one entry per tap: filter row/column and tile offsets."""
+    cdef Py_ssize_t* tr
+    cdef Py_ssize_t* ts
+    cdef Py_ssize_t* dr
+    cdef Py_ssize_t* ds
+    cdef Py_ssize_t* pa  # scratch for the tile plan: the stride phases in use
+    cdef Py_ssize_t* pb
+    cdef Py_ssize_t n
+
+    def __cinit__(self, Py_ssize_t n):
+        self.n = n
+        self.tr = <Py_ssize_t*>malloc(6 * (n + 1) * sizeof(Py_ssize_t))
+        if self.tr == NULL:
+            raise MemoryError()
+        self.ts, self.dr, self.ds = self.tr + n + 1, self.tr + 2 * (n + 1), self.tr + 3 * (n + 1)
+        self.pa, self.pb = self.tr + 4 * (n + 1), self.tr + 5 * (n + 1)
+
+    def __dealloc__(self):
+        free(self.tr)
+
+
+cdef _Taps _forward_taps(const _Conv* cv):
+    cdef _Taps tp = _Taps(cv.R * cv.S)
+    cdef Py_ssize_t r, s, t
+    for r in range(cv.R):
+        for s in range(cv.S):
+            t = r * cv.S + s
+            tp.tr[t], tp.ts[t], tp.dr[t], tp.ds[t] = r, s, r * cv.dil_h, s * cv.dil_w
+    return tp
+
+
 def forward(
     const floating[::1] x,     # IN: (N, C, H, W) or (N, H, W, C)
     const floating[::1] w,     # IN: (K, Cg, R, S) or (R, S, Cg, K)
@@ -275,17 +628,16 @@ def forward(
     """y = conv(x, w) + bias, every element of y written."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, R, S, P, Q, groups, stride_h, stride_w,
                                dil_h, dil_w, pad_top, pad_left, layout)
-    cdef Py_ssize_t nk
     _check_size(x.shape[0], N * C * H * W, "x")
     _check_size(w.shape[0], K * cv.Cg * R * S, "w")
     _check_size(y.shape[0], N * K * P * Q, "y")
     if has_bias:
         _check_size(bias.shape[0], K, "bias")
-
-    # A thread owns whole (n, k) output planes, so no two threads write one element.
-    with nogil, parallel(num_threads=n_threads):
-        for nk in prange(N * K, schedule='static'):
-            _forward_plane(x, w, bias[nk % K] if has_bias else 0, y, &cv, nk // K, nk % K)
+    cdef _Corr cr = _source_corr(&cv, groups)
+    cdef _Taps tp = _forward_taps(&cv)
+    _run_corr(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cr,
+              tp.dr, tp.ds, tp.tr, tp.ts, tp.pa, tp.pb,
+              cv.Kg * cv.ws_k, cv.ws_k, cv.ws_c, cv.ws_r, cv.ws_s, n_threads)
 
 
 def grad_input(
@@ -302,15 +654,47 @@ def grad_input(
     """grad_x = d(loss)/dx given grad_y = d(loss)/dy, every element of grad_x written."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, R, S, P, Q, groups, stride_h, stride_w,
                                dil_h, dil_w, pad_top, pad_left, layout)
-    cdef Py_ssize_t nc
     _check_size(grad_y.shape[0], N * K * P * Q, "grad_y")
     _check_size(w.shape[0], K * cv.Cg * R * S, "w")
     _check_size(grad_x.shape[0], N * C * H * W, "grad_x")
+    cdef:
+        Py_ssize_t a, b, r, s, t, nr, ns, e_min, f_min
+        Py_ssize_t sh = stride_h, sw = stride_w
+        _Corr cr
+        _Taps tp
+        list rows, cols
 
-    # A thread owns whole (n, c) input planes: the scatter stays race-free.
-    with nogil, parallel(num_threads=n_threads):
-        for nc in prange(N * C, schedule='static'):
-            _grad_input_plane(grad_y, w, grad_x, &cv, nc // C, nc % C)
+    # Phase (a, b) is grad_x[a::sh, b::sw]. Input row h = a + i*sh meets tap r from
+    # output row p = i + e_r, e_r = (a + pt - r*dh) / sh, when that division is exact.
+    for a in range(min(sh, H)):
+        rows = []
+        for r in range(R):
+            if _floor_div(a + pad_top - r * dil_h, sh) * sh == a + pad_top - r * dil_h:
+                rows.append((r, _floor_div(a + pad_top - r * dil_h, sh)))
+        for b in range(min(sw, W)):
+            cols = []
+            for s in range(S):
+                if _floor_div(b + pad_left - s * dil_w, sw) * sw == b + pad_left - s * dil_w:
+                    cols.append((s, _floor_div(b + pad_left - s * dil_w, sw)))
+            nr, ns = len(rows), len(cols)
+            tp = _Taps(nr * ns)
+            # A stride-1 correlation of grad_y padded so that every offset is >= 0.
+            e_min = min([e for _, e in rows], default=0)
+            f_min = min([f for _, f in cols], default=0)
+            for t in range(nr * ns):
+                tp.tr[t], tp.ts[t] = rows[t // ns][0], cols[t % ns][0]
+                tp.dr[t], tp.ds[t] = rows[t // ns][1] - e_min, cols[t % ns][1] - f_min
+            cr.N, cr.G, cr.Ci, cr.Hi, cr.Wi = N, groups, cv.Kg, P, Q
+            cr.xs_n, cr.xs_c, cr.xs_h, cr.xs_w = cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q
+            cr.sh, cr.sw, cr.pt, cr.pl = 1, 1, -e_min, -f_min
+            cr.ntaps = nr * ns
+            cr.Ko, cr.Po, cr.Qo = cv.Cg, (H - a + sh - 1) // sh, (W - b + sw - 1) // sw
+            cr.ys_n, cr.ys_k, cr.ys_p, cr.ys_q = cv.xs_n, cv.xs_c, cv.xs_h * sh, cv.xs_w * sw
+            cr.y_off = a * cv.xs_h + b * cv.xs_w
+            # The filters transposed: output channel c, reduction over k.
+            _run_corr(&grad_y[0], &w[0], <floating*>NULL, &grad_x[0], &cr,
+                      tp.dr, tp.ds, tp.tr, tp.ts, tp.pa, tp.pb,
+                      cv.Kg * cv.ws_k, cv.ws_c, cv.ws_k, cv.ws_r, cv.ws_s, n_threads)
 
 
 def grad_weight(
@@ -327,23 +711,47 @@ def grad_weight(
     """grad_w = d(loss)/dw, summed over every image and output position."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, R, S, P, Q, groups, stride_h, stride_w,
                                dil_h, dil_w, pad_top, pad_left, layout)
-    cdef Py_ssize_t i, k, c, r, s
-    cdef Py_ssize_t Cg = cv.Cg
     _check_size(grad_y.shape[0], N * K * P * Q, "grad_y")
     _check_size(x.shape[0], N * C * H * W, "x")
-    _check_size(grad_w.shape[0], K * Cg * R * S, "grad_w")
-
-    # One weight per iteration, not one filter: depthwise or single-filter layers
-    # still give every thread work. Consecutive iterations share (k, c) planes.
-    with nogil, parallel(num_threads=n_threads):
-        for i in prange(K * Cg * R * S, schedule='static'):
-            k = i // (Cg * R * S)
-            c = i // (R * S) % Cg
-            r = i // S % R
-            s = i % S
-            grad_w[k * cv.ws_k + c * cv.ws_c + r * cv.ws_r + s * cv.ws_s] = \
-                _grad_weight_entry(grad_y, x, &cv, k, c, r, s)
-
+    _check_size(grad_w.shape[0], K * cv.Cg * R * S, "grad_w")
+    cdef:
+        _Corr cr = _source_corr(&cv, groups)
+        _Taps tp = _forward_taps(&cv)
+        Py_ssize_t vl = _K.vbytes // sizeof(floating)
+        Py_ssize_t nct = cv.Cg * R * S, kcw, nkc, items, nthr, per, ct, it, tid, Mr
+        ptrdiff_t* xoff = <ptrdiff_t*>malloc((nct + 1) * sizeof(ptrdiff_t))
+        floating* buf = NULL
+    try:
+        if xoff == NULL:
+            raise MemoryError()
+        _plan_tiles(&cr, tp.dr, tp.ds, tp.pa, tp.pb, xoff, sizeof(floating))
+        for ct in range(nct - 1, -1, -1):  # in place: xoff[t] holds tapoff[t] until read
+            xoff[ct] = (ct // cr.ntaps) * cr.cs + xoff[ct % cr.ntaps]
+        # Filters per item: up to 16 (each item re-packs the input tiles it reads),
+        # fewer when that leaves threads idle.
+        kcw = _round_up(min(cv.Kg, 16), FC_KW)
+        while kcw > FC_KW and groups * ((cv.Kg + kcw - 1) // kcw) < 2 * n_threads:
+            kcw -= FC_KW
+        nkc = (cv.Kg + kcw - 1) // kcw
+        items = groups * nkc
+        nthr = min(n_threads, items)
+        Mr = _round_up(cr.PB * cr.L, vl)
+        per = _round_up(cr.tile_len + kcw * Mr + nct * kcw, 16)
+        buf = <floating*>calloc(nthr * per, sizeof(floating))
+        if buf == NULL:
+            raise MemoryError()
+        # A thread owns whole filters and sums over images and rows in one fixed
+        # order: the result is bitwise reproducible for any thread count.
+        with nogil, parallel(num_threads=nthr):
+            tid = threadid()
+            for it in prange(items, schedule='static'):
+                _wgrad_item(&grad_y[0], &x[0], &grad_w[0], &cr, &cv, xoff, tp.tr, tp.ts,
+                            it, nkc, kcw, vl, buf + tid * per,
+                            buf + tid * per + cr.tile_len,
+                            buf + tid * per + cr.tile_len + kcw * Mr)
+    finally:
+        free(xoff)
+        free(buf)
 
 def grad_bias(
     const floating[::1] grad_y,  # IN: (N, K, P, Q) or (N, P, Q, K)

@@ -13,25 +13,20 @@ def _direct_info() -> dict:
         from . import _direct
     except ImportError as e:  # pragma: no cover - a broken install
         return {"available": False, "error": str(e)}
-    return {"available": True, **_direct.openmp_info()}
+    return {"available": True, **_direct.openmp_info(), **_direct.simd_info()}
 
 
 def _numba_info() -> dict:
     import numba
 
-    info = {"version": numba.__version__, "configured_layer": numba.config.THREADING_LAYER,
-            "pool_size": numba.config.NUMBA_NUM_THREADS}
-    try:
-        # The threading layer is only chosen once a parallel kernel has run; run a tiny
-        # convolution on the im2col engine (its kernels are cached on disk).
-        import numpy as np
+    from .engines.im2col import kernel_mode
 
-        from . import conv2d
-        conv2d(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 2, 2), np.float32),
-               backend="im2col")
+    info = {"version": numba.__version__, "configured_layer": numba.config.THREADING_LAYER,
+            "pool_size": numba.config.NUMBA_NUM_THREADS, "kernels": kernel_mode()}
+    try:
         info["threading_layer"] = numba.threading_layer()
-    except Exception as e:  # pragma: no cover - reported, not raised
-        info["threading_layer"] = f"unknown ({e})"
+    except ValueError:  # chosen when the first parallel kernel runs; none has
+        info["threading_layer"] = "not started yet"
     return info
 
 
@@ -60,7 +55,9 @@ def show_config(file=None) -> None:
     if d["available"]:
         omp = (f"OpenMP {d['openmp_version']} (max {d['max_threads']} threads)"
                if d["openmp"] else "no OpenMP (serial)")
-        direct = f"compiled, {omp}" + (", debug bounds checks ON" if d["debug_checks"] else "")
+        direct = (f"compiled, {omp}, SIMD {d['simd']} ({d['vector_bits']}-bit; this CPU: "
+                  f"{', '.join(d['supported'])}; override with FASTCONV_SIMD)"
+                  + (", debug bounds checks ON" if d["debug_checks"] else ""))
     else:
         direct = f"NOT available: {d['error']}"
     lines = [
@@ -69,7 +66,8 @@ def show_config(file=None) -> None:
         f"backends:        {', '.join(info['backends'])}  (auto picks per pass)",
         f"direct engine:   {direct}",
         f"im2col engine:   Numba {nb['version']}, threading layer {nb['threading_layer']} "
-        f"(configured: {nb['configured_layer']}, pool of {nb['pool_size']})",
+        f"(configured: {nb['configured_layer']}, pool of {nb['pool_size']}); "
+        f"kernels {nb['kernels']}",
         "BLAS:            " + ("; ".join(info["blas"]) or "none found"),
         f"threads:         {info['threads']} (of {info['cores']} available cores)",
     ]

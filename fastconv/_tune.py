@@ -46,7 +46,7 @@ def simd_variant() -> str:
     """The direct engine's SIMD variant, as the compiled module reports it."""
     try:
         from . import _direct
-        return str(_direct.simd_info()["variant"])
+        return str(_direct.simd_info()["simd"])
     except (ImportError, AttributeError, KeyError):
         return "generic"
 

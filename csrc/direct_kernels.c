@@ -1,0 +1,69 @@
+/* The direct engine's micro-kernels, written once with GCC/Clang vector extensions and
+ * compiled once per instruction set (csrc/meson.build):
+ *
+ *   FC_ISA_AVX512  -mavx512f            64-byte vectors, 32 registers, FC_KB_ISA = 8
+ *   FC_ISA_AVX2    -mavx2 -mfma         32-byte vectors, 16 registers, FC_KB_ISA = 4
+ *   (neither)      the target's default 16-byte vectors (SSE2, NEON, or emulated)
+ *
+ * -ffp-contract=fast lets a*b + c become one FMA where the ISA has it.
+ *
+ * Blocking of fc_conv (forward and grad_input, measured on a 2-core Sapphire Rapids):
+ *   the output block is FC_KB_ISA channels x nvec vectors of flattened output positions
+ *   m, held in FC_KB_ISA*nvec accumulators (24 of 32 zmm with AVX-512: 8 x 3). The
+ *   reduction runs over input channels x taps; each step loads nvec input vectors
+ *   (unaligned, contiguous because the tile is phase-split), broadcasts FC_KB_ISA
+ *   weights (packed once per call so they are read in order) and issues KB*nvec FMAs:
+ *   11 loads for 24 FMAs, which keeps both FMA ports busy while the loads hit L1/L2.
+ *   Fewer accumulators (8 x 1) leave the ports half idle behind the 4-cycle FMA
+ *   latency, which is why nvec = 1 is only used for the last block of a tile.
+ * fc_conv1 is the one-output-channel variant (depthwise, Kg = 1): FC_NV1 vectors along
+ *   m, one broadcast weight per tap, load-bound by design (a load per FMA).
+ * fc_wgrad reduces over m: FC_KW channels x 4 (channel, tap) pairs = 16 accumulators,
+ *   8 loads per 16 FMAs, then one horizontal sum per pair per tile.
+ */
+#include <string.h>
+
+#include "direct_kernels.h"
+
+#if defined(FC_ISA_AVX512)
+#define FC_SUFFIX avx512
+#define FC_VBYTES 64
+#define FC_KB_ISA 8
+#elif defined(FC_ISA_AVX2)
+#define FC_SUFFIX avx2
+#define FC_VBYTES 32
+#define FC_KB_ISA 4
+#else
+#define FC_SUFFIX baseline
+#define FC_VBYTES 16
+#define FC_KB_ISA 4
+#endif
+
+#define FC_CAT3_(a, b, c) a##_##b##_##c
+#define FC_CAT3(a, b, c) FC_CAT3_(a, b, c)
+#define FC_INLINE static inline __attribute__((always_inline))
+
+/* ---------------------------------------------------------------- float32 */
+#define T float
+#define TS f32
+#include "direct_kernels_tmpl.h"
+#undef T
+#undef TS
+
+/* ---------------------------------------------------------------- float64 */
+#define T double
+#define TS f64
+#include "direct_kernels_tmpl.h"
+#undef T
+#undef TS
+
+/* The table entry for this ISA, read by direct_dispatch.c. */
+#define FC_TABLE_NAME FC_CAT3(fc, table, FC_SUFFIX)
+#define FC_STR_(x) #x
+#define FC_STR(x) FC_STR_(x)
+const fc_kernels FC_TABLE_NAME = {
+    FC_STR(FC_SUFFIX), FC_VBYTES, FC_KB_ISA,
+    FC_CAT3(fc_conv, f32, FC_SUFFIX), FC_CAT3(fc_conv, f64, FC_SUFFIX),
+    FC_CAT3(fc_conv1, f32, FC_SUFFIX), FC_CAT3(fc_conv1, f64, FC_SUFFIX),
+    FC_CAT3(fc_wgrad, f32, FC_SUFFIX), FC_CAT3(fc_wgrad, f64, FC_SUFFIX),
+};

@@ -1,0 +1,66 @@
+/* SIMD micro-kernels of the direct engine, one set per instruction set.
+ *
+ * direct_kernels.c is compiled once per ISA (meson: one static library each, with
+ * its own -m flags and a name suffix); fc_select() in direct_dispatch.c picks one set
+ * at import time. The kernels take raw pointers and ptrdiff_t integers only.
+ *
+ * Every kernel works on a *tile*: a zero-padded copy of a few rows of the input
+ * channels, split by stride phase, so that output position m (flattened over the
+ * tile's output rows, row pitch L) and filter tap t read tile[c*cs + tapoff[t] + m].
+ * See _direct.pyx for how tiles are built and why.
+ */
+#ifndef FASTCONV_DIRECT_KERNELS_H
+#define FASTCONV_DIRECT_KERNELS_H
+
+#include <stddef.h>
+
+#define FC_DECLARE_KERNELS(T, TS, SUFFIX)                                                  \
+    void fc_conv_##TS##_##SUFFIX(const T *x, ptrdiff_t cs, ptrdiff_t Cn,                  \
+                                 const ptrdiff_t *tapoff, ptrdiff_t ntaps, const T *wp,    \
+                                 T *out, ptrdiff_t ldo, int nvec);                         \
+    void fc_conv1_##TS##_##SUFFIX(const T *x, ptrdiff_t cs, ptrdiff_t Cn,                 \
+                                  const ptrdiff_t *tapoff, ptrdiff_t ntaps, const T *wp,   \
+                                  T *out, int nvec);                                       \
+    void fc_wgrad_##TS##_##SUFFIX(const T *dy, ptrdiff_t ldd, ptrdiff_t nk, const T *x,   \
+                                  const ptrdiff_t *xoff, ptrdiff_t nct, ptrdiff_t M,       \
+                                  T *acc);
+
+#define FC_DECLARE_ISA(SUFFIX)                  \
+    FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
+    FC_DECLARE_KERNELS(double, f64, SUFFIX)
+
+FC_DECLARE_ISA(baseline)
+FC_DECLARE_ISA(avx2)
+FC_DECLARE_ISA(avx512)
+
+/* Register-block sizes shared by every ISA: the driver packs weights by FC_KB output
+ * channels and asks for at most FC_NV (conv) / FC_NV1 (conv1) vectors per call. */
+#define FC_NV 3
+#define FC_NV1 6
+#define FC_KW 4 /* output channels per wgrad register block */
+
+typedef struct {
+    const char *name;
+    int vbytes;      /* vector width in bytes */
+    int kb;          /* output channels per conv register block */
+    void (*conv_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                     const float *, float *, ptrdiff_t, int);
+    void (*conv_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                     const double *, double *, ptrdiff_t, int);
+    void (*conv1_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                      const float *, float *, int);
+    void (*conv1_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
+                      const double *, double *, int);
+    void (*wgrad_f32)(const float *, ptrdiff_t, ptrdiff_t, const float *, const ptrdiff_t *,
+                      ptrdiff_t, ptrdiff_t, float *);
+    void (*wgrad_f64)(const double *, ptrdiff_t, ptrdiff_t, const double *,
+                      const ptrdiff_t *, ptrdiff_t, ptrdiff_t, double *);
+} fc_kernels;
+
+/* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best
+ * this CPU supports). Returns NULL when the request is unknown or unsupported here. */
+const fc_kernels *fc_select(const char *request);
+/* Comma-separated names of the sets this build has and this CPU can run. */
+const char *fc_supported(void);
+
+#endif

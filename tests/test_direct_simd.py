@@ -1,0 +1,158 @@
+"""The direct engine's SIMD variants and its workspace.
+
+Every micro-kernel set this machine supports (FASTCONV_SIMD=avx512|avx2|baseline) is
+chosen once at import, so each variant runs in its own subprocess and is checked
+against the reference engine for forward and all three gradients. The workspace test
+counts the engine's scratch with tracemalloc (its buffers come from PyMem_Raw*).
+"""
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import fastconv
+from fastconv import _direct
+from fastconv._geometry import ConvGeometry
+from fastconv.engines import direct
+from fastconv.suite import SUITE
+
+TESTS_DIR = os.path.dirname(__file__)
+
+# Shapes aimed at the blocking edges: K not a multiple of the register block, output
+# rows longer than one block of vectors, strides and dilation with per-side padding,
+# grouped with several filters per group, depthwise, 1x1 with stride 2.
+EDGE_CASES = [
+    dict(x=(2, 5, 19, 53), w=(13, 5, 3, 2), stride=(1, 2), pad=((2, 0), (1, 3)), dilation=(2, 1)),
+    dict(x=(1, 6, 30, 31), w=(9, 2, 3, 3), stride=2, pad=1, groups=3),
+    dict(x=(3, 7, 17, 40), w=(7, 1, 3, 3), stride=1, pad=1, groups=7),
+    dict(x=(2, 8, 11, 12), w=(16, 8, 1, 1), stride=2, pad=0),
+    dict(x=(1, 3, 37, 29), w=(17, 3, 5, 7), stride=3, pad=(2, 1), dilation=(1, 2)),
+]
+
+CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    import fastconv
+    from fastconv import _direct
+    from conftest import assert_close, random_problem
+    from test_direct_simd import EDGE_CASES, check_case
+
+    assert _direct.simd_info()["simd"] == {variant!r}, _direct.simd_info()
+    for seed in range(40):
+        p = random_problem(1000 + seed)
+        kw = dict(flip=p["flip"], **p["opts"])
+        check_case(p["x"], p["w"], p["b"], p["gy"], p["dtype"], kw)
+    rng = np.random.default_rng(7)
+    for case in EDGE_CASES:
+        for layout in ("NCHW", "NHWC"):
+            for dtype in (np.float32, np.float64):
+                opts = dict(case)
+                xs, ws = opts.pop("x"), opts.pop("w")
+                if layout == "NHWC":
+                    xs, ws = (xs[0], xs[2], xs[3], xs[1]), (ws[2], ws[3], ws[1], ws[0])
+                x = rng.standard_normal(xs).astype(dtype)
+                w = rng.standard_normal(ws).astype(dtype)
+                kw = dict(layout=layout, **opts)
+                y_shape = fastconv.output_shape(x, w, **kw)
+                b = rng.standard_normal(y_shape[3] if layout == "NHWC" else y_shape[1]).astype(dtype)
+                gy = rng.standard_normal(y_shape).astype(dtype)
+                check_case(x, w, b, gy, dtype, kw)
+    print("ok", {variant!r})
+""")
+
+
+def check_case(x, w, b, gy, dtype, kw):
+    """Forward and the three gradients of the direct engine against the reference."""
+    y = fastconv.conv2d(x, w, bias=b, backend="direct", **kw)
+    assert_close(y, fastconv.conv2d(x, w, bias=b, backend="reference", **kw), dtype,
+                 f"forward {kw}")
+    g = fastconv.conv2d_backward(gy, x, w, backend="direct", **kw)
+    g_ref = fastconv.conv2d_backward(gy, x, w, backend="reference", **kw)
+    for name in ("x", "w", "b"):
+        assert_close(getattr(g, name), getattr(g_ref, name), dtype, f"grad {name} {kw}")
+
+
+@pytest.mark.parametrize("variant", ["avx512", "avx2", "baseline"])
+def test_simd_variant_matches_reference(variant):
+    if variant not in _direct.simd_info()["supported"]:
+        pytest.skip(f"this machine or build has no {variant} kernels")
+    env = dict(os.environ, FASTCONV_SIMD=variant, FASTCONV_NUM_THREADS="2")
+    code = CHILD.format(tests=TESTS_DIR, variant=variant)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert f"ok {variant}" in res.stdout
+
+
+def test_unknown_simd_request_warns_and_falls_back():
+    env = dict(os.environ, FASTCONV_SIMD="sse9")
+    code = "from fastconv import _direct; print(_direct.simd_info()['simd'])"
+    res = subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == _direct.simd_info()["supported"][0]
+    assert "acceptable values" in res.stderr
+
+
+def test_show_config_reports_simd():
+    import io
+    out = io.StringIO()
+    fastconv.show_config(file=out)
+    assert f"SIMD {_direct.simd_info()['simd']}" in out.getvalue()
+
+
+def test_grad_weight_bitwise_reproducible(rng):
+    x = rng.standard_normal((4, 24, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((4, 40, 20, 20)).astype(np.float32)
+    runs = []
+    for n in (1, 2, 2, 3):
+        with fastconv.num_threads(n):
+            runs.append(fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("w",), backend="direct").w)
+    for r in runs[1:]:
+        assert np.array_equal(runs[0], r)
+
+
+def _geometry(layer):
+    from fastconv._geometry import out_size
+    P = out_size(layer.H, layer.R, layer.stride, layer.pad, layer.pad, 1)
+    Q = out_size(layer.W, layer.S, layer.stride, layer.pad, layer.pad, 1)
+    return ConvGeometry(layer.N, layer.C, layer.H, layer.W, layer.K, layer.R, layer.S, P, Q,
+                        layer.groups, layer.stride, layer.stride, 1, 1,
+                        layer.pad, layer.pad, layer.pad, layer.pad, 0)
+
+
+WORKSPACE_LIMIT = 32 * 2**20
+
+
+@pytest.mark.parametrize("layer", SUITE, ids=[layer.name for layer in SUITE])
+def test_workspace_is_bounded(layer):
+    """Beyond its output, a pass allocates at most 32 MiB and never a copy of the input."""
+    g = _geometry(layer)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(g.x_shape).astype(np.float32)
+    w = rng.standard_normal(g.w_shape).astype(np.float32)
+    gy = rng.standard_normal(g.y_shape).astype(np.float32)
+    passes = {
+        "forward": (lambda: direct.forward(x, w, None, g), gy.nbytes),
+        "grad_input": (lambda: direct.grad_input(gy, w, g), x.nbytes),
+        "grad_weight": (lambda: direct.grad_weight(gy, x, g), w.nbytes),
+    }
+    with fastconv.num_threads(2):
+        for name, (fn, out_bytes) in passes.items():
+            tracemalloc.start()
+            try:
+                fn()
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            scratch = peak - out_bytes
+            assert scratch <= WORKSPACE_LIMIT, f"{name}: {scratch / 2**20:.1f} MiB of scratch"
+            if x.nbytes >= 8 * 2**20:
+                assert scratch < x.nbytes / 2, f"{name}: scratch as large as the input"
