@@ -56,7 +56,14 @@ def _split(spec: str, known, what: str) -> list[str]:
     return names
 
 
+# Idle time before each engine's runs. After a call, OpenBLAS's workers spin for ~0.1 s
+# and OpenMP runtimes (ours, and PyTorch's own copy) for a few ms; timing the next
+# engine inside that window measured it up to 40x slower (cs231n forward, 2 cores).
+SETTLE_S = 0.25
+
+
 def _median_time(fn, repeat: int) -> tuple[float, object]:
+    time.sleep(SETTLE_S)
     out = fn()  # warm-up
     times = []
     for _ in range(repeat):
