@@ -9,15 +9,22 @@ Where things live:
 * ``backend="auto"``: tuned winners from ``fastconv/_tune.py`` (``tune``), else the cost
   model ``choose_backend`` in ``fastconv/_dispatch.py``
 * threads: ``fastconv/_threads.py``; ``show_config``: ``fastconv/_config.py``
+* ``conv1d``, ``conv1d_backward`` (on the conv2d engines), ``correlate``, ``convolve``:
+  ``fastconv/_conv1d.py``
+* ``conv_matrix``, ``linear_to_conv``, ``conv_to_linear``: ``fastconv/_matrix.py``
+* the layers ``Conv2d`` and ``Conv1d``: ``fastconv/layers.py``
 """
 from ._api import ConvGrads, conv2d, conv2d_backward, output_shape
 from ._config import show_config
+from ._conv1d import conv1d, conv1d_backward, convolve, correlate
 from ._dispatch import choose_backend
+from ._matrix import conv_matrix, conv_to_linear, linear_to_conv
 from ._threads import get_num_threads, num_threads, set_num_threads
 from ._tune import clear_cache as clear_tuning_cache
 from ._tune import tune
 from ._version import __version__
 from ._workspace import get_workspace_limit, set_workspace_limit, workspace_limit
+from .layers import Conv1d, Conv2d
 
 
 def backends() -> tuple[str, ...]:
@@ -35,8 +42,9 @@ def backends() -> tuple[str, ...]:
 
 
 __all__ = [
-    "ConvGrads", "__version__", "backends", "choose_backend", "clear_tuning_cache", "conv2d",
-    "conv2d_backward",
-    "get_num_threads", "get_workspace_limit", "num_threads", "output_shape", "set_num_threads",
-    "set_workspace_limit", "show_config", "tune", "workspace_limit",
+    "__version__", "backends", "choose_backend", "clear_tuning_cache", "Conv1d", "conv1d",
+    "conv1d_backward", "Conv2d", "conv2d", "conv2d_backward", "conv_matrix",
+    "conv_to_linear", "ConvGrads", "convolve", "correlate", "get_num_threads",
+    "get_workspace_limit", "linear_to_conv", "num_threads", "output_shape",
+    "set_num_threads", "set_workspace_limit", "show_config", "tune", "workspace_limit",
 ]
