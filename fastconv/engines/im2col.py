@@ -135,6 +135,33 @@ def _taps(g: ConvGeometry):
 
 
 # ---------------------------------------------------------------------------------
+# Subnormal inputs. BLAS takes a slow microcode path for every subnormal operand
+# (measured 7x slower forward on subnormal inputs), and its threads' FPU modes are not
+# ours to set. So the engine reads subnormal inputs as zero, as the direct engine's DAZ
+# mode does: a change of at most 1.2e-38 per product, far inside every tolerance. The
+# check is one vectorised pass over each input (~2 ms per 25 MB, 2% of vgg_conv1_2);
+# only arrays that hold a subnormal are copied.
+
+
+@njit(nogil=True, cache=True)
+def _has_subnormal(a, tiny):
+    # Branch-free counting vectorises: 1.8 ms over 25 MB, against 8 ms with an early
+    # exit per block. (|v| < tiny counts zeros and subnormals; the zeros are taken off.)
+    n = 0
+    for i in range(a.size):
+        v = abs(a[i])
+        n += np.int32(v < tiny) - np.int32(v == 0)
+    return n > 0
+
+
+def _subnormals_as_zero(a: np.ndarray) -> np.ndarray:
+    tiny = np.finfo(a.dtype).tiny
+    if not _has_subnormal(a.reshape(-1), a.dtype.type(tiny)):
+        return a
+    return np.where(np.abs(a) < tiny, a.dtype.type(0), a)
+
+
+# ---------------------------------------------------------------------------------
 # Workspace: chunking and the reused buffer.
 
 
@@ -380,6 +407,7 @@ def _folded(g: ConvGeometry, nb: int) -> bool:
 
 def forward(x, w, bias, g: ConvGeometry):
     _set_threads()
+    x, w = _subnormals_as_zero(x), _subnormals_as_zero(w)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
     y = np.empty(g.y_shape, x.dtype)
@@ -434,6 +462,7 @@ def forward(x, w, bias, g: ConvGeometry):
 
 def grad_input(grad_y, w, g: ConvGeometry):
     _set_threads()
+    grad_y, w = _subnormals_as_zero(grad_y), _subnormals_as_zero(w)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, grad_y.itemsize
     crs = g.C * g.R * g.S
     if g.nhwc:
@@ -486,6 +515,7 @@ def grad_input(grad_y, w, g: ConvGeometry):
 
 def grad_weight(grad_y, x, g: ConvGeometry):
     _set_threads()
+    grad_y, x = _subnormals_as_zero(grad_y), _subnormals_as_zero(x)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
     gw = np.empty(g.w_shape, x.dtype)
