@@ -82,17 +82,8 @@ class _Problem1d:
         stride = _int1(stride, "stride", 1)
         dilation = _int1(dilation, "dilation", 1)
         groups = v._int(groups, "groups", 1)
-        if C < 1 or Cg < 1 or K < 1 or R < 1:
-            raise ValueError(f"{x_name} {xdesc} and w {wdesc} need at least one channel, filter "
-                             f"and tap; got {x_name} shape {x3.shape} and w shape {w.shape}")
-        if C % groups:
-            raise ValueError(f"groups must divide the input channels C={C}, got groups={groups}")
-        if K % groups:
-            raise ValueError(f"groups must divide the filters K={K}, got groups={groups}")
-        if Cg * groups != C:
-            raise ValueError(f"w's input-channel dimension must be C/groups = {C}/{groups} = "
-                             f"{C // groups} ({self.layout}: w is {wdesc}), got {Cg} "
-                             f"({x_name} shape {x3.shape}, w shape {w.shape})")
+        v.check_channels(C, Cg, K, (R,), groups, x3.shape, w.shape, x_name, xdesc, wdesc,
+                         self.layout)
         left, right = pad_sides_1d(pad, R, stride, dilation, L)
         Q = out_size(L, R, stride, left, right, dilation)
         if Q < 1:

@@ -172,17 +172,7 @@ def geometry(x_shape, w_shape, stride, pad, dilation, groups, layout: int) -> Co
         N, C, H, W = x_shape
         K, Cg, R, S = w_shape
     groups = _int(groups, "groups", 1)
-    if C < 1 or Cg < 1 or K < 1 or R < 1 or S < 1:
-        raise ValueError(f"x {xdesc} and w {wdesc} need at least one channel, filter and tap; "
-                         f"got x shape {tuple(x_shape)} and w shape {tuple(w_shape)}")
-    if C % groups:
-        raise ValueError(f"groups must divide the input channels C={C}, got groups={groups}")
-    if K % groups:
-        raise ValueError(f"groups must divide the filters K={K}, got groups={groups}")
-    if Cg * groups != C:
-        raise ValueError(f"w's input-channel dimension must be C/groups = {C}/{groups} = "
-                         f"{C // groups} ({lname}: w is {wdesc}), got {Cg} "
-                         f"(x shape {tuple(x_shape)}, w shape {tuple(w_shape)})")
+    check_channels(C, Cg, K, (R, S), groups, x_shape, w_shape, "x", xdesc, wdesc, lname)
     sh, sw = pair(stride, "stride", 1)
     dh, dw = pair(dilation, "dilation", 1)
     pt, pb, pl, pr = pad_sides(pad, (R, S), (sh, sw), (dh, dw), (H, W))
@@ -196,6 +186,23 @@ def geometry(x_shape, w_shape, stride, pad, dilation, groups, layout: int) -> Co
     return ConvGeometry(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q, groups=groups,
                         stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw,
                         pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr, layout=layout)
+
+
+def check_channels(C: int, Cg: int, K: int, taps: tuple, groups: int, x_shape, w_shape,
+                   x_name: str, xdesc: str, wdesc: str, lname: str) -> None:
+    """Depth and group checks shared by conv2d and conv1d: each filter spans C/groups."""
+    if C < 1 or Cg < 1 or K < 1 or min(taps) < 1:
+        raise ValueError(f"{x_name} {xdesc} and w {wdesc} need at least one channel, filter "
+                         f"and tap; got {x_name} shape {tuple(x_shape)} and w shape "
+                         f"{tuple(w_shape)}")
+    if C % groups:
+        raise ValueError(f"groups must divide the input channels C={C}, got groups={groups}")
+    if K % groups:
+        raise ValueError(f"groups must divide the filters K={K}, got groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(f"w's input-channel dimension must be C/groups = {C}/{groups} = "
+                         f"{C // groups} ({lname}: w is {wdesc}), got {Cg} "
+                         f"({x_name} shape {tuple(x_shape)}, w shape {tuple(w_shape)})")
 
 
 def batched(x: np.ndarray, name: str, layout: int) -> tuple[np.ndarray, bool]:
