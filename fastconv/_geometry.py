@@ -88,5 +88,12 @@ class ConvGeometry:
                 and self.pad_left == 0 and self.pad_right == 0)
 
     @property
+    def covers_input(self) -> bool:
+        """The kernel spans the whole unpadded input: one output per image, a fully
+        connected layer (LeNet's C5, VGG's fc6 as a convolution)."""
+        return (self.R == self.H and self.S == self.W and self.pad_top == 0
+                and self.pad_bottom == 0 and self.pad_left == 0 and self.pad_right == 0)
+
+    @property
     def is_depthwise(self) -> bool:
         return self.groups > 1 and self.groups == self.C == self.K

@@ -68,3 +68,24 @@ def test_threads_give_identical_results(engine, rng):
     for name in ("x", "w", "b"):
         assert np.array_equal(getattr(runs[1], name), getattr(runs[2], name))
         assert_close(getattr(runs[0], name), getattr(runs[1], name), np.float32, name)
+
+
+@pytest.mark.parametrize("engine", FAST_ENGINES)
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_whole_window_is_a_dense_layer(engine, layout, groups, stride, rng):
+    """A kernel that covers the input (LeNet's C5) gives one output per image."""
+    C, K, H, W = 4 * groups, 3 * groups, 5, 4
+    x = rng.standard_normal((3, C, H, W) if layout == "NCHW" else (3, H, W, C))
+    w_shape = (K, C // groups, H, W) if layout == "NCHW" else (H, W, C // groups, K)
+    w, b = rng.standard_normal(w_shape), rng.standard_normal(K)
+    kw = dict(stride=stride, groups=groups, layout=layout)
+    y = fastconv.conv2d(x, w, bias=b, backend=engine, **kw)
+    assert y.shape == ((3, K, 1, 1) if layout == "NCHW" else (3, 1, 1, K))
+    assert_close(y, fastconv.conv2d(x, w, bias=b, backend="reference", **kw), np.float64)
+    gy = rng.standard_normal(y.shape)
+    g = fastconv.conv2d_backward(gy, x, w, backend=engine, **kw)
+    g_ref = fastconv.conv2d_backward(gy, x, w, backend="reference", **kw)
+    for name in ("x", "w", "b"):
+        assert_close(getattr(g, name), getattr(g_ref, name), np.float64, name)
