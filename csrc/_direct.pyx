@@ -160,10 +160,13 @@ cdef extern from "direct_kernels.h" nogil:
     int FC_NV
     int FC_NV1
     int FC_KW
+    int FC_MR_MAX
     ctypedef struct fc_kernels:
         const char *name
         int vbytes
         int kb
+        int mr
+        int nvk
         void (*conv_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
                          const float *, float *, ptrdiff_t, int) noexcept nogil
         void (*conv_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
@@ -176,6 +179,12 @@ cdef extern from "direct_kernels.h" nogil:
                           const ptrdiff_t *, ptrdiff_t, ptrdiff_t, float *) noexcept nogil
         void (*wgrad_f64)(const double *, ptrdiff_t, ptrdiff_t, const double *,
                           const ptrdiff_t *, ptrdiff_t, ptrdiff_t, double *) noexcept nogil
+        void (*kvec_f32)(const float *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
+                         const float *, ptrdiff_t, float *, ptrdiff_t, int) noexcept nogil
+        void (*kvec_f64)(const double *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
+                         const double *, ptrdiff_t, double *, ptrdiff_t, int) noexcept nogil
+    unsigned fc_ftz_enter()
+    void fc_ftz_leave(unsigned old)
     const fc_kernels *fc_select(const char *request)
     const char *fc_supported()
 
@@ -221,6 +230,32 @@ cdef Py_ssize_t _TILE_BUDGET = 512 * 1024
 
 # Bytes of packed weights one filter chunk may hold (L2 is 2 MiB per core here).
 cdef Py_ssize_t _WEIGHT_BUDGET = 1024 * 1024
+
+
+# The K-vectorised path (fc_kvec): outputs with at most _KVEC_MAX_OUT positions per
+# image (and a whole image per tile) vectorise over output channels instead of output
+# positions, so a 7x7 or 1x1 output leaves no lane empty. _KVEC_MODE: 0 auto, 1 never,
+# 2 whenever the tile plan allows (tests use 1 and 2 to cover both paths).
+cdef Py_ssize_t _KVEC_MAX_OUT = 256
+cdef int _KVEC_MODE = 0
+
+
+def _set_kvec(mode="auto", Py_ssize_t max_out=256):
+    """Testing and tuning hook: force the K-vectorised path on ("always"), off ("never"),
+    or back to the cost rule ("auto") with its output-size threshold."""
+    global _KVEC_MODE, _KVEC_MAX_OUT
+    modes = {"auto": 0, "never": 1, "always": 2}
+    if mode not in modes:
+        raise ValueError(f"mode must be 'auto', 'never' or 'always', got {mode!r}")
+    _KVEC_MODE, _KVEC_MAX_OUT = modes[mode], max_out
+
+
+cdef bint _kvec_fits(const _Corr* cr, Py_ssize_t ko, Py_ssize_t vl) noexcept:
+    if _KVEC_MODE == 1 or ko < 2 or cr.npb != 1 or cr.nqb != 1:
+        return False
+    # Measured: with fewer channels than half a kvec block (cs231n grad_input, 3;
+    # lenet_c1, 6) the padded lanes cost more than the empty positions saved.
+    return _KVEC_MODE == 2 or (cr.Po * cr.Qo <= _KVEC_MAX_OUT and 2 * ko >= _K.nvk * vl)
 
 
 ctypedef struct _Corr:
@@ -429,6 +464,58 @@ cdef void _corr_item(
             m0 += nv * vl
 
 
+cdef void _corrk_item(
+    const floating* x,     # IN: source
+    const floating* wp,    # IN: packed weights, blocks of kb channels
+    const floating* bias,  # IN: G*Ko values or NULL
+    floating* y,           # OUT
+    const _Corr* cr, const ptrdiff_t* xoff,
+    Py_ssize_t item, Py_ssize_t ib_n, Py_ssize_t nib, Py_ssize_t nkc, Py_ssize_t kb,
+    Py_ssize_t vl,
+    floating* tile, ptrdiff_t* moff, ptrdiff_t* yoff, floating* st,  # per-thread scratch
+) noexcept nogil:
+    # The K-vectorised item: ib_n whole-image tiles side by side (image pitch Ci*cs),
+    # every valid output position of them listed in moff / yoff (no junk columns), and
+    # fc_kvec broadcasting the tile along the reduction while it loads kb-wide rows of
+    # packed weights.
+    cdef:
+        Py_ssize_t kc = item // (cr.G * nib), rest = item % (cr.G * nib)
+        Py_ssize_t g = rest % cr.G, n0 = (rest // cr.G) * ib_n
+        Py_ssize_t nimg = min(ib_n, cr.N - n0), ipitch = cr.Ci * cr.cs
+        Py_ssize_t nkb = (cr.Ko + kb - 1) // kb, nct = cr.Ci * cr.ntaps
+        Py_ssize_t nl, p, q, npos = 0, kbi, nk, nv, i0, nr, i, k, ko, mr = _K.mr
+        floating* dst
+        const floating* wblk
+    for nl in range(nimg):
+        _pack_tile(x, cr, n0 + nl, g, 0, 0, cr.Ti, tile + nl * ipitch)
+        for p in range(cr.Po):
+            for q in range(cr.Qo):
+                moff[npos] = nl * ipitch + p * cr.L + q
+                yoff[npos] = cr.y_off + (n0 + nl) * cr.ys_n + p * cr.ys_p + q * cr.ys_q
+                npos += 1
+    for kbi in range(kc * nkb // nkc, (kc + 1) * nkb // nkc):
+        ko = g * cr.Ko + kbi * kb
+        nk = min(kb, cr.Ko - kbi * kb)
+        nv = (nk + vl - 1) // vl
+        wblk = wp + (g * nkb + kbi) * nct * kb
+        i0 = 0
+        while i0 < npos:
+            nr = min(mr, npos - i0)
+            if floating is float:
+                _K.kvec_f32(tile, moff + i0, <int>nr, xoff, nct, wblk, kb, st, kb, <int>nv)
+            else:
+                _K.kvec_f64(tile, moff + i0, <int>nr, xoff, nct, wblk, kb, st, kb, <int>nv)
+            for i in range(nr):
+                dst = y + yoff[i0 + i] + ko * cr.ys_k
+                if bias != NULL:
+                    for k in range(nk):
+                        dst[k * cr.ys_k] = st[i * kb + k] + bias[ko + k]
+                else:
+                    for k in range(nk):
+                        dst[k * cr.ys_k] = st[i * kb + k]
+            i0 += mr
+
+
 cdef int _run_corr(
     const floating* x,     # IN
     const floating* w,     # IN: filters, element (out o, reduction c, tap) at
@@ -442,21 +529,33 @@ cdef int _run_corr(
     int n_threads,
 ) except -1:
     cdef:
-        Py_ssize_t kb = 1 if cr.Ko == 1 else _K.kb
         Py_ssize_t vl = _K.vbytes // sizeof(floating)
-        Py_ssize_t nkb = (cr.Ko + kb - 1) // kb
-        Py_ssize_t g, kbi, c, t, i, o, base, nkc, items, per, it, tid, nthr
-        ptrdiff_t* tapoff = <ptrdiff_t*>malloc((cr.ntaps + 1) * sizeof(ptrdiff_t))
-        floating* wp = <floating*>malloc(
-            (cr.G * nkb * kb * cr.Ci * cr.ntaps + 1) * sizeof(floating))
+        Py_ssize_t kb, nkb, g, kbi, c, t, i, o, base, nkc, items, per, it, tid, nthr
+        Py_ssize_t ib_n = 1, nib = 1, npos_max = 0, nct = cr.Ci * cr.ntaps
+        unsigned csr
+        bint kpath
+        ptrdiff_t* tapoff = <ptrdiff_t*>malloc(
+            (cr.ntaps + 1 + cr.Ci * cr.ntaps + 1) * sizeof(ptrdiff_t))
+        ptrdiff_t* xoff = tapoff + cr.ntaps + 1
+        ptrdiff_t* pbuf = NULL
+        floating* wp = NULL
         floating* buf = NULL
         floating* wq
     try:
-        if tapoff == NULL or wp == NULL:
+        if tapoff == NULL:
             raise MemoryError()
         _plan_tiles(cr, dr, ds, pha, phb, tapoff, sizeof(floating))
+        kpath = _kvec_fits(cr, cr.Ko, vl)
+        kb = _K.nvk * vl if kpath else (1 if cr.Ko == 1 else _K.kb)
+        nkb = (cr.Ko + kb - 1) // kb
+        for c in range(cr.Ci):
+            for t in range(cr.ntaps):
+                xoff[c * cr.ntaps + t] = c * cr.cs + tapoff[t]
+        wp = <floating*>malloc((cr.G * nkb * kb * nct + 1) * sizeof(floating))
+        if wp == NULL:
+            raise MemoryError()
         # Pack the filters once: wp[g][block][c][t][i] = w[g, block*kb + i, c, tap t],
-        # zero past the last filter, the order fc_conv reads them in.
+        # zero past the last filter, the order fc_conv and fc_kvec read them in.
         wq = wp
         for g in range(cr.G):
             for kbi in range(nkb):
@@ -467,31 +566,55 @@ cdef int _run_corr(
                             wq[0] = (w[g * w_g + o * w_o + c * w_c + tr[t] * w_r + ts[t] * w_s]
                                      if o < cr.Ko else 0)
                             wq += 1
-        # Work items: filter chunk (outermost) x image x group x row block. Filters are
-        # split into chunks whose packed weights stay in L2 while the chunk sweeps
-        # every image (resnet_c5: 9 MiB of weights would otherwise stream from L3 once
-        # per image), and further when there are too few items for the threads. Each
-        # chunk re-packs the tiles it reads, which costs far less.
-        base = cr.N * cr.G * cr.npb * cr.nqb
-        nkc = min(nkb, max(1, cr.Ci * cr.ntaps * cr.Ko * <Py_ssize_t>sizeof(floating)
-                           // _WEIGHT_BUDGET))
+        # Work items: filter chunk (outermost) x image (block) x group x row block.
+        # Filters are split into chunks whose packed weights stay in L2 while the chunk
+        # sweeps every image (resnet_c5: 9 MiB of weights would otherwise stream from
+        # L3 once per image), and further when there are too few items for the
+        # threads. Each chunk re-packs the tiles it reads, which costs far less.
+        if kpath:
+            # Images per tile: as many as fit the tile budget, but at least two items
+            # per thread before the filters are split.
+            ib_n = max(1, min(_TILE_BUDGET // (cr.Ci * cr.cs * <Py_ssize_t>sizeof(floating)),
+                              cr.N * cr.G // (2 * n_threads)))
+            ib_n = min(ib_n, cr.N)
+            nib = (cr.N + ib_n - 1) // ib_n
+            base = cr.G * nib
+            npos_max = ib_n * cr.Po * cr.Qo
+        else:
+            base = cr.N * cr.G * cr.npb * cr.nqb
+        nkc = min(nkb, max(1, nct * cr.Ko * <Py_ssize_t>sizeof(floating) // _WEIGHT_BUDGET))
         if base * nkc < 4 * n_threads:
             nkc = min(nkb, (4 * n_threads + base - 1) // base)
         items = base * nkc
         nthr = min(n_threads, items)
-        per = _round_up(cr.tile_len + kb * vl * max(FC_NV, FC_NV1), 16)
+        if kpath:
+            per = _round_up(ib_n * cr.Ci * cr.cs + cr.cs + 256 + FC_MR_MAX * kb, 16)
+            pbuf = <ptrdiff_t*>malloc((2 * nthr * npos_max + 1) * sizeof(ptrdiff_t))
+            if pbuf == NULL:
+                raise MemoryError()
+        else:
+            per = _round_up(cr.tile_len + kb * vl * max(FC_NV, FC_NV1), 16)
         buf = <floating*>calloc(nthr * per, sizeof(floating))
         if buf == NULL:
             raise MemoryError()
         with nogil, parallel(num_threads=nthr):
             tid = threadid()
+            csr = fc_ftz_enter()  # FTZ/DAZ for this thread, restored below
             for it in prange(items, schedule='static'):
-                _corr_item(x, wp, bias, y, cr, tapoff, it, nkc, kb, vl,
-                           buf + tid * per, buf + tid * per + cr.tile_len)
+                if kpath:
+                    _corrk_item(x, wp, bias, y, cr, xoff, it, ib_n, nib, nkc, kb, vl,
+                                buf + tid * per, pbuf + 2 * tid * npos_max,
+                                pbuf + (2 * tid + 1) * npos_max,
+                                buf + (tid + 1) * per - FC_MR_MAX * kb)
+                else:
+                    _corr_item(x, wp, bias, y, cr, tapoff, it, nkc, kb, vl,
+                               buf + tid * per, buf + tid * per + cr.tile_len)
+            fc_ftz_leave(csr)
     finally:
         free(tapoff)
         free(wp)
         free(buf)
+        free(pbuf)
     return 0
 
 
@@ -719,6 +842,7 @@ def grad_weight(
         _Taps tp = _forward_taps(&cv)
         Py_ssize_t vl = _K.vbytes // sizeof(floating)
         Py_ssize_t nct = cv.Cg * R * S, kcw, nkc, items, nthr, per, ct, it, tid, Mr
+        unsigned csr
         ptrdiff_t* xoff = <ptrdiff_t*>malloc((nct + 1) * sizeof(ptrdiff_t))
         floating* buf = NULL
     try:
@@ -727,6 +851,11 @@ def grad_weight(
         _plan_tiles(&cr, tp.dr, tp.ds, tp.pa, tp.pb, xoff, sizeof(floating))
         for ct in range(nct - 1, -1, -1):  # in place: xoff[t] holds tapoff[t] until read
             xoff[ct] = (ct // cr.ntaps) * cr.cs + xoff[ct % cr.ntaps]
+        # Measured: with one image (batch1_c4) the 196-position reduction is too short
+        # to beat the position-vectorised kernel (84 vs 98 GFLOP/s).
+        if _kvec_fits(&cr, cv.Kg, vl) and (N > 1 or _KVEC_MODE == 2):
+            _wgradk(&grad_y[0], &x[0], &grad_w[0], &cr, &cv, xoff, tp.tr, tp.ts, n_threads)
+            return
         # Filters per item: up to 16 (each item re-packs the input tiles it reads),
         # fewer when that leaves threads idle.
         kcw = _round_up(min(cv.Kg, 16), FC_KW)
@@ -744,14 +873,113 @@ def grad_weight(
         # order: the result is bitwise reproducible for any thread count.
         with nogil, parallel(num_threads=nthr):
             tid = threadid()
+            csr = fc_ftz_enter()
             for it in prange(items, schedule='static'):
                 _wgrad_item(&grad_y[0], &x[0], &grad_w[0], &cr, &cv, xoff, tp.tr, tp.ts,
                             it, nkc, kcw, vl, buf + tid * per,
                             buf + tid * per + cr.tile_len,
                             buf + tid * per + cr.tile_len + kcw * Mr)
+            fc_ftz_leave(csr)
     finally:
         free(xoff)
         free(buf)
+
+cdef int _wgradk(
+    const floating* grad_y,  # IN
+    const floating* x,       # IN
+    floating* grad_w,        # OUT
+    _Corr* cr, const _Conv* cv, const ptrdiff_t* xoff,
+    const Py_ssize_t* tr, const Py_ssize_t* ts, int n_threads,
+) except -1:
+    # grad_weight vectorised over filters: dW[ct][k] = sum_m X[ct][m] * dY[m][k], with
+    # fc_kvec broadcasting mr (channel, tap) rows of the tiles and loading k-vectors of
+    # grad_y staged position-major. The register block keeps its sum over every
+    # position of a unit of ib_n images, so no horizontal sums at all; the units run
+    # in order and each block of dW belongs to one thread per unit, so the result is
+    # bitwise the same for any thread count. Shared scratch: the unit's tiles and
+    # staged grad_y (about _TILE_BUDGET * 2), and dW in [g][ct][k] order (weight-sized).
+    cdef:
+        Py_ssize_t vl = _K.vbytes // sizeof(floating), mr = _K.mr, kbw = _K.nvk * vl
+        Py_ssize_t G = cr.G, Kg = cv.Kg, Kp = _round_up(cv.Kg, vl)
+        Py_ssize_t nct = cr.Ci * cr.ntaps, PQ = cr.Po * cr.Qo, ipitch = cr.Ci * cr.cs
+        Py_ssize_t nctb = (nct + mr - 1) // mr, nkbk = (Kp + kbw - 1) // kbw
+        Py_ssize_t per_img = (G * ipitch + PQ * G * Kp) * <Py_ssize_t>sizeof(floating)
+        Py_ssize_t ib_n = max(1, min(cv.N, 2 * _TILE_BUDGET // per_img))
+        Py_ssize_t nblk = G * nctb * nkbk, n0, nimg, it, j, nl, g, p, q, k, b, ctb, kbk
+        Py_ssize_t ct, nr, nv, i, v, tid, nthr, c, t
+        unsigned csr
+        ptrdiff_t* moff = <ptrdiff_t*>malloc((ib_n * PQ + 1) * sizeof(ptrdiff_t))
+        floating* tiles = <floating*>malloc(
+            (ib_n * G * ipitch + cr.cs + 256) * sizeof(floating))
+        floating* dys = <floating*>calloc(ib_n * PQ * G * Kp + 1, sizeof(floating))
+        floating* acc = <floating*>calloc(G * nct * Kp + 1, sizeof(floating))
+        floating* st = NULL
+        floating* dst
+        floating* srow
+        const floating* src
+    try:
+        nthr = max(1, min(n_threads, nblk))
+        st = <floating*>malloc((nthr * FC_MR_MAX * kbw + 1) * sizeof(floating))
+        if moff == NULL or tiles == NULL or dys == NULL or acc == NULL or st == NULL:
+            raise MemoryError()
+        for nl in range(ib_n):
+            for p in range(cr.Po):
+                for q in range(cr.Qo):
+                    moff[nl * PQ + p * cr.Qo + q] = nl * G * ipitch + p * cr.L + q
+        for n0 in range(0, cv.N, ib_n):
+            nimg = min(ib_n, cv.N - n0)
+            with nogil, parallel(num_threads=min(n_threads, nimg * G)):
+                for it in prange(nimg * G, schedule='static'):
+                    nl = it // G
+                    g = it % G
+                    _pack_tile(x, cr, n0 + nl, g, 0, 0, cr.Ti, tiles + it * ipitch)
+                    # grad_y position-major: dys[(nl*PQ + p*Qo + q)*G*Kp + g*Kp + k]
+                    for j in range(PQ):
+                        p = j // cr.Qo
+                        q = j % cr.Qo
+                        src = (grad_y + (n0 + nl) * cv.ys_n + g * Kg * cv.ys_k + p * cv.ys_p
+                               + q * cv.ys_q)
+                        srow = dys + ((nl * PQ + j) * G + g) * Kp
+                        for k in range(Kg):
+                            srow[k] = src[k * cv.ys_k]
+            with nogil, parallel(num_threads=nthr):
+                tid = threadid()
+                csr = fc_ftz_enter()
+                for b in prange(nblk, schedule='static'):
+                    g = b // (nctb * nkbk)
+                    ctb = (b // nkbk) % nctb
+                    kbk = b % nkbk
+                    nr = min(mr, nct - ctb * mr)
+                    nv = min(kbw, Kp - kbk * kbw) // vl
+                    if floating is float:
+                        _K.kvec_f32(tiles + g * ipitch, xoff + ctb * mr, <int>nr, moff,
+                                    nimg * PQ, dys + g * Kp + kbk * kbw, G * Kp,
+                                    st + tid * FC_MR_MAX * kbw, kbw, <int>nv)
+                    else:
+                        _K.kvec_f64(tiles + g * ipitch, xoff + ctb * mr, <int>nr, moff,
+                                    nimg * PQ, dys + g * Kp + kbk * kbw, G * Kp,
+                                    st + tid * FC_MR_MAX * kbw, kbw, <int>nv)
+                    for i in range(nr):
+                        dst = acc + (g * nct + ctb * mr + i) * Kp + kbk * kbw
+                        srow = st + tid * FC_MR_MAX * kbw + i * kbw
+                        for v in range(nv * vl):
+                            dst[v] += srow[v]
+                fc_ftz_leave(csr)
+        for g in range(G):
+            for ct in range(nct):
+                c = ct // cr.ntaps
+                t = ct % cr.ntaps
+                for k in range(Kg):
+                    grad_w[(g * Kg + k) * cv.ws_k + c * cv.ws_c + tr[t] * cv.ws_r
+                           + ts[t] * cv.ws_s] = acc[(g * nct + ct) * Kp + k]
+    finally:
+        free(moff)
+        free(tiles)
+        free(dys)
+        free(acc)
+        free(st)
+    return 0
+
 
 def grad_bias(
     const floating[::1] grad_y,  # IN: (N, K, P, Q) or (N, P, Q, K)

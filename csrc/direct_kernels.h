@@ -23,7 +23,10 @@
                                   T *out, int nvec);                                       \
     void fc_wgrad_##TS##_##SUFFIX(const T *dy, ptrdiff_t ldd, ptrdiff_t nk, const T *x,   \
                                   const ptrdiff_t *xoff, ptrdiff_t nct, ptrdiff_t M,       \
-                                  T *acc);
+                                  T *acc);                                                 \
+    void fc_kvec_##TS##_##SUFFIX(const T *x, const ptrdiff_t *rowoff, int nrows,          \
+                                 const ptrdiff_t *stepoff, ptrdiff_t nsteps, const T *b,   \
+                                 ptrdiff_t ldb, T *out, ptrdiff_t ldo, int nvec);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -38,11 +41,17 @@ FC_DECLARE_ISA(avx512)
 #define FC_NV 3
 #define FC_NV1 6
 #define FC_KW 4 /* output channels per wgrad register block */
+/* fc_kvec: mr broadcast rows x up to nvk weight vectors, per ISA (8 x 3 = 24
+ * accumulators with AVX-512; 6 x 2 = 12 of 16 registers with AVX2 and the baseline). */
+#define FC_MR_MAX 8
+#define FC_NVK_MAX 3
 
 typedef struct {
     const char *name;
     int vbytes;      /* vector width in bytes */
     int kb;          /* output channels per conv register block */
+    int mr;          /* rows per fc_kvec block */
+    int nvk;         /* vectors per fc_kvec block */
     void (*conv_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
                      const float *, float *, ptrdiff_t, int);
     void (*conv_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
@@ -55,6 +64,10 @@ typedef struct {
                       ptrdiff_t, ptrdiff_t, float *);
     void (*wgrad_f64)(const double *, ptrdiff_t, ptrdiff_t, const double *,
                       const ptrdiff_t *, ptrdiff_t, ptrdiff_t, double *);
+    void (*kvec_f32)(const float *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
+                     const float *, ptrdiff_t, float *, ptrdiff_t, int);
+    void (*kvec_f64)(const double *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
+                     const double *, ptrdiff_t, double *, ptrdiff_t, int);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best
@@ -62,5 +75,9 @@ typedef struct {
 const fc_kernels *fc_select(const char *request);
 /* Comma-separated names of the sets this build has and this CPU can run. */
 const char *fc_supported(void);
+
+/* FTZ/DAZ on in the calling thread; returns the state fc_ftz_leave restores. */
+unsigned fc_ftz_enter(void);
+void fc_ftz_leave(unsigned old);
 
 #endif

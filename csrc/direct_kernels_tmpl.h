@@ -9,6 +9,7 @@
 #define CONV_BODY FC_CAT3(fc_conv_body, TS, FC_SUFFIX)
 #define CONV1_BODY FC_CAT3(fc_conv1_body, TS, FC_SUFFIX)
 #define WGRAD_BODY FC_CAT3(fc_wgrad_body, TS, FC_SUFFIX)
+#define KVEC_BODY FC_CAT3(fc_kvec_body, TS, FC_SUFFIX)
 
 typedef T V __attribute__((vector_size(FC_VBYTES)));
 
@@ -144,6 +145,43 @@ void FC_CAT3(fc_wgrad, TS, FC_SUFFIX)(const T *dy, ptrdiff_t ldd, ptrdiff_t nk, 
     }
 }
 
+FC_INLINE void KVEC_BODY(const T *x, const ptrdiff_t *rowoff, int nrows,
+                         const ptrdiff_t *stepoff, ptrdiff_t nsteps, const T *b,
+                         ptrdiff_t ldb, T *out, ptrdiff_t ldo, const int nv)
+{
+    V acc[FC_MR][FC_NVK];
+    const T *xr[FC_MR];
+    for (int i = 0; i < FC_MR; i++) {
+        xr[i] = x + rowoff[i < nrows ? i : 0];  /* missing rows recompute row 0, unstored */
+        for (int j = 0; j < nv; j++) acc[i][j] = (V){0};
+    }
+    for (ptrdiff_t s = 0; s < nsteps; s++) {
+        const ptrdiff_t off = stepoff[s];
+        const T *bs = b + s * ldb;
+        V bv[FC_NVK];
+        for (int j = 0; j < nv; j++) bv[j] = LOAD(bs + j * VL);
+        for (int i = 0; i < FC_MR; i++) {
+            const V a = (V){0} + xr[i][off];
+            for (int j = 0; j < nv; j++) acc[i][j] += a * bv[j];
+        }
+    }
+    for (int i = 0; i < nrows; i++)
+        for (int j = 0; j < nv; j++) STORE(out + i * ldo + j * VL, acc[i][j]);
+}
+
+/* out[i*ldo + v] = sum_{s < nsteps} x[rowoff[i] + stepoff[s]] * b[s*ldb + v]
+ * for i < nrows (1..FC_MR) and v < nvec*VL (nvec in 1..FC_NVK). */
+void FC_CAT3(fc_kvec, TS, FC_SUFFIX)(const T *x, const ptrdiff_t *rowoff, int nrows,
+                                     const ptrdiff_t *stepoff, ptrdiff_t nsteps, const T *b,
+                                     ptrdiff_t ldb, T *out, ptrdiff_t ldo, int nvec)
+{
+    switch (nvec) {
+    case 1: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, 1); break;
+    case 2: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, 2); break;
+    default: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, FC_NVK); break;
+    }
+}
+
 #undef V
 #undef VL
 #undef LOAD
@@ -152,3 +190,4 @@ void FC_CAT3(fc_wgrad, TS, FC_SUFFIX)(const T *dy, ptrdiff_t ldd, ptrdiff_t nk, 
 #undef CONV_BODY
 #undef CONV1_BODY
 #undef WGRAD_BODY
+#undef KVEC_BODY

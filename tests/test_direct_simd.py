@@ -49,20 +49,22 @@ CHILD = textwrap.dedent("""
         kw = dict(flip=p["flip"], **p["opts"])
         check_case(p["x"], p["w"], p["b"], p["gy"], p["dtype"], kw)
     rng = np.random.default_rng(7)
-    for case in EDGE_CASES:
-        for layout in ("NCHW", "NHWC"):
-            for dtype in (np.float32, np.float64):
-                opts = dict(case)
-                xs, ws = opts.pop("x"), opts.pop("w")
-                if layout == "NHWC":
-                    xs, ws = (xs[0], xs[2], xs[3], xs[1]), (ws[2], ws[3], ws[1], ws[0])
-                x = rng.standard_normal(xs).astype(dtype)
-                w = rng.standard_normal(ws).astype(dtype)
-                kw = dict(layout=layout, **opts)
-                y_shape = fastconv.output_shape(x, w, **kw)
-                b = rng.standard_normal(y_shape[3] if layout == "NHWC" else y_shape[1]).astype(dtype)
-                gy = rng.standard_normal(y_shape).astype(dtype)
-                check_case(x, w, b, gy, dtype, kw)
+    for mode in ("auto", "always", "never"):  # the K-vectorised kernel on and off
+        _direct._set_kvec(mode)
+        for case in EDGE_CASES:
+            for layout in ("NCHW", "NHWC"):
+                for dtype in (np.float32, np.float64):
+                    opts = dict(case)
+                    xs, ws = opts.pop("x"), opts.pop("w")
+                    if layout == "NHWC":
+                        xs, ws = (xs[0], xs[2], xs[3], xs[1]), (ws[2], ws[3], ws[1], ws[0])
+                    x = rng.standard_normal(xs).astype(dtype)
+                    w = rng.standard_normal(ws).astype(dtype)
+                    kw = dict(layout=layout, **opts)
+                    y_shape = fastconv.output_shape(x, w, **kw)
+                    b = rng.standard_normal(y_shape[3] if layout == "NHWC" else y_shape[1]).astype(dtype)
+                    gy = rng.standard_normal(y_shape).astype(dtype)
+                    check_case(x, w, b, gy, dtype, kw)
     print("ok", {variant!r})
 """)
 

@@ -1,0 +1,69 @@
+"""Both direct-engine paths on the same problems: the position-vectorised kernels
+(fc_conv) and the K-vectorised one (fc_kvec), each forced on through
+``_direct._set_kvec``, against the reference engine in both layouts and dtypes."""
+import numpy as np
+import pytest
+from conftest import random_problem
+from test_direct_simd import EDGE_CASES, check_case
+
+import fastconv
+from fastconv import _direct
+
+
+@pytest.fixture(params=["always", "never"])
+def kvec_mode(request):
+    _direct._set_kvec(request.param)
+    yield request.param
+    _direct._set_kvec("auto")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_edge_cases_both_paths(kvec_mode, layout, dtype):
+    rng = np.random.default_rng(11)
+    for case in EDGE_CASES + [dict(x=(9, 16, 5, 5), w=(120, 16, 5, 5), stride=1, pad=0),
+                              dict(x=(3, 20, 7, 7), w=(50, 20, 3, 3), stride=1, pad=1)]:
+        opts = dict(case)
+        xs, ws = opts.pop("x"), opts.pop("w")
+        if layout == "NHWC":
+            xs, ws = (xs[0], xs[2], xs[3], xs[1]), (ws[2], ws[3], ws[1], ws[0])
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        kw = dict(layout=layout, **opts)
+        y_shape = fastconv.output_shape(x, w, **kw)
+        b = rng.standard_normal(y_shape[3] if layout == "NHWC" else y_shape[1]).astype(dtype)
+        gy = rng.standard_normal(y_shape).astype(dtype)
+        for n in (1, 2, 3):
+            with fastconv.num_threads(n):
+                check_case(x, w, b, gy, dtype, kw)
+
+
+def test_random_problems_both_paths(kvec_mode):
+    for seed in range(30):
+        p = random_problem(2000 + seed)
+        check_case(p["x"], p["w"], p["b"], p["gy"], p["dtype"], dict(flip=p["flip"], **p["opts"]))
+
+
+def test_kvec_grad_weight_bitwise_reproducible(kvec_mode, rng):
+    x = rng.standard_normal((5, 24, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((5, 40, 7, 7)).astype(np.float32)
+    runs = []
+    for n in (1, 2, 2, 3):
+        with fastconv.num_threads(n):
+            runs.append(fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("w",), backend="direct").w)
+    for r in runs[1:]:
+        assert np.array_equal(runs[0], r)
+
+
+def test_subnormals_flushed_inside_only():
+    """FTZ/DAZ hold only inside the direct engine: results stay within the tolerance and
+    the caller's thread (NumPy after the call) still produces subnormals."""
+    x = np.full((1, 2, 6, 6), 1e-20, np.float32)
+    w = np.full((3, 2, 2, 2), 1e-20, np.float32)
+    for n in (1, 2):
+        with fastconv.num_threads(n):
+            y = fastconv.conv2d(x, w, backend="direct")
+            assert np.all(np.abs(y) < np.finfo(np.float32).tiny)
+            a = np.float32(1e-20)
+            assert a * a > 0  # the main thread's MXCSR was restored
