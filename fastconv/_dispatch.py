@@ -6,24 +6,26 @@ answer. ``backend=`` on every call overrides it, and :func:`fastconv.tune` repla
 with measured winners for the caller's own shapes.
 
 The rules are a cost model read off ``fastconv bench`` on the layer suite (2-core
-AVX-512 Xeon, float32, NCHW; spot checks of NHWC and float64 follow the same pattern).
-What they assume:
+AVX-512 Xeon, float32, NCHW, 2026-11-23; spot checks of NHWC and float64 follow the
+same pattern). What they assume:
 
-* The direct engine vectorises along output rows, a block of 48 (AVX-512) or 16
-  (AVX2) output columns at a time, and needs no workspace. It runs near its peak when
-  an image has many output positions, and wastes most vector lanes on small outputs:
-  at 7x7 (resnet_c5) it ran at 0.6x the im2col engine, at 56x56 (resnet_c2_3x3) 2.7x.
-* The im2col engine is one large BLAS product plus a copy of the input R*S times. The
-  copy dominates on large images with few channels; on small images with many channels
-  the product dominates and BLAS is at its best. Pointwise layers need no copy at all.
-* grad_weight on the direct engine reduces over every image and position per filter
-  block; with many input channels (Cg > 64) its repacking costs more than im2col's
-  product (resnet_c3_3x3s2: 24.5 vs 17.6 ms; resnet_c4_3x3: 17.7 vs 11.0 ms).
-* grad_input with stride > 2 splits into stride**2 phases on the direct engine, each a
-  thin problem: im2col measured 1.3x faster on alexnet_conv1 (stride 4).
+* The direct engine needs no workspace and, with its two micro-kernels (one vectorised
+  along output columns, one across filters for small images), beats im2col on every
+  suite layer with at least ``DIRECT_MIN_POSITIONS`` output positions per call (N*P*Q):
+  vgg_conv1_2 2.8x, resnet_c2_3x3 3.0x, resnet_c4_3x3 (8 x 14 x 14) 1.2x, and the
+  pointwise resnet_c2_1x1 1.5x in forward (im2col pays a scan for subnormals there).
+* Below that (resnet_c5_3x3: 392 positions, batch1_c4: 196, lenet_c5: 64) there is too
+  little work per filter block for the direct kernels' setup, and im2col's one BLAS
+  product wins: 1.1-1.7x, and 3x on batch1_c4's grad_input.
+* grad_weight on the direct engine is fast while an image fits one tile; wide
+  reductions (Cg > 64) over large images use its older kernel and lose to im2col
+  (resnet_c3_3x3s2: 24.2 vs 20.6 ms).
+* grad_input with stride > 2 splits into stride**2 phases on the direct engine, each
+  thin, yet it still matched or beat im2col in 3 runs of 4 on alexnet_conv1 (stride 4:
+  26 vs 24-37 ms), so stride does not change the choice.
 * Depthwise and thin grouped layers (reduction Cg*R*S < SMALL_REDUCTION): each group's
   product is a sliver BLAS runs far below peak, and im2col copies the input R*S times
-  for almost no arithmetic. im2col is the wrong tool there (mobilenet_dw: 15-40x
+  for almost no arithmetic. im2col is the wrong tool there (mobilenet_dw: 20-50x
   slower than direct); they always go to the direct engine.
 """
 from __future__ import annotations
@@ -36,14 +38,12 @@ PASSES = ("forward", "grad_input", "grad_weight")
 
 # Below this reduction length a group's matrix product is too thin for BLAS to pay off.
 SMALL_REDUCTION = 32
-# Output positions per image from which the direct engine's vector blocks are full
-# enough to beat im2col (cs231n, 16x16 = 256, direct 3x faster; resnet_c4, 14x14 = 196,
-# even in forward and grad_input, im2col 1.6x faster in grad_weight).
-DIRECT_MIN_POSITIONS = 256
-# grad_weight: input channels per group above which im2col's product wins.
+# Output positions per call (N*P*Q) from which the direct engine wins.
+DIRECT_MIN_POSITIONS = 1024
+# grad_weight: with more input channels per group than this, over images larger than
+# DIRECT_TILE_POSITIONS output positions, im2col's product wins.
 DIRECT_MAX_CG_GRAD_WEIGHT = 64
-# grad_input: strides above which the direct engine's phase split costs too much.
-DIRECT_MAX_STRIDE_GRAD_INPUT = 2
+DIRECT_TILE_POSITIONS = 256
 
 
 def choose_backend(g: ConvGeometry, dtype, num_threads: int) -> dict[str, str]:
@@ -58,13 +58,11 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int) -> dict[str, str]:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     if g.groups > 1 and g.Cg * g.R * g.S < SMALL_REDUCTION:
         return dict.fromkeys(PASSES, "direct")
-    if g.is_pointwise:
+    if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS:
         return dict.fromkeys(PASSES, "im2col")
-    large = g.P * g.Q >= DIRECT_MIN_POSITIONS
-    big_stride = max(g.stride_h, g.stride_w) > DIRECT_MAX_STRIDE_GRAD_INPUT
+    wide = g.Cg > DIRECT_MAX_CG_GRAD_WEIGHT and g.P * g.Q > DIRECT_TILE_POSITIONS
     return {
-        "forward": "direct" if large else "im2col",
-        "grad_input": "direct" if large and not big_stride else "im2col",
-        "grad_weight": ("direct" if large and g.Cg <= DIRECT_MAX_CG_GRAD_WEIGHT
-                        else "im2col"),
+        "forward": "direct",
+        "grad_input": "direct",
+        "grad_weight": "im2col" if wide else "direct",
     }

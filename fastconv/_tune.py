@@ -62,15 +62,18 @@ def entry_key(g: ConvGeometry, dtype, threads: int, pass_name: str) -> str:
 
 _lock = threading.Lock()
 _loaded: dict | None = None  # entries of the cache file, once read
-_loaded_from: Path | None = None
+_loaded_from: tuple | None = None
 
 
 def _read() -> dict:
     """The cache's entries; {} when missing, and {} with a warning when corrupt or stale."""
     global _loaded, _loaded_from
-    path = cache_dir() / FILE_NAME
-    if _loaded is not None and _loaded_from == path:
+    # Keyed by the variables that place the file: building the path costs ~20 us, too
+    # much for every small convolution.
+    where = (os.environ.get("FASTCONV_CACHE_DIR"), os.environ.get("XDG_CACHE_HOME"))
+    if _loaded is not None and _loaded_from == where:
         return _loaded
+    path = cache_dir() / FILE_NAME
     entries: dict = {}
     if path.exists():
         try:
@@ -86,14 +89,16 @@ def _read() -> dict:
                            if v in ("direct", "im2col")}
         except (OSError, ValueError) as e:
             warnings.warn(f"fastconv: ignoring corrupt tuning cache {path}: {e}", stacklevel=3)
-    _loaded, _loaded_from = entries, path
+    _loaded, _loaded_from = entries, where
     return entries
 
 
 def lookup(g: ConvGeometry, dtype, threads: int, pass_name: str) -> str | None:
     """The tuned winner for this problem, or None when it was never tuned."""
     with _lock:
-        return _read().get(entry_key(g, dtype, threads, pass_name))
+        entries = _read()
+    # Most processes never tune: skip building the key (astuple costs ~10 us a call).
+    return entries.get(entry_key(g, dtype, threads, pass_name)) if entries else None
 
 
 def _write(new_entries: dict) -> Path:

@@ -3,9 +3,9 @@
 The SGEMM ceiling (a large ``a @ b`` on the same cores) is measured first, so every
 figure can be read as a share of what this machine's BLAS reaches. Each pass of each
 layer is then run by every engine on the same arrays; the results are checked against
-each other before any time counts, so a fast wrong engine fails the run. Times are
-medians over ``--repeat`` runs after one warm-up call (which keeps Numba's compilation
-and first-touch page faults out of the figures).
+each other, so a fast wrong engine fails the run. Times are medians over ``--repeat``
+back-to-back runs after a pause and one warm-up call (which keeps Numba's compilation,
+first-touch page faults and sleeping thread pools out of the figures).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="thread count (default: all cores)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeat", type=int, default=None,
-                   help="timed runs per case, median taken (default 5; 3 with --quick)")
+                   help="timed runs per case, median taken (default 7; 3 with --quick)")
     p.add_argument("--json", metavar="PATH", help="save the run as JSON (for --compare later)")
     p.add_argument("--compare", metavar="PATH", help="compare with a run saved by --json")
     p.add_argument("--plot", metavar="PATH", help="PNG bar chart of GFLOP/s (needs matplotlib)")
@@ -56,15 +56,21 @@ def _split(spec: str, known, what: str) -> list[str]:
     return names
 
 
-# Idle time before each engine's runs. After a call, OpenBLAS's workers spin for ~0.1 s
-# and OpenMP runtimes (ours, and PyTorch's own copy) for a few ms; timing the next
-# engine inside that window measured it up to 40x slower (cs231n forward, 2 cores).
+# Idle time before each engine's block of runs. After a call, OpenBLAS's workers spin
+# for ~0.1 s and OpenMP runtimes (ours, and PyTorch's own copy) for a few ms; timing the
+# next engine inside that window measured it up to 40x slower (cs231n forward, 2 cores).
 SETTLE_S = 0.25
 
 
 def _median_time(fn, repeat: int) -> tuple[float, object]:
+    """Median of ``repeat`` back-to-back calls, after a pause and one warm-up call.
+
+    The runs are back to back on purpose: pausing before each call (to interleave the
+    engines) let the OpenMP pools and, on a VM, the idle vCPU fall asleep, and measured
+    small layers 10-20x slower than a training loop sees them.
+    """
     time.sleep(SETTLE_S)
-    out = fn()  # warm-up
+    out = fn()  # warm-up: JIT compilation, page faults, caches, waking the pools
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -285,7 +291,7 @@ def run(args) -> int:
     layers = list(QUICK) if args.quick else _split(args.layers or ",".join(LAYERS), LAYERS,
                                                    "layer(s)")
     passes = _split(args.passes, PASSES, "pass(es)")
-    repeat = args.repeat or (3 if args.quick else 5)
+    repeat = args.repeat or (3 if args.quick else 7)
     threads = args.threads or get_num_threads()
     result = measure(layers, passes, args.dtype, threads, repeat, _import_torch(args.no_torch))
     print(format_table(result))
