@@ -260,7 +260,7 @@ def format_comparison(old: dict, new: dict) -> str:
     return "\n".join(out)
 
 
-def plot(run: dict, path: str) -> None:
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -268,6 +268,11 @@ def plot(run: dict, path: str) -> None:
     except ImportError:
         raise SystemExit("fastconv bench --plot needs matplotlib: pip install 'fastconv[bench]' "
                          "(or pip install matplotlib)") from None
+    return plt
+
+
+def plot(run: dict, path: str) -> None:
+    plt = _pyplot()
     rows = run["rows"]
     engines = [e for e in ENGINES + ("torch",) if e in rows[0]["gflops"]]
     labels = [f"{r['layer']}\n{r['pass']}" for r in rows]
@@ -293,6 +298,8 @@ def run(args) -> int:
     passes = _split(args.passes, PASSES, "pass(es)")
     repeat = args.repeat or (3 if args.quick else 7)
     threads = args.threads or get_num_threads()
+    if args.plot:
+        _pyplot()  # fail before the run, not after it
     result = measure(layers, passes, args.dtype, threads, repeat, _import_torch(args.no_torch))
     print(format_table(result))
     if args.compare:

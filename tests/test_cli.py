@@ -46,3 +46,17 @@ def test_config_command():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "direct engine" in proc.stdout
+
+
+def test_plot_needs_matplotlib_or_writes_a_png(tmp_path):
+    png = tmp_path / "bench.png"
+    proc = _bench("--layers", "lenet_c5", "--passes", "forward", "--repeat", "1", "--no-torch",
+                  "--plot", str(png))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert proc.returncode != 0 and "needs matplotlib" in proc.stderr
+        assert "lenet_c5" not in proc.stdout  # refused before running anything
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
