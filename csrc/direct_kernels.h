@@ -26,7 +26,8 @@
                                   T *acc);                                                 \
     void fc_kvec_##TS##_##SUFFIX(const T *x, const ptrdiff_t *rowoff, int nrows,          \
                                  const ptrdiff_t *stepoff, ptrdiff_t nsteps, const T *b,   \
-                                 ptrdiff_t ldb, T *out, ptrdiff_t ldo, int nvec);
+                                 ptrdiff_t ldb, T *out, ptrdiff_t ldo, int nvec,          \
+                                 int accumulate);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -65,9 +66,9 @@ typedef struct {
     void (*wgrad_f64)(const double *, ptrdiff_t, ptrdiff_t, const double *,
                       const ptrdiff_t *, ptrdiff_t, ptrdiff_t, double *);
     void (*kvec_f32)(const float *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
-                     const float *, ptrdiff_t, float *, ptrdiff_t, int);
+                     const float *, ptrdiff_t, float *, ptrdiff_t, int, int);
     void (*kvec_f64)(const double *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
-                     const double *, ptrdiff_t, double *, ptrdiff_t, int);
+                     const double *, ptrdiff_t, double *, ptrdiff_t, int, int);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best

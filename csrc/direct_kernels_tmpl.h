@@ -6,6 +6,7 @@
 #define LOAD FC_CAT3(fc_load, TS, FC_SUFFIX)
 #define STORE FC_CAT3(fc_store, TS, FC_SUFFIX)
 #define HSUM FC_CAT3(fc_hsum, TS, FC_SUFFIX)
+#define SPLAT FC_CAT3(fc_splat, TS, FC_SUFFIX)
 #define CONV_BODY FC_CAT3(fc_conv_body, TS, FC_SUFFIX)
 #define CONV1_BODY FC_CAT3(fc_conv1_body, TS, FC_SUFFIX)
 #define WGRAD_BODY FC_CAT3(fc_wgrad_body, TS, FC_SUFFIX)
@@ -16,6 +17,12 @@ typedef T V __attribute__((vector_size(FC_VBYTES)));
 /* memcpy is how C spells an unaligned vector load/store; it compiles to one instruction. */
 FC_INLINE V LOAD(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
 FC_INLINE void STORE(T *p, V v) { memcpy(p, &v, sizeof v); }
+/* A broadcast: 1*s is exactly s, so the compiler folds the product away and emits one
+ * vbroadcastss from memory (a load-port op). Written as (V){0} + s it became a scalar
+ * add (0 + s is not s for s = -0 without -ffast-math) plus a register broadcast, and a
+ * lane loop became a 256-bit broadcast plus vinsertf64x4: extra ops on the FMA ports
+ * for every weight or input element (the kvec kernel ran at 60% of peak behind them). */
+FC_INLINE V SPLAT(T s) { return ((V){0} + 1) * s; }
 FC_INLINE T HSUM(V v)
 {
     T s = 0;
@@ -36,7 +43,7 @@ FC_INLINE void CONV_BODY(const T *x, ptrdiff_t cs, ptrdiff_t Cn, const ptrdiff_t
             V xv[FC_NV];
             for (int j = 0; j < nv; j++) xv[j] = LOAD(xp + j * VL);
             for (int i = 0; i < FC_KB_ISA; i++) {
-                const V wb = (V){0} + wp[i];
+                const V wb = SPLAT(wp[i]);
                 for (int j = 0; j < nv; j++) acc[i][j] += wb * xv[j];
             }
             wp += FC_KB_ISA;
@@ -68,7 +75,7 @@ FC_INLINE void CONV1_BODY(const T *x, ptrdiff_t cs, ptrdiff_t Cn, const ptrdiff_
         const T *xc = x + c * cs;
         for (ptrdiff_t t = 0; t < ntaps; t++) {
             const T *xp = xc + tapoff[t];
-            const V wb = (V){0} + wp[c * ntaps + t];
+            const V wb = SPLAT(wp[c * ntaps + t]);
             for (int j = 0; j < nv; j++) acc[j] += wb * LOAD(xp + j * VL);
         }
     }
@@ -147,13 +154,14 @@ void FC_CAT3(fc_wgrad, TS, FC_SUFFIX)(const T *dy, ptrdiff_t ldd, ptrdiff_t nk, 
 
 FC_INLINE void KVEC_BODY(const T *x, const ptrdiff_t *rowoff, int nrows,
                          const ptrdiff_t *stepoff, ptrdiff_t nsteps, const T *b,
-                         ptrdiff_t ldb, T *out, ptrdiff_t ldo, const int nv)
+                         ptrdiff_t ldb, T *out, ptrdiff_t ldo, const int nv, int accumulate)
 {
     V acc[FC_MR][FC_NVK];
     const T *xr[FC_MR];
     for (int i = 0; i < FC_MR; i++) {
         xr[i] = x + rowoff[i < nrows ? i : 0];  /* missing rows recompute row 0, unstored */
-        for (int j = 0; j < nv; j++) acc[i][j] = (V){0};
+        for (int j = 0; j < nv; j++)
+            acc[i][j] = accumulate && i < nrows ? LOAD(out + i * ldo + j * VL) : (V){0};
     }
     for (ptrdiff_t s = 0; s < nsteps; s++) {
         const ptrdiff_t off = stepoff[s];
@@ -161,7 +169,7 @@ FC_INLINE void KVEC_BODY(const T *x, const ptrdiff_t *rowoff, int nrows,
         V bv[FC_NVK];
         for (int j = 0; j < nv; j++) bv[j] = LOAD(bs + j * VL);
         for (int i = 0; i < FC_MR; i++) {
-            const V a = (V){0} + xr[i][off];
+            const V a = SPLAT(xr[i][off]);
             for (int j = 0; j < nv; j++) acc[i][j] += a * bv[j];
         }
     }
@@ -169,16 +177,20 @@ FC_INLINE void KVEC_BODY(const T *x, const ptrdiff_t *rowoff, int nrows,
         for (int j = 0; j < nv; j++) STORE(out + i * ldo + j * VL, acc[i][j]);
 }
 
-/* out[i*ldo + v] = sum_{s < nsteps} x[rowoff[i] + stepoff[s]] * b[s*ldb + v]
- * for i < nrows (1..FC_MR) and v < nvec*VL (nvec in 1..FC_NVK). */
+/* out[i*ldo + v] (+)= sum_{s < nsteps} x[rowoff[i] + stepoff[s]] * b[s*ldb + v]
+ * for i < nrows (1..FC_MR) and v < nvec*VL (nvec in 1..FC_NVK); with accumulate the
+ * sum starts from out (so a reduction split into chunks adds in the same order). */
 void FC_CAT3(fc_kvec, TS, FC_SUFFIX)(const T *x, const ptrdiff_t *rowoff, int nrows,
                                      const ptrdiff_t *stepoff, ptrdiff_t nsteps, const T *b,
-                                     ptrdiff_t ldb, T *out, ptrdiff_t ldo, int nvec)
+                                     ptrdiff_t ldb, T *out, ptrdiff_t ldo, int nvec,
+                                     int accumulate)
 {
     switch (nvec) {
-    case 1: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, 1); break;
-    case 2: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, 2); break;
-    default: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, FC_NVK); break;
+    case 1: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, 1, accumulate); break;
+    case 2: KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, 2, accumulate); break;
+    default:
+        KVEC_BODY(x, rowoff, nrows, stepoff, nsteps, b, ldb, out, ldo, FC_NVK, accumulate);
+        break;
     }
 }
 
@@ -187,6 +199,7 @@ void FC_CAT3(fc_kvec, TS, FC_SUFFIX)(const T *x, const ptrdiff_t *rowoff, int nr
 #undef LOAD
 #undef STORE
 #undef HSUM
+#undef SPLAT
 #undef CONV_BODY
 #undef CONV1_BODY
 #undef WGRAD_BODY

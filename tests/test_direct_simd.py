@@ -49,8 +49,13 @@ CHILD = textwrap.dedent("""
         kw = dict(flip=p["flip"], **p["opts"])
         check_case(p["x"], p["w"], p["b"], p["gy"], p["dtype"], kw)
     rng = np.random.default_rng(7)
-    for mode in ("auto", "always", "never"):  # the K-vectorised kernel on and off
+    # The K-vectorised kernel on and off; then tiny budgets: row blocks of the tiles,
+    # chunked kvec reductions and grad_weight position chunks on these small shapes.
+    for mode, budgets in (("auto", dict()), ("always", dict()), ("never", dict()),
+                          ("auto", dict(tile=2048, kvec_chunk=256, wgrad_chunk=512)),
+                          ("always", dict(tile=2048, kvec_chunk=256, wgrad_chunk=512))):
         _direct._set_kvec(mode)
+        _direct._set_budgets(**budgets)
         for case in EDGE_CASES:
             for layout in ("NCHW", "NHWC"):
                 for dtype in (np.float32, np.float64):
@@ -117,6 +122,27 @@ def test_grad_weight_bitwise_reproducible(rng):
     for n in (1, 2, 2, 3):
         with fastconv.num_threads(n):
             runs.append(fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("w",), backend="direct").w)
+    for r in runs[1:]:
+        assert np.array_equal(runs[0], r)
+
+
+def test_grad_weight_row_blocks_bitwise_reproducible(rng):
+    # A small tile budget cuts each image into row blocks and grad_y into position
+    # chunks (the path of resnet_c3_3x3s2 and resnet_c2_1x1).
+    x = rng.standard_normal((3, 20, 21, 19)).astype(np.float32)
+    w = rng.standard_normal((50, 20, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((3, 50, 11, 10)).astype(np.float32)
+    runs = []
+    try:
+        _direct._set_budgets(tile=4096, wgrad_chunk=2048)
+        for n in (1, 2, 2, 3):
+            with fastconv.num_threads(n):
+                runs.append(fastconv.conv2d_backward(gy, x, w, stride=2, pad=1, wrt=("w",),
+                                                     backend="direct").w)
+    finally:
+        _direct._set_budgets()
+    ref = fastconv.conv2d_backward(gy, x, w, stride=2, pad=1, wrt=("w",), backend="reference").w
+    assert_close(runs[0], ref, np.float32, "grad_weight, row blocks")
     for r in runs[1:]:
         assert np.array_equal(runs[0], r)
 
