@@ -10,19 +10,15 @@ AVX-512 Xeon, float32, NCHW, 2026-11-23; spot checks of NHWC and float64 follow 
 same pattern). What they assume:
 
 * The direct engine needs no workspace and, with its two micro-kernels (one vectorised
-  along output columns, one across filters for small images), beats im2col on every
-  suite layer with at least ``DIRECT_MIN_POSITIONS`` output positions per call (N*P*Q):
-  vgg_conv1_2 2.8x, resnet_c2_3x3 3.0x, resnet_c4_3x3 (8 x 14 x 14) 1.2x, and the
-  pointwise resnet_c2_1x1 1.5x in forward (im2col pays a scan for subnormals there).
-* Below that (resnet_c5_3x3: 392 positions, batch1_c4: 196, lenet_c5: 64) there is too
-  little work per filter block for the direct kernels' setup, and im2col's one BLAS
-  product wins: 1.1-1.7x, and 3x on batch1_c4's grad_input.
-* grad_weight on the direct engine is fast while an image fits one tile; wide
-  reductions (Cg > 64) over large images use its older kernel and lose to im2col
-  (resnet_c3_3x3s2: 24.2 vs 20.6 ms).
-* grad_input with stride > 2 splits into stride**2 phases on the direct engine, each
-  thin, yet it still matched or beat im2col in 3 runs of 4 on alexnet_conv1 (stride 4:
-  26 vs 24-37 ms), so stride does not change the choice.
+  along output columns, one across filters for small images), beats im2col in forward
+  and grad_input on every suite layer but one: vgg_conv1_2 3.3x, resnet_c2_3x3 3.5x,
+  resnet_c5_3x3 (7x7 outputs) 1.3x, batch1_c4 (one 14x14 image) 1.5x, the pointwise
+  resnet_c2_1x1 1.6x (im2col pays a scan for subnormals there).
+* The exception is a kernel that covers the whole input (lenet_c5): a fully connected
+  layer, which im2col runs as one matrix product with no unrolling, 2-15x faster.
+* grad_weight reduces over N*P*Q. Below ``DIRECT_MIN_POSITIONS`` of them each filter
+  block of the direct engine has too little to sum (resnet_c5_3x3, 392: 15.6 vs 10.6
+  ms; batch1_c4, 196: 2.5 vs 1.6 ms), and im2col's one BLAS product wins.
 * Depthwise and thin grouped layers (reduction Cg*R*S < SMALL_REDUCTION): each group's
   product is a sliver BLAS runs far below peak, and im2col copies the input R*S times
   for almost no arithmetic. im2col is the wrong tool there (mobilenet_dw: 20-50x
@@ -38,12 +34,8 @@ PASSES = ("forward", "grad_input", "grad_weight")
 
 # Below this reduction length a group's matrix product is too thin for BLAS to pay off.
 SMALL_REDUCTION = 32
-# Output positions per call (N*P*Q) from which the direct engine wins.
+# grad_weight: output positions per call (N*P*Q) from which the direct engine wins.
 DIRECT_MIN_POSITIONS = 1024
-# grad_weight: with more input channels per group than this, over images larger than
-# DIRECT_TILE_POSITIONS output positions, im2col's product wins.
-DIRECT_MAX_CG_GRAD_WEIGHT = 64
-DIRECT_TILE_POSITIONS = 256
 
 
 def choose_backend(g: ConvGeometry, dtype, num_threads: int) -> dict[str, str]:
@@ -58,11 +50,10 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int) -> dict[str, str]:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
     if g.groups > 1 and g.Cg * g.R * g.S < SMALL_REDUCTION:
         return dict.fromkeys(PASSES, "direct")
-    if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS:
+    if g.covers_input:
         return dict.fromkeys(PASSES, "im2col")
-    wide = g.Cg > DIRECT_MAX_CG_GRAD_WEIGHT and g.P * g.Q > DIRECT_TILE_POSITIONS
     return {
         "forward": "direct",
         "grad_input": "direct",
-        "grad_weight": "im2col" if wide else "direct",
+        "grad_weight": "direct" if g.N * g.P * g.Q >= DIRECT_MIN_POSITIONS else "im2col",
     }
