@@ -37,6 +37,9 @@ def _case(layer, pass_name, part, dtype):
     gy = rng.standard_normal(g.y_shape).astype(dtype)
     G, crs, M = g.groups, g.C * g.R * g.S, g.N * g.P * g.Q
     cols = np.empty(crs * M, dtype)  # folded: (C*R*S, N*P*Q)
+    # Real columns, not np.empty's leftovers: garbage can hold NaNs and subnormals, which
+    # change BLAS speed (and warned of overflow in the products).
+    im2col._im2col_nchw(x, 0, 0, g.N, g.P, cols, M, g.P * g.Q, *im2col._taps(g))
     if part == "unroll":
         if pass_name == "grad_input":
             gx = np.zeros(g.x_shape, dtype)
