@@ -161,6 +161,9 @@ cdef extern from "direct_kernels.h" nogil:
     int FC_NV1
     int FC_KW
     int FC_MR_MAX
+    int FC_DW_RB
+    int FC_DW_MAXK
+    Py_ssize_t FC_DW_RING(int R, int S, Py_ssize_t Q, Py_ssize_t VL)
     ctypedef struct fc_kernels:
         const char *name
         int vbytes
@@ -183,6 +186,18 @@ cdef extern from "direct_kernels.h" nogil:
                          const float *, ptrdiff_t, float *, ptrdiff_t, int, int) noexcept nogil
         void (*kvec_f64)(const double *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
                          const double *, ptrdiff_t, double *, ptrdiff_t, int, int) noexcept nogil
+        void (*dw_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, int, int,
+                       ptrdiff_t, ptrdiff_t, float, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                       ptrdiff_t, float *) noexcept nogil
+        void (*dw_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, int,
+                       int, ptrdiff_t, ptrdiff_t, double, double *, ptrdiff_t, ptrdiff_t,
+                       ptrdiff_t, ptrdiff_t, double *) noexcept nogil
+        void (*dww_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *,
+                        ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, ptrdiff_t, ptrdiff_t,
+                        float *, float *) noexcept nogil
+        void (*dww_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *,
+                        ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, ptrdiff_t, ptrdiff_t,
+                        double *, double *) noexcept nogil
     unsigned fc_ftz_enter()
     void fc_ftz_leave(unsigned old)
     const fc_kernels *fc_select(const char *request)
@@ -828,6 +843,129 @@ cdef _Taps _forward_taps(const _Conv* cv):
     return tp
 
 
+# ---------------------------------------------------------------------------------------
+# Depthwise convolution (one input and one output channel per group), stride 1, dilation
+# 1, NCHW: its own loop nest (fc_dw / fc_dww in csrc/direct_kernels_tmpl.h), one
+# channel plane at a time, reading each input row once into a small per-thread ring and
+# writing each output row once, straight into y. No tile, no packed weights beyond a
+# flipped copy for grad_input. Other depthwise shapes (NHWC, strides, dilation) take the
+# tiled path above. _DW_MODE: 0 auto, 1 never (tests and measurements of the tiled path).
+cdef int _DW_MODE = 0
+
+
+def _set_depthwise(bint on):
+    """Testing and tuning hook: allow (True) or forbid the depthwise loop nest."""
+    global _DW_MODE
+    _DW_MODE = 0 if on else 1
+
+
+cdef bint _dw_fits(const _Conv* cv, int layout) noexcept:
+    return (_DW_MODE == 0 and layout == LAYOUT_NCHW and cv.Cg == 1 and cv.Kg == 1
+            and cv.stride_h == 1 and cv.stride_w == 1 and cv.dil_h == 1 and cv.dil_w == 1
+            and cv.R <= FC_DW_MAXK and cv.S <= FC_DW_MAXK)
+
+
+cdef int _dw_corr(
+    const floating* src,   # IN: N x C planes of Hi x Wi (pitch Hi*Wi)
+    const floating* w,     # IN: C filters of R*S taps, read flipped when flip
+    const floating* bias,  # IN: C values, or NULL
+    floating* out,         # OUT: N x C planes of Po x Qo
+    Py_ssize_t N, Py_ssize_t C, Py_ssize_t Hi, Py_ssize_t Wi, Py_ssize_t Po, Py_ssize_t Qo,
+    int R, int S, Py_ssize_t pt, Py_ssize_t pl, bint flip, int n_threads,
+) except -1:
+    # out[n, c, p, q] = bias[c] + sum_{r, s} w'[c, r, s] * src[n, c, p + r - pt, q + s - pl].
+    # Work items: a plane, or a slice of its rows when there are fewer planes than
+    # 4 items per thread (rows in multiples of the kernel's row block).
+    cdef:
+        Py_ssize_t vl = _K.vbytes // sizeof(floating), taps = R * S
+        Py_ssize_t planes = N * C, nch, rows, items, nthr, per, it, tid, pln, c, p_lo, t
+        unsigned csr
+        floating* wq = <floating*>malloc((C * taps + 1) * sizeof(floating))
+        floating* ring = NULL
+    try:
+        if wq == NULL:
+            raise MemoryError()
+        for c in range(C):
+            for t in range(taps):
+                wq[c * taps + t] = w[c * taps + (taps - 1 - t if flip else t)]
+        nch = min(max(1, (4 * n_threads + planes - 1) // planes),
+                  (Po + FC_DW_RB - 1) // FC_DW_RB)
+        rows = _round_up((Po + nch - 1) // nch, FC_DW_RB)
+        nch = (Po + rows - 1) // rows
+        items = planes * nch
+        nthr = max(1, min(n_threads, items))
+        per = _round_up(FC_DW_RING(R, S, Qo, vl), 16)
+        ring = <floating*>malloc((nthr * per + 16) * sizeof(floating))
+        if ring == NULL:
+            raise MemoryError()
+        with nogil, parallel(num_threads=nthr):
+            tid = threadid()
+            csr = fc_ftz_enter()
+            for it in prange(items, schedule='static'):
+                pln = it // nch
+                c = pln % C
+                p_lo = (it % nch) * rows
+                if floating is float:
+                    _K.dw_f32(src + pln * Hi * Wi, Wi, Hi, Wi, wq + c * taps, R, S, pt, pl,
+                              bias[c] if bias != NULL else 0, out + pln * Po * Qo, Qo,
+                              p_lo, min(Po, p_lo + rows), Qo, ring + tid * per)
+                else:
+                    _K.dw_f64(src + pln * Hi * Wi, Wi, Hi, Wi, wq + c * taps, R, S, pt, pl,
+                              bias[c] if bias != NULL else 0, out + pln * Po * Qo, Qo,
+                              p_lo, min(Po, p_lo + rows), Qo, ring + tid * per)
+            fc_ftz_leave(csr)
+    finally:
+        free(wq)
+        free(ring)
+    return 0
+
+
+cdef int _dw_grad_weight(
+    const floating* grad_y,  # IN: N x C planes of P x Q
+    const floating* x,       # IN: N x C planes of H x W
+    floating* grad_w,        # OUT: C filters of R*S taps
+    const _Conv* cv, int n_threads,
+) except -1:
+    # One thread owns a channel and sums its images in order n = 0, 1, ...: bitwise the
+    # same result for any thread count and any repeat.
+    cdef:
+        Py_ssize_t vl = _K.vbytes // sizeof(floating), taps = cv.R * cv.S
+        Py_ssize_t C = cv.C, HW = cv.H * cv.W, PQ = cv.P * cv.Q, nthr, per, c, n, t, tid
+        unsigned csr
+        floating* buf = NULL
+        floating* acc
+    nthr = max(1, min(n_threads, C))
+    per = _round_up(FC_DW_RING(<int>cv.R, <int>cv.S, cv.Q, vl) + taps, 16)
+    buf = <floating*>malloc((nthr * per + 16) * sizeof(floating))
+    if buf == NULL:
+        raise MemoryError()
+    try:
+        with nogil, parallel(num_threads=nthr):
+            tid = threadid()
+            csr = fc_ftz_enter()
+            for c in prange(C, schedule='static'):
+                acc = buf + tid * per
+                for t in range(taps):
+                    acc[t] = 0
+                for n in range(cv.N):
+                    if floating is float:
+                        _K.dww_f32(x + (n * C + c) * HW, cv.W, cv.H, cv.W,
+                                   grad_y + (n * C + c) * PQ, cv.Q, cv.P, cv.Q,
+                                   <int>cv.R, <int>cv.S, cv.pad_top, cv.pad_left, acc,
+                                   acc + taps)
+                    else:
+                        _K.dww_f64(x + (n * C + c) * HW, cv.W, cv.H, cv.W,
+                                   grad_y + (n * C + c) * PQ, cv.Q, cv.P, cv.Q,
+                                   <int>cv.R, <int>cv.S, cv.pad_top, cv.pad_left, acc,
+                                   acc + taps)
+                for t in range(taps):
+                    grad_w[c * taps + t] = acc[t]
+            fc_ftz_leave(csr)
+    finally:
+        free(buf)
+    return 0
+
+
 def forward(
     const floating[::1] x,     # IN: (N, C, H, W) or (N, H, W, C)
     const floating[::1] w,     # IN: (K, Cg, R, S) or (R, S, Cg, K)
@@ -849,6 +987,10 @@ def forward(
     _check_size(y.shape[0], N * K * P * Q, "y")
     if has_bias:
         _check_size(bias.shape[0], K, "bias")
+    if _dw_fits(&cv, layout):
+        _dw_corr(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], N, C, H, W, P, Q,
+                 <int>R, <int>S, pad_top, pad_left, False, n_threads)
+        return
     cdef _Corr cr = _source_corr(&cv, groups)
     cdef _Taps tp = _forward_taps(&cv)
     _run_corr(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cr,
@@ -880,6 +1022,12 @@ def grad_input(
         _Taps tp
         list rows, cols
 
+    if _dw_fits(&cv, layout):
+        # Stride 1: grad_x is grad_y correlated with the flipped filters, padded by
+        # R - 1 - pad_top rows and S - 1 - pad_left columns.
+        _dw_corr(&grad_y[0], &w[0], <floating*>NULL, &grad_x[0], N, C, P, Q, H, W,
+                 <int>R, <int>S, R - 1 - pad_top, S - 1 - pad_left, True, n_threads)
+        return
     # Phase (a, b) is grad_x[a::sh, b::sw]. Input row h = a + i*sh meets tap r from
     # output row p = i + e_r, e_r = (a + pt - r*dh) / sh, when that division is exact.
     for a in range(min(sh, H)):
@@ -930,6 +1078,9 @@ def grad_weight(
     _check_size(grad_y.shape[0], N * K * P * Q, "grad_y")
     _check_size(x.shape[0], N * C * H * W, "x")
     _check_size(grad_w.shape[0], K * cv.Cg * R * S, "grad_w")
+    if _dw_fits(&cv, layout):
+        _dw_grad_weight(&grad_y[0], &x[0], &grad_w[0], &cv, n_threads)
+        return
     cdef:
         _Corr cr = _source_corr(&cv, groups)
         _Taps tp = _forward_taps(&cv)

@@ -35,6 +35,7 @@
  *   them (round 3) took the forward from 227 to 270 GFLOP/s on resnet_c2_3x3 (85% of
  *   the 2-core SGEMM ceiling), 193 -> 240 on resnet_c4_3x3, 148 -> 206 on resnet_c5.
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "direct_kernels.h"
@@ -87,4 +88,6 @@ const fc_kernels FC_TABLE_NAME = {
     FC_CAT3(fc_conv1, f32, FC_SUFFIX), FC_CAT3(fc_conv1, f64, FC_SUFFIX),
     FC_CAT3(fc_wgrad, f32, FC_SUFFIX), FC_CAT3(fc_wgrad, f64, FC_SUFFIX),
     FC_CAT3(fc_kvec, f32, FC_SUFFIX), FC_CAT3(fc_kvec, f64, FC_SUFFIX),
+    FC_CAT3(fc_dw, f32, FC_SUFFIX), FC_CAT3(fc_dw, f64, FC_SUFFIX),
+    FC_CAT3(fc_dww, f32, FC_SUFFIX), FC_CAT3(fc_dww, f64, FC_SUFFIX),
 };

@@ -27,7 +27,15 @@
     void fc_kvec_##TS##_##SUFFIX(const T *x, const ptrdiff_t *rowoff, int nrows,          \
                                  const ptrdiff_t *stepoff, ptrdiff_t nsteps, const T *b,   \
                                  ptrdiff_t ldb, T *out, ptrdiff_t ldo, int nvec,          \
-                                 int accumulate);
+                                 int accumulate);                                          \
+    void fc_dw_##TS##_##SUFFIX(const T *x, ptrdiff_t xs_h, ptrdiff_t Hi, ptrdiff_t Wi,    \
+                               const T *w, int R, int S, ptrdiff_t pt, ptrdiff_t pl,      \
+                               T bias, T *y, ptrdiff_t ys_p, ptrdiff_t p_lo,              \
+                               ptrdiff_t p_hi, ptrdiff_t Q, T *ring);                     \
+    void fc_dww_##TS##_##SUFFIX(const T *x, ptrdiff_t xs_h, ptrdiff_t Hi, ptrdiff_t Wi,   \
+                                const T *dy, ptrdiff_t ys_p, ptrdiff_t P, ptrdiff_t Q,     \
+                                int R, int S, ptrdiff_t pt, ptrdiff_t pl, T *acc,          \
+                                T *ring);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -46,6 +54,12 @@ FC_DECLARE_ISA(avx512)
  * accumulators with AVX-512; 6 x 2 = 12 of 16 registers with AVX2 and the baseline). */
 #define FC_MR_MAX 8
 #define FC_NVK_MAX 3
+/* fc_dw / fc_dww (depthwise, stride 1): output rows per register block, and the
+ * elements of the per-thread ring they need, FC_DW_RING(R, S, Q, VL) (see the kernel). */
+#define FC_DW_RB 4
+#define FC_DW_MAXK 7 /* largest R and S they take */
+#define FC_DW_PITCH(S, Q, VL) ((((Q) + (VL) - 1) / (VL) * (VL) + (S) - 1 + 15) / 16 * 16)
+#define FC_DW_RING(R, S, Q, VL) ((2 * FC_DW_RB + (R)) * FC_DW_PITCH(S, Q, VL) + 2 * (VL) * FC_DW_RB + 16)
 
 typedef struct {
     const char *name;
@@ -69,6 +83,17 @@ typedef struct {
                      const float *, ptrdiff_t, float *, ptrdiff_t, int, int);
     void (*kvec_f64)(const double *, const ptrdiff_t *, int, const ptrdiff_t *, ptrdiff_t,
                      const double *, ptrdiff_t, double *, ptrdiff_t, int, int);
+    void (*dw_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, int, int,
+                   ptrdiff_t, ptrdiff_t, float, float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                   ptrdiff_t, float *);
+    void (*dw_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, int, int,
+                   ptrdiff_t, ptrdiff_t, double, double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                   ptrdiff_t, double *);
+    void (*dww_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                    ptrdiff_t, ptrdiff_t, int, int, ptrdiff_t, ptrdiff_t, float *, float *);
+    void (*dww_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *,
+                    ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, ptrdiff_t, ptrdiff_t, double *,
+                    double *);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best

@@ -32,6 +32,15 @@ EDGE_CASES = [
     dict(x=(3, 7, 17, 40), w=(7, 1, 3, 3), stride=1, pad=1, groups=7),
     dict(x=(2, 8, 11, 12), w=(16, 8, 1, 1), stride=2, pad=0),
     dict(x=(1, 3, 37, 29), w=(17, 3, 5, 7), stride=3, pad=(2, 1), dilation=(1, 2)),
+    # Depthwise, stride 1 (the NCHW depthwise loop nest): 3x3 and R != S, rows shorter
+    # than a vector and exactly one, per-side and over-wide padding (grad_input then
+    # pads by a negative amount), no padding, even taps, and a row count that leaves
+    # a partial register block.
+    dict(x=(2, 4, 11, 5), w=(4, 1, 3, 3), stride=1, pad=1, groups=4),
+    dict(x=(1, 3, 9, 16), w=(3, 1, 5, 3), stride=1, pad=((2, 1), (0, 3)), groups=3),
+    dict(x=(2, 2, 7, 33), w=(2, 1, 3, 3), stride=1, pad=3, groups=2),
+    dict(x=(1, 5, 13, 18), w=(5, 1, 2, 4), stride=1, pad=0, groups=5),
+    dict(x=(1, 2, 10, 9), w=(2, 1, 7, 7), stride=1, pad=(3, 2), groups=2),
 ]
 
 CHILD = textwrap.dedent("""
@@ -112,6 +121,21 @@ def test_show_config_reports_simd():
     out = io.StringIO()
     fastconv.show_config(file=out)
     assert f"SIMD {_direct.simd_info()['simd']}" in out.getvalue()
+
+
+def test_depthwise_grad_weight_bitwise_reproducible(rng):
+    """The depthwise loop nest sums each channel's images in one order: any thread
+    count, any repeat, the same bits."""
+    x = rng.standard_normal((3, 5, 30, 37)).astype(np.float32)
+    w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((3, 5, 30, 37)).astype(np.float32)
+    runs = []
+    for n in (1, 2, 2, 3):
+        with fastconv.num_threads(n):
+            runs.append(fastconv.conv2d_backward(gy, x, w, pad=1, groups=5, wrt=("w",),
+                                                 backend="direct").w)
+    for r in runs[1:]:
+        assert np.array_equal(runs[0], r)
 
 
 def test_grad_weight_bitwise_reproducible(rng):

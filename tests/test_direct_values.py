@@ -67,3 +67,23 @@ def test_subnormals_flushed_inside_only():
             assert np.all(np.abs(y) < np.finfo(np.float32).tiny)
             a = np.float32(1e-20)
             assert a * a > 0  # the main thread's MXCSR was restored
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_tiled_path(dtype):
+    """The tiled path still serves depthwise layers when the loop nest is switched off
+    (it is the one NHWC and strided depthwise layers take)."""
+    rng = np.random.default_rng(5)
+    _direct._set_depthwise(False)
+    try:
+        for case in EDGE_CASES:
+            opts = dict(case)
+            xs, ws = opts.pop("x"), opts.pop("w")
+            x = rng.standard_normal(xs).astype(dtype)
+            w = rng.standard_normal(ws).astype(dtype)
+            y_shape = fastconv.output_shape(x, w, **opts)
+            b = rng.standard_normal(y_shape[1]).astype(dtype)
+            gy = rng.standard_normal(y_shape).astype(dtype)
+            check_case(x, w, b, gy, dtype, opts)
+    finally:
+        _direct._set_depthwise(True)
