@@ -3,8 +3,9 @@
 The SGEMM ceiling (a large ``a @ b`` on the same cores) is measured first, so every
 figure can be read as a share of what this machine's BLAS reaches. Each pass of each
 layer is then run by every engine on the same arrays; the results are checked against
-each other, so a fast wrong engine fails the run. Times are medians over ``--repeat``
-back-to-back runs after a pause and one warm-up call (which keeps Numba's compilation,
+each other, so a fast wrong engine fails the run. Times are medians over about
+``--repeat`` calls, made in blocks of back-to-back calls that the engines take in turns;
+each block starts after a pause and one warm-up call (which keeps Numba's compilation,
 first-touch page faults and sleeping thread pools out of the figures).
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="thread count (default: all cores)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeat", type=int, default=None,
-                   help="timed runs per case, median taken (default 7; 3 with --quick)")
+                   help="timed calls per case, median taken (default 9; 3 with --quick)")
     p.add_argument("--json", metavar="PATH", help="save the run as JSON (for --compare later)")
     p.add_argument("--compare", metavar="PATH", help="compare with a run saved by --json")
     p.add_argument("--plot", metavar="PATH", help="PNG bar chart of GFLOP/s (needs matplotlib)")
@@ -59,24 +60,44 @@ def _split(spec: str, known, what: str) -> list[str]:
 # Idle time before each engine's block of runs. After a call, OpenBLAS's workers spin
 # for ~0.1 s and OpenMP runtimes (ours, and PyTorch's own copy) for a few ms; timing the
 # next engine inside that window measured it up to 40x slower (cs231n forward, 2 cores).
-SETTLE_S = 0.25
+SETTLE_S = 0.15
+# Each engine is timed in this many blocks, the blocks of all engines taking turns, so
+# that the machine's drift (other VMs, clock changes) falls on every engine alike. One
+# block per engine let the same engine differ by 30-50% between columns of one run.
+ROUNDS = 3
 
 
-def _median_time(fn, repeat: int) -> tuple[float, object]:
-    """Median of ``repeat`` back-to-back calls, after a pause and one warm-up call.
+def _block(fn, calls: int) -> list[float]:
+    """``calls`` back-to-back timings, after a pause and one untimed warm-up call.
 
-    The runs are back to back on purpose: pausing before each call (to interleave the
-    engines) let the OpenMP pools and, on a VM, the idle vCPU fall asleep, and measured
-    small layers 10-20x slower than a training loop sees them.
+    Back to back on purpose: pausing before every call let the OpenMP pools and, on a
+    VM, the idle vCPU fall asleep, and measured small layers 10-20x slower than a
+    training loop sees them.
     """
     time.sleep(SETTLE_S)
-    out = fn()  # warm-up: JIT compilation, page faults, caches, waking the pools
+    fn()
     times = []
-    for _ in range(repeat):
+    for _ in range(calls):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+    return times
+
+
+def _median_times(fns: dict, repeat: int) -> dict:
+    """{name: (median seconds, result)} over about ``repeat`` calls each, in ROUNDS turns."""
+    results = {name: fn() for name, fn in fns.items()}  # JIT compilation, page faults
+    times = {name: [] for name in fns}
+    per_block = max(1, -(-repeat // ROUNDS))
+    names = list(fns)
+    for r in range(ROUNDS):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name] += _block(fns[name], per_block)
+    return {name: (statistics.median(t), results[name]) for name, t in times.items()}
+
+
+def _median_time(fn, repeat: int) -> tuple[float, object]:
+    return _median_times({"fn": fn}, repeat)["fn"]
 
 
 def sgemm_ceiling(dtype: str, n: int = 2048, repeat: int = 5) -> float:
@@ -177,13 +198,13 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, torch) -> dic
                                                   groups=layer.groups)).astype(dtype)
             g = geometry(x.shape, w.shape, layer.stride, layer.pad, 1, layer.groups, 0)
             for pass_name in passes:
-                times, results = {}, {}
-                for engine in engines:
-                    bar.set_description(f"{name} {pass_name} {engine}")
-                    fn = (_torch_fn(torch, pass_name, x, w, gy, layer) if engine == "torch"
-                          else _pass_fn(engine, pass_name, x, w, gy, layer))
-                    times[engine], results[engine] = _median_time(fn, repeat)
-                    bar.update()
+                bar.set_description(f"{name} {pass_name}")
+                fns = {e: (_torch_fn(torch, pass_name, x, w, gy, layer) if e == "torch"
+                           else _pass_fn(e, pass_name, x, w, gy, layer)) for e in engines}
+                timed = _median_times(fns, repeat)
+                times = {e: t for e, (t, _) in timed.items()}
+                results = {e: out for e, (_, out) in timed.items()}
+                bar.update(len(engines))
                 for engine in engines:
                     if not _agree(results[engine], results["im2col"], dtype):
                         failures.append(f"{name} {pass_name}: {engine} disagrees with im2col")
@@ -296,7 +317,7 @@ def run(args) -> int:
     layers = list(QUICK) if args.quick else _split(args.layers or ",".join(LAYERS), LAYERS,
                                                    "layer(s)")
     passes = _split(args.passes, PASSES, "pass(es)")
-    repeat = args.repeat or (3 if args.quick else 7)
+    repeat = args.repeat or (3 if args.quick else 9)
     threads = args.threads or get_num_threads()
     if args.plot:
         _pyplot()  # fail before the run, not after it
