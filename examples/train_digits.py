@@ -91,16 +91,17 @@ def _progress(iterable, total, desc, enabled):
     return iterable
 
 
-def train(epochs=20, seed=0, batch_size=16, lr=0.05, momentum=0.9, threads=1,
+def train(epochs=20, seed=0, batch_size=16, lr=0.05, momentum=0.9, threads=None,
           verbose=True) -> dict:
     """Train and evaluate; returns ``dict(losses=[mean loss per epoch], accuracy=test
     accuracy, seconds=wall time)``.
 
-    ``threads`` defaults to 1: each convolution here is a few hundred kFLOP, too small
-    for a second thread to pay for its start-up, and on a busy 2-core machine spinning
-    OpenMP and BLAS threads made two threads tens of times slower than one.
+    ``threads`` defaults to fastconv's thread count. Each convolution here is a few
+    hundred kFLOP, below fastconv's grain for a second thread (``threads_for``), so the
+    engines run them on one thread either way; before that grain existed, OpenMP meeting
+    OpenBLAS's spinning workers made 2 threads 25x slower than 1 here.
     """
-    with fastconv.num_threads(threads):
+    with fastconv.num_threads(threads or fastconv.get_num_threads()):
         return _train(epochs, seed, batch_size, lr, momentum, verbose)
 
 
@@ -143,7 +144,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="thread count (default: fastconv's, i.e. all cores)")
     args = parser.parse_args(argv)
     train(epochs=args.epochs, seed=args.seed, threads=args.threads)
     return 0

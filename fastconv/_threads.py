@@ -105,6 +105,19 @@ def kernel_threads() -> int:
     return n
 
 
+# Work below which an extra thread costs more than it saves. Waking a pool and meeting at
+# its barrier costs ~10-20 us on an idle machine, and when another pool (NumPy's
+# OpenBLAS after a matmul, say) still spins on the other core it costs a scheduler tick,
+# ~4 ms: the digits example (convolutions of 0.1-2 MFLOP between NumPy calls) ran 25x
+# slower on 2 threads than on 1. From 4 MFLOP per thread the split pays off in both cases.
+GRAIN_FLOPS = 4_000_000
+
+
+def threads_for(flops: int) -> int:
+    """Threads for a kernel call doing ``flops``: kernel_threads(), fewer for small work."""
+    return max(1, min(kernel_threads(), flops // GRAIN_FLOPS))
+
+
 @contextlib.contextmanager
 def num_threads(n: int):
     """Context manager: ``with fastconv.num_threads(1): ...`` restores the old count after."""

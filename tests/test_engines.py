@@ -57,10 +57,15 @@ def test_pointwise_and_depthwise(engine, layout, dtype, rng):
 
 @pytest.mark.parametrize("engine", FAST_ENGINES)
 def test_threads_give_identical_results(engine, rng):
-    """grad_weight's reduction is race-free: 1 and 2 threads agree, runs are repeatable."""
-    x = rng.standard_normal((3, 4, 9, 8)).astype(np.float32)
-    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
-    gy = rng.standard_normal((3, 6, 9, 8)).astype(np.float32)
+    """grad_weight's reduction is race-free: 1 and 2 threads agree, runs are repeatable.
+
+    The problem is large enough (38 MFLOP) for threads_for() to use two threads."""
+    x = rng.standard_normal((4, 16, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((4, 32, 32, 32)).astype(np.float32)
+    from fastconv._threads import threads_for
+    with fastconv.num_threads(2):
+        assert threads_for(2 * x.size * 32 * 9) == 2
     runs = []
     for n in (1, 2, 2):
         with fastconv.num_threads(n):

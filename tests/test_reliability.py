@@ -180,11 +180,30 @@ def test_multiprocessing_pools(method):
     """Pools work after the parent ran every engine with all its threads."""
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"{method} is not available here")
-    expected = [_checksums(c) for c in CASES]  # the parent starts its thread pools first
+    # The parent starts its thread pools first, on a problem large enough for 2 threads.
+    big_x = np.ones((4, 16, 32, 32), np.float32)
+    big_w = np.ones((32, 16, 3, 3), np.float32)
+    with fastconv.num_threads(2):
+        for engine in FAST_ENGINES:
+            fastconv.conv2d_backward(fastconv.conv2d(big_x, big_w, 1, 1, backend=engine),
+                                     big_x, big_w, 1, 1, backend=engine)
+    expected = [_checksums(c) for c in CASES]
     ctx = multiprocessing.get_context(method)
     with ctx.Pool(2) as pool:
         got = pool.map_async(_checksums, CASES).get(timeout=120)
     assert np.allclose(got, expected, rtol=1e-5)
+
+
+def test_small_work_runs_on_one_thread():
+    """threads_for(): an extra thread only from GRAIN_FLOPS of work per thread."""
+    from fastconv._threads import GRAIN_FLOPS, threads_for
+    with fastconv.num_threads(2):
+        assert threads_for(0) == 1
+        assert threads_for(2 * GRAIN_FLOPS - 1) == 1
+        assert threads_for(2 * GRAIN_FLOPS) == 2
+        assert threads_for(100 * GRAIN_FLOPS) == 2
+    with fastconv.num_threads(1):
+        assert threads_for(100 * GRAIN_FLOPS) == 1
 
 
 # --- leaks and determinism -----------------------------------------------------------

@@ -5,8 +5,8 @@ A thin wrapper over the kernels in ``fastconv._direct`` (csrc/_direct.pyx, with 
 per-ISA micro-kernels in csrc/direct_kernels*.c; ``_direct.simd_info()`` names the set
 in use, FASTCONV_SIMD overrides it). It allocates the outputs and hands the kernels
 flat buffers and plain ints; the kernels read the layout from ``g.layout`` and write
-every element of their output. The thread count comes from ``kernel_threads()`` (1 in
-a child forked after OpenMP ran).
+every element of their output. The thread count comes from ``threads_for()``: fewer
+threads for small work, and 1 in a child forked after OpenMP ran.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _direct
 from .._geometry import ConvGeometry
-from .._threads import kernel_threads
+from .._threads import threads_for
 
 
 def _dims(g: ConvGeometry) -> tuple[int, ...]:
@@ -29,26 +29,26 @@ def forward(x, w, bias, g: ConvGeometry):
     if not has_bias:
         bias = np.zeros(1, dtype=x.dtype)  # the kernel needs a buffer; it is never read
     _direct.forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_dims(g),
-                    int(has_bias), kernel_threads())
+                    int(has_bias), threads_for(g.flops))
     return y
 
 
 def grad_input(grad_y, w, g: ConvGeometry):
     grad_x = np.empty(g.x_shape, dtype=grad_y.dtype)
     _direct.grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1), *_dims(g),
-                       kernel_threads())
+                       threads_for(g.flops))
     return grad_x
 
 
 def grad_weight(grad_y, x, g: ConvGeometry):
     grad_w = np.empty(g.w_shape, dtype=x.dtype)
     _direct.grad_weight(grad_y.reshape(-1), x.reshape(-1), grad_w.reshape(-1), *_dims(g),
-                        kernel_threads())
+                        threads_for(g.flops))
     return grad_w
 
 
 def grad_bias(grad_y, g: ConvGeometry):
     grad_b = np.empty(g.K, dtype=grad_y.dtype)
     _direct.grad_bias(grad_y.reshape(-1), grad_b, g.N, g.K, g.P, g.Q, g.layout,
-                      kernel_threads())
+                      threads_for(g.flops))
     return grad_b

@@ -48,7 +48,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._geometry import ConvGeometry
-from .._threads import kernel_threads
+from .._threads import kernel_threads, threads_for
 from .._workspace import get_workspace_limit
 
 # Off: results must match the reference engine. The one place to change it.
@@ -91,7 +91,7 @@ def _kernel(fn) -> _Twin:
     return _Twin(fn)
 
 
-def _set_threads() -> None:
+def _set_threads(g: ConvGeometry) -> None:
     """Choose the parallel or serial kernels for this call, and Numba's thread count.
 
     Measured on 2 cores (resnet_c2_3x3, c4_3x3, vgg_conv1_2; float32): after every
@@ -101,7 +101,7 @@ def _set_threads() -> None:
     BLAS keeps the cores. So the kernels run in parallel only where no BLAS worker can
     be spinning: BLAS on one thread, or OPENBLAS_THREAD_TIMEOUT set to a few cycles.
     """
-    n = kernel_threads()
+    n = threads_for(g.flops)
     _local.parallel = n > 1 and _blas_yields_quickly()
     if _local.parallel:
         # Numba's thread count is per calling thread, so it is set on every call.
@@ -432,7 +432,7 @@ def _dense_w(w, g: ConvGeometry):
 
 
 def forward(x, w, bias, g: ConvGeometry):
-    _set_threads()
+    _set_threads(g)
     x, w = _subnormals_as_zero(x), _subnormals_as_zero(w)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
@@ -493,7 +493,7 @@ def forward(x, w, bias, g: ConvGeometry):
 
 
 def grad_input(grad_y, w, g: ConvGeometry):
-    _set_threads()
+    _set_threads(g)
     grad_y, w = _subnormals_as_zero(grad_y), _subnormals_as_zero(w)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, grad_y.itemsize
     crs = g.C * g.R * g.S
@@ -550,7 +550,7 @@ def grad_input(grad_y, w, g: ConvGeometry):
 
 
 def grad_weight(grad_y, x, g: ConvGeometry):
-    _set_threads()
+    _set_threads(g)
     grad_y, x = _subnormals_as_zero(grad_y), _subnormals_as_zero(x)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
