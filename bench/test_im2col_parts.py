@@ -74,7 +74,7 @@ def _case(layer, pass_name, part, dtype):
 @pytest.mark.parametrize("pass_name", PASSES)
 def test_im2col_part(benchmark, layer, pass_name, part, dtype, sgemm_ceiling):
     fastconv.get_num_threads()  # applies the thread count to BLAS
-    im2col._set_threads()
+    im2col._set_threads(_geometry(layer))  # serial or parallel kernels, as the engine runs them
     fn = _case(layer, pass_name, part, dtype)
     benchmark.group = f"im2col parts: {layer.name} {pass_name}"
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
