@@ -299,6 +299,12 @@ cdef bint _wgradk_fits(const _Corr* cr, Py_ssize_t kg, Py_ssize_t N, Py_ssize_t 
 
 
 cdef bint _WGRADK_ROWS = True
+cdef bint _WGRADK_KMAJOR = False
+
+
+def _set_wgradk_kmajor(bint on):
+    global _WGRADK_KMAJOR
+    _WGRADK_KMAJOR = on
 # Bytes of staged grad_y one position chunk of _wgradk holds (a quarter of L2 here).
 cdef Py_ssize_t _WGRAD_CHUNK_BYTES = 256 * 1024
 
@@ -1130,6 +1136,21 @@ def grad_weight(
         free(xoff)
         free(buf)
 
+cdef void _wgradk_store(const floating* acc, floating* gw, const ptrdiff_t* woff,
+                        Py_ssize_t nct, Py_ssize_t Kp, Py_ssize_t k0, Py_ssize_t k1,
+                        Py_ssize_t ws_k) noexcept nogil:
+    # gw[k*ws_k + woff[ct]] = acc[ct*Kp + k] for k0 <= k < k1: a cache line of acc per
+    # (channel, tap), written to k1 - k0 filters.
+    cdef Py_ssize_t ct, k
+    cdef ptrdiff_t o
+    cdef const floating* a
+    for ct in range(nct):
+        a = acc + ct * Kp
+        o = woff[ct]
+        for k in range(k0, k1):
+            gw[k * ws_k + o] = a[k]
+
+
 cdef int _wgradk(
     const floating* grad_y,  # IN
     const floating* x,       # IN
@@ -1157,24 +1178,36 @@ cdef int _wgradk(
         Py_ssize_t nctb = (nct + mr - 1) // mr, nvt = Kp // vl, nkbk = (nvt + _K.nvk - 1) // _K.nvk
         Py_ssize_t per_unit = (G * ipitch + upos * G * Kp) * <Py_ssize_t>sizeof(floating)
         Py_ssize_t nunits = cv.N * cr.npb
-        Py_ssize_t ib_n = max(1, min(nunits, 2 * _TILE_BUDGET // per_unit))
+        # A batch holds up to 8 tile budgets (4 MiB) of tiles and staged grad_y, so
+        # that resnet_c4/c5 run as one batch: one packing and one compute region.
+        Py_ssize_t ib_n = max(1, min(nunits, 8 * _TILE_BUDGET // per_unit))
+        Py_ssize_t ncap = ib_n * upos
         Py_ssize_t nblk = G * nctb * nkbk, u0, nu, it, j, ul, g, p, q, k, b, ctb, kbk
-        Py_ssize_t ct, nr, nv, nthr, c, t, n, p0, PBe, npos, pos0, k0, sp
+        Py_ssize_t ct, nr, nv, nthr, n, p0, PBe, npos, pos0, k0, sp, b0, b1, nkb16
         Py_ssize_t nsp = max(1, min(cr.Ci, 4 * n_threads // max(1, min(nunits, ib_n) * G)))
-        Py_ssize_t pc, pch = max(64, _WGRAD_CHUNK_BYTES // (G * Kp * <Py_ssize_t>sizeof(floating)))
+        # grad_y is staged per group and filter block, position-major within a block
+        # (dys[g][k0*ncap + pos*nv*vl + k - k0]), so a block streams contiguous rows.
+        Py_ssize_t pc, nch, pch = max(64, _WGRAD_CHUNK_BYTES
+                                      // (_K.nvk * vl * <Py_ssize_t>sizeof(floating)))
         unsigned csr
-        ptrdiff_t* moff = <ptrdiff_t*>malloc((ib_n * upos + 1) * sizeof(ptrdiff_t))
+        ptrdiff_t* moff = <ptrdiff_t*>malloc((ncap + 1) * sizeof(ptrdiff_t))
         ptrdiff_t* ustart = <ptrdiff_t*>malloc((ib_n + 1) * sizeof(ptrdiff_t))
+        ptrdiff_t* woff = <ptrdiff_t*>malloc((nct + 1) * sizeof(ptrdiff_t))
         floating* tiles = <floating*>malloc(
             (ib_n * G * ipitch + cr.cs + 256) * sizeof(floating))
-        floating* dys = <floating*>calloc(ib_n * upos * G * Kp + 1, sizeof(floating))
-        floating* acc = <floating*>calloc(G * nct * Kp + 1, sizeof(floating))
+        # Padded filter lanes of dys must read zero; otherwise neither buffer needs
+        # clearing (the first chunk stores dW without reading it): a calloc of resnet_c5's
+        # 9 MiB dW was a serial memset.
+        floating* dys = <floating*>(calloc(ncap * G * Kp + 1, sizeof(floating)) if Kp != Kg
+                                    else malloc((ncap * G * Kp + 1) * sizeof(floating)))
+        floating* acc = <floating*>malloc((G * nct * Kp + 1) * sizeof(floating))
         floating* dst
         floating* srow
         const floating* src
     try:
         nthr = max(1, min(n_threads, nblk))
-        if moff == NULL or ustart == NULL or tiles == NULL or dys == NULL or acc == NULL:
+        if (moff == NULL or ustart == NULL or woff == NULL or tiles == NULL or dys == NULL
+                or acc == NULL):
             raise MemoryError()
         for u0 in range(0, nunits, ib_n):
             nu = min(ib_n, nunits - u0)
@@ -1203,53 +1236,74 @@ cdef int _wgradk(
                     _pack_channels(x, cr, n, g, p0, 0, PBe + cr.Ti - cr.PB,
                                    sp * cr.Ci // nsp, (sp + 1) * cr.Ci // nsp,
                                    tiles + (ul * G + g) * ipitch)
-                    # grad_y position-major: dys[(pos*G + g)*Kp + k]
                     pos0 = ustart[ul]
                     for j in range(sp * PBe * cr.Qo // nsp, (sp + 1) * PBe * cr.Qo // nsp):
                         p = j // cr.Qo
                         q = j % cr.Qo
                         src = (grad_y + n * cv.ys_n + g * Kg * cv.ys_k + (p0 + p) * cv.ys_p
                                + q * cv.ys_q)
-                        srow = dys + ((pos0 + j) * G + g) * Kp
-                        for k in range(Kg):
-                            srow[k] = src[k * cv.ys_k]
-            # Positions in chunks of pch whose staged grad_y (pch x G*Kp) stays in L2
-            # while every block sweeps it; each block adds straight into its rows of
-            # dW, chunk after chunk, so the order of the sum is fixed by the shape
-            # alone. Measured: unchunked, resnet_stem streamed a 1.6 MiB unit of grad_y
-            # from L3 once per block; resnet_c3_3x3s2 went 10.9 -> 8.8 ms.
-            for pc in range(0, npos, pch):
-                with nogil, parallel(num_threads=nthr):
-                    csr = fc_ftz_enter()
-                    for b in prange(nblk, schedule='static'):
-                        g = b // (nctb * nkbk)
-                        ctb = (b // nkbk) % nctb
-                        kbk = b % nkbk
+                        for kbk in range(nkbk):
+                            k0 = kbk * nvt // nkbk * vl
+                            nv = (kbk + 1) * nvt // nkbk * vl - k0
+                            srow = dys + g * ncap * Kp + k0 * ncap + (pos0 + j) * nv
+                            for k in range(min(nv, Kg - k0)):
+                                srow[k] = src[(k0 + k) * cv.ys_k]
+            # Positions in nch near-equal chunks of at most pch whose staged grad_y
+            # stays in L2 while the blocks sweep it; each block adds straight into its
+            # rows of dW, chunk after chunk, so the order of the sum is fixed by the
+            # shape alone. One parallel region: a thread owns the same blocks (a fixed
+            # static split) in every chunk, so the chunks need no barrier. Measured:
+            # unchunked, resnet_stem streamed a 1.6 MiB unit of grad_y from L3 once per
+            # block; resnet_c3_3x3s2 went 10.9 -> 8.8 ms.
+            nch = (npos + pch - 1) // pch
+            with nogil, parallel(num_threads=nthr):
+                csr = fc_ftz_enter()
+                for it in prange(nthr, schedule='static'):
+                  b0 = it * nblk // nthr
+                  b1 = (it + 1) * nblk // nthr
+                  for pc in range(nch):
+                    p0 = pc * npos // nch
+                    PBe = (pc + 1) * npos // nch - p0
+                    for b in range(b0, b1):
+                        if _WGRADK_KMAJOR:
+                            g = b // (nctb * nkbk)
+                            kbk = (b // nctb) % nkbk
+                            ctb = b % nctb
+                        else:
+                            g = b // (nctb * nkbk)
+                            ctb = (b // nkbk) % nctb
+                            kbk = b % nkbk
                         nr = min(mr, nct - ctb * mr)
                         k0 = kbk * nvt // nkbk * vl
                         nv = (kbk + 1) * nvt // nkbk - kbk * nvt // nkbk
                         dst = acc + (g * nct + ctb * mr) * Kp + k0
+                        srow = dys + g * ncap * Kp + k0 * ncap + p0 * nv * vl
                         if floating is float:
                             _K.kvec_f32(tiles + g * ipitch, xoff + ctb * mr, <int>nr,
-                                        moff + pc, min(pch, npos - pc),
-                                        dys + pc * G * Kp + g * Kp + k0, G * Kp, dst, Kp,
-                                        <int>nv, 1)
+                                        moff + p0, PBe, srow, nv * vl, dst, Kp,
+                                        <int>nv, u0 > 0 or pc > 0)
                         else:
                             _K.kvec_f64(tiles + g * ipitch, xoff + ctb * mr, <int>nr,
-                                        moff + pc, min(pch, npos - pc),
-                                        dys + pc * G * Kp + g * Kp + k0, G * Kp, dst, Kp,
-                                        <int>nv, 1)
-                    fc_ftz_leave(csr)
-        for g in range(G):
-            for ct in range(nct):
-                c = ct // cr.ntaps
-                t = ct % cr.ntaps
-                for k in range(Kg):
-                    grad_w[(g * Kg + k) * cv.ws_k + c * cv.ws_c + tr[t] * cv.ws_r
-                           + ts[t] * cv.ws_s] = acc[(g * nct + ct) * Kp + k]
+                                        moff + p0, PBe, srow, nv * vl, dst, Kp,
+                                        <int>nv, u0 > 0 or pc > 0)
+                fc_ftz_leave(csr)
+        # dW out of [g][ct][k] order, in parallel blocks of 16 filters (weight-sized:
+        # 9 MiB on resnet_c5, too long for one thread), through a per-(channel, tap)
+        # offset table (the division-laden loop took 40% of lenet_c5's grad_weight).
+        for ct in range(nct):
+            woff[ct] = ((ct // cr.ntaps) * cv.ws_c + tr[ct % cr.ntaps] * cv.ws_r
+                        + ts[ct % cr.ntaps] * cv.ws_s)
+        nkb16 = (Kg + 15) // 16
+        with nogil, parallel(num_threads=max(1, min(n_threads, G * nkb16))):
+            for it in prange(G * nkb16, schedule='static'):
+                g = it // nkb16
+                k0 = it % nkb16 * 16
+                _wgradk_store(acc + g * nct * Kp, grad_w + g * Kg * cv.ws_k, woff, nct, Kp,
+                              k0, min(Kg, k0 + 16), cv.ws_k)
     finally:
         free(moff)
         free(ustart)
+        free(woff)
         free(tiles)
         free(dys)
         free(acc)
