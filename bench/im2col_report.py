@@ -5,10 +5,11 @@
 
 For each suite layer and pass (float32, NCHW): our median time and GFLOP/s, PyTorch's
 (``conv2d``, ``torch.nn.grad.conv2d_input`` / ``conv2d_weight``) in the same run, the
-ratio torch time / our time, and the share of our time spent outside the BLAS products
-(im2col, col2im, reorders, bias: everything but the products). The product time is
-measured by wrapping the engine module's ``np.matmul`` and ``_gemm`` (when present)
-with a timer during one extra set of calls, so the timed medians carry no wrapper.
+ratio torch time / our time, and the split of our time: the same pass run with only
+its unrolling (im2col, col2im, reorders; ``im2col.measure_parts(UNROLL)``) and with
+only its BLAS products (``PRODUCT``), each as a share of the whole pass. The two add up
+to more than 100% by what overlapping them in cache saves, or less by the fixed costs
+(allocation, the subnormal scan, thread start-up).
 
 ``--unbounded`` adds a column with the workspace cap lifted (cap / unbounded speed);
 ``--scaling`` adds the 1-thread time and the 1->2 thread speedup. The SGEMM ceiling,
@@ -20,7 +21,6 @@ import argparse
 import json
 import math
 import time
-import types
 
 import numpy as np
 
@@ -74,48 +74,17 @@ def theirs(torch, layer, pass_name, x, w, gy):
     }[pass_name]
 
 
-class _ProductTimer:
-    """Swaps the engine's ``np`` for a proxy whose ``matmul`` (and the module's ``_gemm``)
-    add their wall time to ``self.total``."""
-
-    def __init__(self):
-        self.total = 0.0
-
-    def _timed(self, f):
-        def wrapper(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return f(*args, **kwargs)
-            finally:
-                self.total += time.perf_counter() - t0
-        return wrapper
-
-    def __enter__(self):
-        self._np, self._gemm = im2col.np, getattr(im2col, "_gemm", None)
-        proxy = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np)
-                                          if not k.startswith("__")})
-        proxy.matmul = self._timed(np.matmul)
-        im2col.np = proxy
-        if self._gemm is not None:
-            im2col._gemm = self._timed(self._gemm)
-        return self
-
-    def __exit__(self, *exc):
-        im2col.np = self._np
-        if self._gemm is not None:
-            im2col._gemm = self._gemm
-
-
-def product_share(fn, repeat):
-    """Median fraction of fn's time spent in the BLAS products."""
-    shares = []
-    for _ in range(repeat):
-        with _ProductTimer() as pt:
-            t0 = time.perf_counter()
-            fn()
-            total = time.perf_counter() - t0
-        shares.append(pt.total / total)
-    return float(np.median(shares))
+def parts_times(layer, fn, repeat):
+    """(unroll-only, products-only) medians, or None where the pass has no unrolling
+    (pointwise and whole-window layers are one BLAS product on the input as it is)."""
+    pointwise = layer.R == layer.S == 1 and layer.stride == 1 and layer.pad == 0
+    if pointwise or (layer.R == layer.H and layer.S == layer.W and layer.pad == 0):
+        return None
+    with im2col.measure_parts(im2col.UNROLL):
+        tu = median_time(fn, repeat)
+    with im2col.measure_parts(im2col.PRODUCT):
+        tp = median_time(fn, repeat)
+    return tu, tp
 
 
 def main():
@@ -145,7 +114,7 @@ def main():
     print(f"SGEMM ceiling ({args.threads} threads, 2048^3 float32): {ceiling:.1f} GFLOP/s; "
           f"workspace cap {fastconv.get_workspace_limit() / 2**20:.0f} MiB")
     head = (f"{'layer':16} {'pass':11} {'ours ms':>8} {'GF/s':>6} {'%ceil':>5} "
-            f"{'torch GF/s':>10} {'ratio':>6} {'non-BLAS':>8}")
+            f"{'torch GF/s':>10} {'ratio':>6} {'unroll':>7} {'product':>7}")
     if args.unbounded:
         head += f" {'cap/unb':>7}"
     if args.scaling:
@@ -159,15 +128,19 @@ def main():
             fn = ours(layer, p, x, w, gy)
             t = median_time(fn, args.repeat)
             row = dict(layer=layer.name, pass_=p, ms=t * 1e3, gflops=flops / t / 1e9,
-                       ceiling_share=flops / t / 1e9 / ceiling,
-                       non_blas=1 - product_share(fn, 3))
+                       ceiling_share=flops / t / 1e9 / ceiling)
+            parts = parts_times(layer, fn, args.repeat)
+            if parts is not None:
+                row.update(unroll_share=parts[0] / t, product_share=parts[1] / t)
             if torch is not None:
                 tt = median_time(theirs(torch, layer, p, x, w, gy), args.repeat)
                 row.update(torch_gflops=flops / tt / 1e9, ratio=tt / t)
             line = (f"{layer.name:16} {p:11} {t * 1e3:8.2f} {row['gflops']:6.1f} "
                     f"{100 * row['ceiling_share']:5.1f} "
                     f"{row.get('torch_gflops', float('nan')):10.1f} "
-                    f"{row.get('ratio', float('nan')):6.2f} {100 * row['non_blas']:7.1f}%")
+                    f"{row.get('ratio', float('nan')):6.2f} "
+                    f"{100 * row.get('unroll_share', float('nan')):6.1f}% "
+                    f"{100 * row.get('product_share', float('nan')):6.1f}%")
             if args.unbounded:
                 with fastconv.workspace_limit(2**62):
                     tu = median_time(fn, args.repeat)

@@ -1,13 +1,15 @@
 """The im2col engine taken apart, one benchmark group per layer and pass:
 
-  * ``unroll``   im2col (forward, grad_weight) or col2im (grad_input) of the whole batch;
-  * ``product``  the pass's matrix product alone, on the same (folded) shapes;
+  * ``unroll``   the pass with only its unrolling: im2col, col2im, reorders
+                 (``im2col.measure_parts(UNROLL)``);
+  * ``product``  the pass with only its BLAS products (``PRODUCT``);
   * ``cap``      the whole pass under the default workspace cap;
   * ``unbounded`` the whole pass with the cap lifted.
 
-unroll + product against cap shows what the chunking and reorders cost; cap against
-unbounded is the speed the cap keeps (target >= 90%). GFLOP/s in ``extra_info`` counts
-the pass's multiply-adds for every case, so the parts read as shares of one budget.
+unroll and product against cap split the pass's time; cap against unbounded is the
+speed the cap keeps (target >= 90%). GFLOP/s in ``extra_info`` counts the pass's
+multiply-adds for every case, so the parts read as shares of one budget. Pointwise and
+whole-window layers have no unrolling: their parts are the whole pass.
 ``bench/im2col_report.py`` prints the same split, and PyTorch, as one table.
 """
 import numpy as np
@@ -35,46 +37,26 @@ def _case(layer, pass_name, part, dtype):
     x = rng.standard_normal(g.x_shape).astype(dtype)
     w = rng.standard_normal(g.w_shape).astype(dtype)
     gy = rng.standard_normal(g.y_shape).astype(dtype)
-    G, crs, M = g.groups, g.C * g.R * g.S, g.N * g.P * g.Q
-    cols = np.empty(crs * M, dtype)  # folded: (C*R*S, N*P*Q)
-    # Real columns, not np.empty's leftovers: garbage can hold NaNs and subnormals, which
-    # change BLAS speed (and warned of overflow in the products).
-    im2col._im2col_nchw(x, 0, 0, g.N, g.P, cols, M, g.P * g.Q, *im2col._taps(g))
-    if part == "unroll":
-        if pass_name == "grad_input":
-            gx = np.zeros(g.x_shape, dtype)
-            return lambda: im2col._col2im_nchw(cols, 0, 0, g.N, g.P, M, g.P * g.Q, gx,
-                                               *im2col._taps(g))
-        return lambda: im2col._im2col_nchw(x, 0, 0, g.N, g.P, cols, M, g.P * g.Q,
-                                           *im2col._taps(g))
-    if part == "product":
-        c = cols.reshape(G, -1, M)                      # (G, Cg*R*S, N*P*Q)
-        wm = w.reshape(G, g.Kg, -1)                     # (G, Kg, Cg*R*S)
-        dy = rng.standard_normal((G, g.Kg, M)).astype(dtype)  # (G, Kg, N*P*Q)
-        return {
-            "forward": lambda: np.matmul(wm, c),
-            "grad_input": lambda: np.matmul(wm.transpose(0, 2, 1), dy),
-            "grad_weight": lambda: np.matmul(dy, c.transpose(0, 2, 1)),
-        }[pass_name]
     kw = dict(stride=layer.stride, pad=layer.pad, groups=layer.groups, backend="im2col")
-    limit = fastconv.get_workspace_limit() if part == "cap" else 2**62
     if pass_name == "forward":
         run = lambda: fastconv.conv2d(x, w, **kw)  # noqa: E731
     else:
         wrt = ("x",) if pass_name == "grad_input" else ("w",)
         run = lambda: fastconv.conv2d_backward(gy, x, w, wrt=wrt, **kw)  # noqa: E731
+    limit = 2**62 if part == "unbounded" else fastconv.get_workspace_limit()
+    parts = {"unroll": im2col.UNROLL, "product": im2col.PRODUCT}.get(
+        part, im2col.UNROLL | im2col.PRODUCT)
 
-    def capped():
-        with fastconv.workspace_limit(limit):
+    def case():
+        with fastconv.workspace_limit(limit), im2col.measure_parts(parts):
             return run()
-    return capped
+    return case
 
 
 @pytest.mark.parametrize("part", PARTS)
 @pytest.mark.parametrize("pass_name", PASSES)
 def test_im2col_part(benchmark, layer, pass_name, part, dtype, sgemm_ceiling):
     fastconv.get_num_threads()  # applies the thread count to BLAS
-    im2col._set_threads(_geometry(layer))  # serial or parallel kernels, as the engine runs them
     fn = _case(layer, pass_name, part, dtype)
     benchmark.group = f"im2col parts: {layer.name} {pass_name}"
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)

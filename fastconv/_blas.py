@@ -8,6 +8,7 @@ single thread count, so both are set here. On Linux the libraries are found thro
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from dataclasses import dataclass
@@ -63,13 +64,39 @@ def _load(path: str) -> BlasLibrary | None:
     return None
 
 
+_found: tuple[frozenset, list[BlasLibrary]] | None = None
+
+
 def blas_libraries() -> list[BlasLibrary]:
     """The BLAS libraries this process has loaded (NumPy's and SciPy's at least)."""
+    global _found
     import numpy  # noqa: F401  (load both BLAS copies before scanning)
     import scipy.linalg  # noqa: F401
 
-    libs = [lib for lib in map(_load, _candidate_paths()) if lib is not None]
-    return libs
+    paths = frozenset(_candidate_paths())
+    if _found is None or _found[0] != paths:
+        _found = (paths, [lib for lib in map(_load, sorted(paths)) if lib is not None])
+    return _found[1]
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """Every loaded BLAS runs on its caller's thread inside the block.
+
+    For kernels that call gemm from several threads at once (the im2col engine's
+    per-thread products): each call then runs where it is made, so the threads never
+    meet a BLAS pool. The libraries found on entry are restored to their own counts.
+    Setting a count is a store in OpenBLAS (about a microsecond), not a pool restart.
+    """
+    libs = _found[1] if _found is not None else blas_libraries()
+    saved = [lib.get_num_threads() for lib in libs]
+    for lib in libs:
+        lib.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for lib, n in zip(libs, saved):
+            lib.set_num_threads(n)
 
 
 def set_blas_threads(n: int) -> None:

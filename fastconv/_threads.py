@@ -2,8 +2,9 @@
 
 The count defaults to the cores this process may run on (``os.sched_getaffinity``),
 or to ``FASTCONV_NUM_THREADS`` when that is set. Nothing nests: the direct engine's
-OpenMP regions call no BLAS, and the im2col engine calls BLAS only outside Numba's
-``prange`` loops, so at most ``n`` threads are busy at any time.
+OpenMP regions call no BLAS, and the im2col engine calls BLAS either outside Numba's
+``prange`` loops or, inside them, with every BLAS set to one thread for the duration
+(``_blas.single_threaded``), so at most ``n`` threads are busy at any time.
 """
 from __future__ import annotations
 

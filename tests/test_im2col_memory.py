@@ -110,21 +110,26 @@ def test_cap_holds(layout, rng):
         assert peak <= cap + gw.nbytes + slack
 
 
-def test_workspace_reused_across_chunks_and_calls(monkeypatch, rng):
-    """One workspace request per pass, however many chunks; the buffer survives calls."""
+def test_workspace_reused_across_pieces_and_calls(monkeypatch, rng):
+    """One workspace request per pass, however many pieces; the buffer survives calls."""
     x = rng.standard_normal((4, 3, 40, 40)).astype(np.float32)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    requests, kernel_calls = [], []
-    workspace, kernel = im2col._workspace, im2col._im2col_nchw
+    requests, plans = [], []
+    workspace, run = im2col._workspace, im2col._forward_nchw.run
     monkeypatch.setattr(im2col, "_workspace", lambda *a: requests.append(a) or workspace(*a))
-    monkeypatch.setattr(im2col, "_im2col_nchw", lambda *a: kernel_calls.append(a) or kernel(*a))
-    with fastconv.workspace_limit(3 * 9 * 40 * 8 * 4):  # 8 output rows per chunk
+    # args after the arrays: gemm_fn, T, pb, nbands, G, ws, per
+    monkeypatch.setattr(im2col._forward_nchw, "run",
+                        lambda par, *a: plans.append(a[5:8]) or run(par, *a))
+    cap = 2 * 3 * 9 * 40 * 8 * 4  # two threads' pieces of 8 output rows
+    with fastconv.workspace_limit(cap):
         fastconv.conv2d(x, w, pad=1, backend="im2col")
         buf = im2col._local.buf
         fastconv.conv2d(x, w, pad=1, backend="im2col")
         assert im2col._local.buf is buf
     assert len(requests) == 2
-    assert len(kernel_calls) == 2 * 4 * 5  # 4 images x 5 bands, each call
+    for T, pb, nbands in plans:
+        assert pb * nbands >= 40 and pb <= 8 * 2 // T  # the pieces cover the image, within the cap
+        assert requests[0][0] * 4 <= cap
 
 
 def test_lowering_the_cap_frees_the_buffer(rng):

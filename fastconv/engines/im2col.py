@@ -6,39 +6,44 @@ Caffe's three products:
     grad_weight  grad_w = dY · colsᵀ    (summed over every image: the weights are tied)
     grad_input   dcols  = Wᵀ · dY, then col2im adds the overlapping windows back up
 
-Workspace. The column matrix of a whole batch can be huge (R*S times the input), so the
-work runs in chunks whose buffers fit ``get_workspace_limit()`` (64 MiB by default):
-whole images while one image fits, else one image and a band of output rows. One flat
-buffer per Python thread holds a chunk's columns (and, where needed, the reordered dY
-or the product); it is reused across chunks and across calls, and never outgrows the cap
-(one output row's columns are the smallest chunk: only that can exceed it).
+NCHW: per-thread pieces. The column matrix is never built whole. Each thread unrolls a
+piece of it that stays in its core's L2 (CHUNK_BYTES: one image's band of output rows)
+and multiplies that piece at once with a single-threaded BLAS gemm called from inside
+the Numba kernel (``_cblas``), writing straight into its rows of y through BLAS's
+leading dimensions: no reorder, no whole-batch buffer, and the columns are read back
+from cache instead of memory. Measured on vgg_conv1_2 forward (2 threads): whole-batch
+chunks of 64 MiB with a 2-thread product 97 ms, per-thread 1 MiB pieces 56-60 ms.
 
-Column layouts, chosen so that every product is one ``np.matmul`` over strided views
-BLAS reads in place (batched over groups, and over images in "direct" mode):
+    forward      thread t owns the pieces (image, band) t*U//T .. (t+1)*U//T;
+    grad_input   at stride 1 the forward convolution of dY with the filters flipped and
+                 K, C swapped (no col2im at all); strided, col2im with whole images per
+                 thread, since the windows of neighbouring bands overlap in grad_x;
+    grad_weight  thread t owns the column rows (c, r, s) t*CRS//T .. (t+1)*CRS//T, i.e.
+                 those columns of dW, and adds every chunk's product into them in order:
+                 no partial sums to combine, and the sums' order is fixed by the shape.
 
-    NCHW direct  cols (nb, C*R*S, L), L = output positions of the chunk (pb*Q). The
-                 product of image n goes straight into y[n] viewed (G, Kg, L): no
-                 reorder. Used when an image has enough positions (P*Q >= DIRECT_MIN_PQ)
-                 for a per-image product to run at BLAS speed.
-    NCHW folded  cols (C*R*S, nb*P*Q): the batch folded into the columns, so that small
-                 images still give one wide product. W · cols comes out (K, nb*P*Q) and
-                 one pass reorders it into y, adding the bias on the way.
-    NHWC         cols (nb*pb*Q, G, R*S*Cg): one row per output position, the reduction in
-                 (r, s, cg) order to match HWIO memory, so W · cols comes out (M, K),
-                 which already is a contiguous slice of y.
+NHWC keeps whole-chunk products: cols (nb*pb*Q, G, R*S*Cg), one row per output
+position with the reduction in (r, s, cg) order to match HWIO memory, so W · cols comes
+out (M, K), already a contiguous slice of y; one ``np.matmul`` per chunk on BLAS's own
+threads, with the unroll kernels between them.
 
-Splitting is exact for forward and grad_input: every output element comes from the
-same BLAS dot product and the same col2im sums in the same order (col2im walks the taps
-r from last to first, i.e. output rows first to last, so row bands add up in the
-unsplit order). grad_weight sums its chunks' products, so only its rounding changes.
+Workspace. Everything the engine allocates besides its outputs lives in one flat
+buffer per Python thread, reused across pieces and calls, within
+``get_workspace_limit()`` (64 MiB by default) for all threads together; one output
+row's columns per thread is the smallest piece, the only thing that can exceed it.
+Splitting is exact for forward and grad_input: each output element comes from one
+BLAS dot product and col2im adds bands in the unsplit order (taps r from last to
+first). grad_weight adds its chunks' products, so only its rounding changes.
 
-Pointwise convolutions (1x1, stride 1, unpadded) skip im2col: the input already is
-the column matrix.
+Pointwise convolutions (1x1, stride 1, unpadded) and whole-window ones skip im2col:
+the input already is the column matrix, and each pass is one product.
 
-BLAS runs only outside the ``prange`` loops, so Numba's pool and BLAS's never nest.
+Threads: BLAS is set single-threaded for the duration of every kernel that calls it
+from Numba threads (``_blas.single_threaded``), so no BLAS pool runs inside ``prange``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import types
@@ -47,21 +52,45 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .._blas import single_threaded
 from .._geometry import ConvGeometry
 from .._threads import kernel_threads, threads_for
 from .._workspace import get_workspace_limit
+from ._cblas import NOTRANS, TRANS, gemm, gemm_for
 
 # Off: results must match the reference engine. The one place to change it.
 FASTMATH = False
 _KERNEL = dict(nogil=True, cache=True, fastmath=FASTMATH)
 
-# NCHW images with at least this many output positions take the direct layout (one
-# product per image written straight into y); smaller ones fold the batch into the
-# columns. Measured on the suite (bench/im2col_report.py).
-DIRECT_MIN_PQ = 1024
+# Bytes of columns one thread unrolls and multiplies at a time (forward, grad_input):
+# the piece stays in the core's L2 (2 MiB here) while BLAS packs it. Measured forward,
+# 2 threads, pieces of 512 KiB / 1 MiB / 2 MiB: resnet_c4_3x3 10.6 / 9.2 / 8.7 ms,
+# resnet_c5_3x3 14.1 / 10.7 / 10.7, vgg_conv1_2 60 / 56 / 56, batch1_c4 1.46 / 1.28 /
+# 2.11 (at 2 MiB its one image is a single piece: one thread idles).
+CHUNK_BYTES = 1 << 20
+# grad_weight's pieces: larger, since each product also reads and writes the thread's
+# block of dW (4.7 MiB on resnet_c5_3x3) and longer pieces spread that over more work.
+WGRAD_CHUNK_BYTES = 4 << 20
 
 
 _local = threading.local()
+
+# What the NCHW kernels run: both parts always, except when bench/im2col_report.py
+# times one part alone to split the time (``measure_parts``).
+UNROLL, PRODUCT = 1, 2
+_parts = UNROLL | PRODUCT
+
+
+@contextlib.contextmanager
+def measure_parts(parts: int):
+    """For measurement only: run just the unrolling (UNROLL: im2col, col2im, reorders)
+    or just the matrix products (PRODUCT) of the NCHW passes; results are garbage."""
+    global _parts
+    old, _parts = _parts, parts
+    try:
+        yield
+    finally:
+        _parts = old
 
 
 class _Twin:
@@ -84,7 +113,10 @@ class _Twin:
         self.__doc__ = fn.__doc__
 
     def __call__(self, *args):
-        return (self.parallel if getattr(_local, "parallel", False) else self.serial)(*args)
+        return self.run(getattr(_local, "parallel", False), *args)
+
+    def run(self, parallel: bool, *args):
+        return (self.parallel if parallel else self.serial)(*args)
 
 
 def _kernel(fn) -> _Twin:
@@ -92,7 +124,8 @@ def _kernel(fn) -> _Twin:
 
 
 def _set_threads(g: ConvGeometry) -> None:
-    """Choose the parallel or serial kernels for this call, and Numba's thread count.
+    """NHWC and the shared steps: choose the parallel or serial unroll kernels for this
+    call, and Numba's thread count. (NCHW's per-thread pieces decide in ``_start``.)
 
     Measured on 2 cores (resnet_c2_3x3, c4_3x3, vgg_conv1_2; float32): after every
     product OpenBLAS's workers spin for about 0.1 s (OPENBLAS_THREAD_TIMEOUT, read only
@@ -110,10 +143,12 @@ def _set_threads(g: ConvGeometry) -> None:
 
 def kernel_mode() -> str:
     """How the im2col/col2im kernels run in this process, for show_config()."""
-    if kernel_threads() > 1 and _blas_yields_quickly():
-        return "parallel (Numba prange)"
-    return ("serial while BLAS uses the cores (set OPENBLAS_THREAD_TIMEOUT=4 before NumPy "
-            "loads for parallel kernels)")
+    if kernel_threads() == 1:
+        return "one thread"
+    nhwc = ("parallel" if _blas_yields_quickly() else
+            "serial while BLAS uses the cores (OPENBLAS_THREAD_TIMEOUT=4 before NumPy "
+            "loads makes them parallel)")
+    return f"NCHW per-thread pieces with single-threaded BLAS; NHWC unroll {nhwc}"
 
 
 def _blas_yields_quickly() -> bool:
@@ -203,6 +238,32 @@ def _chunks(g: ConvGeometry, nb: int, pb: int):
             yield n0, min(n0 + nb, g.N), p0, min(p0 + pb, g.P)
 
 
+def _thread_budget(T: int, floor: int, target: int) -> int:
+    """Workspace bytes for each of T threads: ``target``, within the cap shared by all,
+    and never below ``floor`` (one output row's columns: the smallest piece)."""
+    return max(min(target, get_workspace_limit() // T), floor)
+
+
+def _bands(g: ConvGeometry, row_bytes: int, budget: int, T: int):
+    """(pb, nbands): output rows per piece so that one fits ``budget``, balanced, and
+    with the N * nbands pieces shared evenly by T threads where P allows (batch1_c4 on
+    2 threads: 2 bands of 7 rows, not 8 + 6)."""
+    pb = max(1, min(g.P, budget // row_bytes))
+    nbands = -(-g.P // pb)
+    while (g.N * nbands) % T and nbands < g.P:
+        nbands += 1
+    pb = -(-g.P // nbands)
+    return pb, -(-g.P // pb)
+
+
+def _start(g: ConvGeometry) -> int:
+    """The thread count for this call; sets Numba's (per calling thread) to match."""
+    T = threads_for(g.flops)
+    if T > 1:
+        numba.set_num_threads(min(T, numba.config.NUMBA_NUM_THREADS))
+    return min(T, numba.config.NUMBA_NUM_THREADS)
+
+
 # ---------------------------------------------------------------------------------
 # Kernels. Each prange step owns a disjoint block of its output, so nothing is
 # shared between threads and the sums are added in the same order on every run.
@@ -221,23 +282,23 @@ def _valid_range(start, step, size, count):
     return lo, hi
 
 
-@_kernel
-def _im2col_nchw(x, n0, p0, nb, pb, cols, row_stride, img_stride,
+@njit(nogil=True, cache=True)
+def _unroll_nchw(x, n0, nb, p0, pb, row0, row1, cols, row_stride, img_stride,
                  R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """x[n0:n0+nb], output rows p0:p0+pb -> flat cols.
+    """Rows row0:row1 of the columns of x[n0:n0+nb], output rows p0:p0+pb -> flat cols.
 
-    Element (row, j, t) lands at cols[row*row_stride + j*img_stride + t], with row =
-    c*R*S + r*S + s and t = (p - p0)*Q + q: the strides pick the direct or folded layout.
-    One prange step per row, written in order, so each thread streams through its rows.
+    Column row ``row = c*R*S + r*S + s`` of image j, position t = (p - p0)*Q + q, lands
+    at cols[(row - row0)*row_stride + j*img_stride + t]. Written in order, with the
+    padding found once per tap (``_valid_range``) rather than tested per element.
     """
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    for row in prange(C * R * S):
+    for row in range(row0, row1):
         c, r, s = row // (R * S), (row // S) % R, row % S
         p_lo, p_hi = _valid_range(p0 * sh + r * dh - pt, sh, H, pb)  # relative to p0
         q_lo, q_hi = _valid_range(s * dw - pl, sw, W, Q)
         off = s * dw - pl
         for j in range(nb):
-            base = row * row_stride + j * img_stride
+            base = (row - row0) * row_stride + j * img_stride
             for t in range(p_lo * Q):
                 cols[base + t] = 0
             for pp in range(p_lo, p_hi):
@@ -257,40 +318,167 @@ def _im2col_nchw(x, n0, p0, nb, pb, cols, row_stride, img_stride,
                 cols[base + t] = 0
 
 
-@_kernel
-def _col2im_nchw(dcols, n0, p0, nb, pb, row_stride, img_stride, gx,
-                 R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """Flat dcols (layout as in _im2col_nchw) of output rows p0:p0+pb -> added into
-    gx[n0:n0+nb] (nb, C, H, W), which the caller zeroed.
+@njit(nogil=True, cache=True)
+def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """col2im: flat dcols (C*R*S, pb*Q) of image n, output rows p0:p0+pb -> added into
+    gx[n] (C, H, W).
 
-    Each step gathers everything that lands on one input row gx[n, c, h], so no two
-    threads ever add into the same element.
+    Input row by input row, each gathering every tap that lands on it, last tap first:
+    output rows in increasing order, so a band adds up in the unsplit order.
     """
     C, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
-    # Input rows the band can reach.
-    h_lo = max(p0 * sh - pt, 0)
+    L = pb * Q
+    h_lo = max(p0 * sh - pt, 0)  # the input rows the band can reach
     h_hi = min((p0 + pb - 1) * sh - pt + (R - 1) * dh + 1, H)
-    nh = max(h_hi - h_lo, 0)
-    for i in prange(nb * C * nh):
-        j, c, h = i // (C * nh), (i // nh) % C, h_lo + i % nh
-        # Last tap first: output rows in increasing order, so bands add in unsplit order.
-        for r in range(R - 1, -1, -1):
-            t = h + pt - r * dh  # p * sh for the output row p whose tap r reads row h
-            if t < 0 or t % sh != 0:
-                continue
-            pp = t // sh - p0
-            if pp < 0 or pp >= pb:
-                continue
-            for s in range(S):
-                q_lo, q_hi = _valid_range(s * dw - pl, sw, W, Q)
-                base = ((c * R + r) * S + s) * row_stride + j * img_stride + pp * Q
-                off = s * dw - pl
-                if sw == 1:
-                    for q in range(q_lo, q_hi):
-                        gx[n0 + j, c, h, q + off] += dcols[base + q]
-                else:
-                    for q in range(q_lo, q_hi):
-                        gx[n0 + j, c, h, q * sw + off] += dcols[base + q]
+    for c in range(C):
+        for h in range(h_lo, h_hi):
+            for r in range(R - 1, -1, -1):
+                t = h + pt - r * dh  # p * sh for the output row p whose tap r reads row h
+                if t < 0 or t % sh != 0:
+                    continue
+                pp = t // sh - p0
+                if pp < 0 or pp >= pb:
+                    continue
+                for s in range(S):
+                    q_lo, q_hi = _valid_range(s * dw - pl, sw, W, Q)
+                    base = ((c * R + r) * S + s) * L + pp * Q
+                    off = s * dw - pl
+                    if sw == 1:
+                        for q in range(q_lo, q_hi):
+                            gx[n, c, h, q + off] += dcols[base + q]
+                    else:
+                        for q in range(q_lo, q_hi):
+                            gx[n, c, h, q * sw + off] += dcols[base + q]
+
+
+# The three NCHW passes. One prange step per thread, each owning a fixed share of the
+# work (so results do not depend on scheduling) and a slice ``per`` of the workspace
+# that holds its columns: a piece of the column matrix small enough to stay in L2
+# (CHUNK_BYTES) while BLAS, single-threaded in this thread, multiplies it. Measured on
+# vgg_conv1_2 forward (2 threads): the whole-batch layout (64 MiB of columns per chunk,
+# written to memory and read back by a 2-thread product) 97 ms; per-thread pieces of
+# 1 MiB 56 ms, of which the products alone are 36 ms.
+
+
+@_kernel
+def _forward_nchw(x, w, bias, y, gemm_fn, T, pb, nbands, G, ws, per, parts,
+                  R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """y[n, :, band] = W . cols(n, band) + bias, for the units (image, band of pb output
+    rows) t*U//T .. (t+1)*U//T of thread t."""
+    N, C, K = x.shape[0], x.shape[1], y.shape[1]
+    Kg, crsg, PQ = K // G, C // G * R * S, P * Q
+    U = N * nbands
+    wf, yf = w.reshape(-1), y.reshape(-1)
+    for t in prange(T):
+        cols = ws[t * per:(t + 1) * per]
+        for u in range(t * U // T, (t + 1) * U // T):
+            n, p0 = u // nbands, u % nbands * pb
+            pe = min(pb, P - p0)
+            L = pe * Q
+            if parts & UNROLL:
+                _unroll_nchw(x, n, 1, p0, pe, 0, C * R * S, cols, L, 0,
+                             R, S, P, Q, sh, sw, dh, dw, pt, pl)
+            for g in range(G if parts & PRODUCT else 0):
+                # y_g (Kg, L) = W_g (Kg, crsg) . cols_g (crsg, L); to BLAS, column-major:
+                # y_gᵀ (L x Kg, ld PQ) = cols_gᵀ (L x crsg, ld L) . W_gᵀ (crsg x Kg, ld crsg)
+                y0 = (n * K + g * Kg) * PQ + p0 * Q
+                gemm(gemm_fn, NOTRANS, NOTRANS, L, Kg, crsg, cols, g * crsg * L, L,
+                     wf, g * Kg * crsg, crsg, 0.0, yf, y0, PQ)
+            for k in range(K if bias.size else 0):  # while the band is in cache
+                b = bias[k]
+                o = (n * K + k) * PQ + p0 * Q
+                for i in range(L):
+                    yf[o + i] += b
+
+
+@_kernel
+def _flip_swap(w, out):
+    """out[g, c, k, t] = w[g, k, c, RS-1-t]: filters flipped, filter and channel axes
+    swapped. In blocks of 16 channels, so that each read is a 16*R*S run of w (numpy's
+    strided copy took 5 ms of resnet_c5_3x3's grad_input)."""
+    G, Kg, Cg, RS = w.shape
+    nblk = (Cg + 15) // 16
+    for i in prange(G * nblk):
+        g, c0 = i // nblk, i % nblk * 16
+        for k in range(Kg):
+            for c in range(c0, min(c0 + 16, Cg)):
+                for t in range(RS):
+                    out[g, c, k, t] = w[g, k, c, RS - 1 - t]
+
+
+@_kernel
+def _grad_input_nchw(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
+                     R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """gx = col2im(Wᵀ . dY), thread t owning images t*N//T .. (t+1)*N//T whole (the
+    windows of neighbouring bands overlap in gx, so a band cannot be a thread's own).
+    Only strided convolutions take this path: at stride 1 grad_input is a forward
+    convolution (see ``grad_input``)."""
+    N, K, C = gy.shape[0], gy.shape[1], gx.shape[1]
+    Kg, crsg, PQ = K // G, C // G * R * S, P * Q
+    wf, gyf = w.reshape(-1), gy.reshape(-1)
+    for t in prange(T):
+        dcols = ws[t * per:(t + 1) * per]
+        for n in range(t * N // T, (t + 1) * N // T):
+            gx[n] = 0
+            for p0 in range(0, P, pb):
+                pe = min(pb, P - p0)
+                L = pe * Q
+                for g in range(G if parts & PRODUCT else 0):
+                    # dcols_g (crsg, L) = W_gᵀ (crsg, Kg) . dY_g (Kg, L); to BLAS:
+                    # dcols_gᵀ (L x crsg, ld L) = dY_gᵀ (L x Kg, ld PQ) . W_g (Kg x crsg)
+                    gemm(gemm_fn, NOTRANS, TRANS, L, crsg, Kg,
+                         gyf, (n * K + g * Kg) * PQ + p0 * Q, PQ, wf, g * Kg * crsg, crsg,
+                         0.0, dcols, g * crsg * L, L)
+                if parts & UNROLL:
+                    _fold_nchw(dcols, n, p0, pe, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+
+
+@_kernel
+def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, ws, per, parts,
+                      R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """dW = sum over chunks of dY . colsᵀ. Thread t owns the column rows (c, r, s)
+    t*CRS//T .. (t+1)*CRS//T, i.e. those columns of dW: it unrolls only its rows of each
+    chunk and adds its products into its own part of dW, chunk after chunk in order.
+    No partial sums to combine, and the order of every sum is fixed by the shape.
+
+    A chunk is nb whole images (pb == P) or one image's band of pb output rows.
+    """
+    N, C, K = x.shape[0], x.shape[1], gy.shape[1]
+    Kg, crs, PQ = K // G, C * R * S, P * Q
+    crsg = crs // G
+    nbands = (P + pb - 1) // pb
+    nchunks = (N + nb - 1) // nb * nbands
+    gwf, gyf = gw.reshape(-1), gy.reshape(-1)
+    for t in prange(T):
+        r0, r1 = t * crs // T, (t + 1) * crs // T
+        buf = ws[t * per:(t + 1) * per]
+        mmax = nb * pb * Q
+        for ci in range(nchunks):
+            n0, p0 = ci // nbands * nb, ci % nbands * pb
+            n1, pe = min(N, n0 + nb), min(pb, P - p0)
+            L = pe * Q
+            M = (n1 - n0) * L
+            if parts & UNROLL:
+                _unroll_nchw(x, n0, n1 - n0, p0, pe, r0, r1, buf, M, L,
+                             R, S, P, Q, sh, sw, dh, dw, pt, pl)
+            if n1 - n0 == 1:  # dY of one image's band: read in place
+                dy, d0, ld = gyf, n0 * K * PQ + p0 * Q, PQ
+            else:  # several images side by side: (K, M)
+                dy, d0, ld = buf[(r1 - r0) * mmax:], 0, M
+                for j in range(n1 - n0 if parts & UNROLL else 0):
+                    for k in range(K):
+                        src, dst = ((n0 + j) * K + k) * PQ, k * M + j * L
+                        for i in range(L):
+                            dy[dst + i] = gyf[src + i]
+            beta = 0.0 if ci == 0 else 1.0
+            for g in range(G if parts & PRODUCT else 0):
+                lo, hi = max(r0, g * crsg), min(r1, (g + 1) * crsg)
+                if lo >= hi:
+                    continue
+                # dW_gᵀ rows lo:hi (ld crsg) = cols rows lo:hi (M x (hi-lo) to BLAS,
+                # ld M, transposed) . dY_gᵀ (M x Kg, ld)
+                gemm(gemm_fn, TRANS, NOTRANS, hi - lo, Kg, M, buf, (lo - r0) * M, M,
+                     dy, d0 + g * Kg * ld, ld, beta, gwf, g * Kg * crsg + lo - g * crsg, crsg)
 
 
 @_kernel
@@ -355,50 +543,6 @@ def _col2im_nhwc(dcols, n0, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
                     for g in range(G):
                         for cg in range(Cg):
                             out[w, g * Cg + cg] += src[g, (r * S + s) * Cg + cg]
-
-
-@_kernel
-def _rows_to_nchw(a, bias, n0, y):
-    """a (K, nb*P*Q) + bias -> y[n0:n0+nb] (nb, K, P*Q)."""
-    K, PQ = y.shape[1], y.shape[2]
-    nb = a.shape[1] // PQ
-    for i in prange(nb * K):
-        j, k = i // K, i % K
-        b = bias[k]
-        for t in range(PQ):
-            y[n0 + j, k, t] = a[k, j * PQ + t] + b
-
-
-@_kernel
-def _nchw_to_rows(a, n0, out):
-    """a[n0:n0+nb] (nb, K, P*Q) -> out (K, nb*P*Q): the batch folded into the columns."""
-    K, PQ = a.shape[1], a.shape[2]
-    nb = out.shape[1] // PQ
-    for i in prange(nb * K):
-        j, k = i // K, i % K
-        for t in range(PQ):
-            out[k, j * PQ + t] = a[n0 + j, k, t]
-
-
-# ---------------------------------------------------------------------------------
-# NCHW chunk helpers: the layout of one chunk's columns in the flat workspace.
-
-
-def _nchw_cols(x, g, ws, n0, n1, p0, p1, folded):
-    """im2col of one chunk into ws; returns (cols, row_stride, img_stride).
-
-    cols is (nb, C*R*S, L) direct or (C*R*S, nb*L) folded, L = (p1 - p0) * Q.
-    """
-    nb, L, crs = n1 - n0, (p1 - p0) * g.Q, g.C * g.R * g.S
-    row_stride, img_stride = (nb * L, L) if folded else (L, crs * L)
-    flat = ws[:crs * nb * L]
-    _im2col_nchw(x, n0, p0, nb, p1 - p0, flat, row_stride, img_stride, *_taps(g))
-    shape = (crs, nb * L) if folded else (nb, crs, L)
-    return flat.reshape(shape), row_stride, img_stride
-
-
-def _folded(g: ConvGeometry, nb: int) -> bool:
-    return nb > 1 and g.P * g.Q < DIRECT_MIN_PQ
 
 
 # ---------------------------------------------------------------------------------
@@ -470,26 +614,33 @@ def forward(x, w, bias, g: ConvGeometry):
         if bias is not None:
             y += bias[:, None, None]
         return y
-    nb, pb = _plan(g, (crs + K) * isz)
-    folded = _folded(g, nb)
-    if not folded:
-        nb, pb = _plan(g, crs * isz)  # no product buffer: more images per chunk
-    ws = _workspace(nb * pb * Q * (crs + K * folded), x.dtype)
-    bias_col = None if bias is None else bias.reshape(G, Kg, 1)
-    for n0, n1, p0, p1 in _chunks(g, nb, pb):
-        cols, _, _ = _nchw_cols(x, g, ws, n0, n1, p0, p1, folded)
-        if folded:
-            M = (n1 - n0) * g.P * Q
-            rows = ws[crs * M:(crs + K) * M].reshape(G, Kg, M)
-            np.matmul(wm, cols.reshape(G, -1, M), out=rows)  # (G, Kg, nb*P*Q)
-            b = bias if bias is not None else np.zeros(K, x.dtype)
-            _rows_to_nchw(rows.reshape(K, M), b, n0, y.reshape(g.N, K, -1))
-        else:
-            yc = y4[n0:n1, :, :, p0 * Q:p1 * Q]  # (nb, G, Kg, L), a view
-            np.matmul(wm, cols.reshape(n1 - n0, G, -1, cols.shape[-1]), out=yc)
-            if bias_col is not None:
-                yc += bias_col
+    _forward_pieces(x, w, bias, y, g)
     return y
+
+
+def _forward_pieces(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> None:
+    """y = conv(x, w) + bias for NCHW, through per-thread pieces of the column matrix.
+
+    flip_swap: ``w`` holds the filters of the convolution whose grad_input this is,
+    (G, g.Cg, g.Kg, R*S) in g's terms; they are flipped and swapped into the workspace
+    first, whose pages stay mapped from call to call (a fresh 9 MiB array for
+    resnet_c5_3x3 cost 1.8 ms of page faults per call).
+    """
+    T = _start(g)
+    row_bytes = g.C * g.R * g.S * g.Q * x.itemsize
+    pb, nbands = _bands(g, row_bytes, _thread_budget(T, row_bytes, CHUNK_BYTES), T)
+    per = g.C * g.R * g.S * pb * g.Q
+    ws = _workspace(T * per + (w.size if flip_swap else 0), x.dtype)
+    if flip_swap:
+        wt = ws[T * per:].reshape(g.K, g.Cg, g.R, g.S)
+        if _parts & UNROLL:
+            _flip_swap.run(T > 1, w.reshape(g.groups, g.Cg, g.Kg, -1),
+                           wt.reshape(g.groups, g.Kg, g.Cg, -1))
+        w = wt
+    b = bias if bias is not None else np.empty(0, x.dtype)
+    with single_threaded():
+        _forward_nchw.run(T > 1, x, w, b, y, gemm_for(x.dtype), T, pb, nbands, g.groups,
+                          ws, per, _parts, *_taps(g))
 
 
 def grad_input(grad_y, w, g: ConvGeometry):
@@ -526,26 +677,28 @@ def grad_input(grad_y, w, g: ConvGeometry):
         gx = np.empty(g.x_shape, grad_y.dtype)
         np.matmul(wt, gy4, out=gx.reshape(g.N, G, g.Cg, -1))  # (N, G, Cg, H*W)
         return gx
-    gx = np.zeros(g.x_shape, grad_y.dtype)  # col2im adds into it
-    nb, pb = _plan(g, (crs + K) * isz)
-    folded = _folded(g, nb)
-    if not folded:
-        nb, pb = _plan(g, crs * isz)
-    ws = _workspace(nb * pb * Q * (crs + K * folded), grad_y.dtype)
-    for n0, n1, p0, p1 in _chunks(g, nb, pb):
-        nbc, L = n1 - n0, (p1 - p0) * Q
-        flat = ws[:crs * nbc * L]
-        if folded:
-            M = nbc * L
-            dy = ws[crs * M:(crs + K) * M].reshape(K, M)
-            _nchw_to_rows(grad_y.reshape(g.N, K, -1), n0, dy)
-            np.matmul(wt, dy.reshape(G, Kg, M), out=flat.reshape(G, -1, M))  # (G, Cg*R*S, M)
-            row_stride, img_stride = M, L
-        else:
-            np.matmul(wt, gy4[n0:n1, :, :, p0 * Q:p1 * Q],
-                      out=flat.reshape(nbc, G, -1, L))  # (nb, G, Cg*R*S, L)
-            row_stride, img_stride = L, crs * L
-        _col2im_nchw(flat, n0, p0, nbc, p1 - p0, row_stride, img_stride, gx, *_taps(g))
+    gx = np.empty(g.x_shape, grad_y.dtype)
+    if g.stride_h == g.stride_w == 1:
+        # At stride 1, grad_input is itself a forward convolution: of dY, with the
+        # filters flipped and their K and C swapped, padded by dil*(R-1) - pad (negative
+        # pads crop), giving H x W outputs. The race-free, band-parallel forward path
+        # then serves it with no col2im at all. (Measured: resnet_c5_3x3 as col2im of
+        # whole images per thread, 17 ms; as this forward convolution, 12 ms.)
+        pt, pl = g.dil_h * (g.R - 1) - g.pad_top, g.dil_w * (g.S - 1) - g.pad_left
+        gt = ConvGeometry(g.N, K, g.P, g.Q, g.C, g.R, g.S, g.H, g.W, G, 1, 1,
+                          g.dil_h, g.dil_w, pt, g.H - g.P - pt + g.dil_h * (g.R - 1),
+                          pl, g.W - g.Q - pl + g.dil_w * (g.S - 1), g.layout)
+        _forward_pieces(grad_y, w, None, gx, gt, flip_swap=True)
+        return gx
+    T = min(_start(g), g.N)  # a thread owns whole images
+    row_bytes = crs * Q * isz
+    pb = max(1, min(g.P, _thread_budget(T, row_bytes, CHUNK_BYTES) // row_bytes))
+    pb = -(-g.P // -(-g.P // pb))
+    per = crs * pb * Q
+    ws = _workspace(T * per, grad_y.dtype)
+    with single_threaded():
+        _grad_input_nchw.run(T > 1, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws, per,
+                             _parts, *_taps(g))
     return gx
 
 
@@ -588,24 +741,21 @@ def grad_weight(grad_y, x, g: ConvGeometry):
         parts = np.matmul(gy4, x.reshape(g.N, G, g.Cg, -1).transpose(0, 1, 3, 2))
         np.sum(parts, axis=0, out=gw3)  # (N, G, Kg, Cg) -> (G, Kg, Cg)
         return gw
-    # Always folded: the reduction runs over the chunk's images, so the products stay
-    # wide; dY is reordered to match unless the chunk is one image (then it is a view).
-    nb, pb = _plan(g, (crs + K) * isz, part_n * isz)
-    ws = _workspace(part_n + nb * pb * Q * (crs + K), x.dtype)
-    part, ws = ws[:part_n].reshape(gw3.shape), ws[part_n:]
-    for i, (n0, n1, p0, p1) in enumerate(_chunks(g, nb, pb)):
-        cols, _, _ = _nchw_cols(x, g, ws, n0, n1, p0, p1, folded=True)  # (C*R*S, M)
-        M = cols.shape[1]
-        if n1 - n0 == 1:
-            dy = gy4[n0, :, :, p0 * Q:p1 * Q]  # (G, Kg, M), a view
-        else:
-            dy = ws[crs * M:(crs + K) * M].reshape(K, M)
-            _nchw_to_rows(grad_y.reshape(g.N, K, -1), n0, dy)
-            dy = dy.reshape(G, Kg, M)
-        np.matmul(dy, cols.reshape(G, -1, M).transpose(0, 2, 1),
-                  out=gw3 if i == 0 else part)  # (G, Kg, Cg*R*S)
-        if i:
-            gw3 += part
+    T = _start(g)
+    rows = -(-crs // T)  # column rows per thread
+    pos_bytes = (rows + K) * isz  # a thread's columns and staged dY per position
+    budget = _thread_budget(T, rows * Q * isz, WGRAD_CHUNK_BYTES)
+    if pos_bytes * g.P * Q <= budget:  # whole images per chunk
+        nb, pb = min(g.N, budget // (pos_bytes * g.P * Q)), g.P
+        nb = -(-g.N // -(-g.N // nb))
+    else:  # one image's band of output rows
+        nb, pb = 1, max(1, min(g.P, budget // (rows * Q * isz)))
+        pb = -(-g.P // -(-g.P // pb))
+    per = rows * nb * pb * Q + (K * nb * pb * Q if nb > 1 else 0)
+    ws = _workspace(T * per, x.dtype)
+    with single_threaded():
+        _grad_weight_nchw.run(T > 1, grad_y, x, gw, gemm_for(x.dtype), T, nb, pb, G, ws,
+                              per, _parts, *_taps(g))
     return gw
 
 

@@ -1,0 +1,57 @@
+"""No BLAS pool inside the im2col engine's Numba threads, and the thread count restored.
+
+The NCHW kernels call gemm from every Numba thread; each call must run on the thread
+that makes it. This checks the mechanism: while a kernel runs, every loaded BLAS
+reports one thread; afterwards, the counts are back to fastconv's.
+"""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv._blas import blas_libraries
+from fastconv.engines import im2col
+
+KERNELS = ("_forward_nchw", "_grad_input_nchw", "_grad_weight_nchw")
+
+
+@pytest.fixture
+def blas_counts_seen(monkeypatch):
+    seen = {}
+    for name in KERNELS:
+        kernel = getattr(im2col, name)
+
+        def run(parallel, *args, _name=name, _run=kernel.run):
+            seen[_name] = [lib.get_num_threads() for lib in blas_libraries()]
+            return _run(parallel, *args)
+        monkeypatch.setattr(kernel, "run", run)
+    return seen
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_blas_single_threaded_inside_the_kernels(blas_counts_seen, threads, rng):
+    # Large enough that threads_for() gives the kernels every thread; stride 2 takes
+    # grad_input through its col2im kernel, stride 1 through the forward kernel.
+    x = rng.standard_normal((2, 16, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    assert blas_libraries(), "no BLAS found in /proc/self/maps"
+    with fastconv.num_threads(threads):
+        for stride in (1, 2):
+            y = fastconv.conv2d(x, w, stride, 1, backend="im2col")
+            fastconv.conv2d_backward(np.ones_like(y), x, w, stride, 1, backend="im2col")
+        after = [lib.get_num_threads() for lib in blas_libraries()]
+    assert set(blas_counts_seen) == set(KERNELS)
+    for name, counts in blas_counts_seen.items():
+        assert counts == [1] * len(counts), f"{name} ran with BLAS threads {counts}"
+    assert after == [threads] * len(after)
+
+
+def test_blas_count_restored_when_a_kernel_raises(monkeypatch, rng):
+    def boom(parallel, *args):
+        raise RuntimeError("kernel failed")
+    monkeypatch.setattr(im2col._forward_nchw, "run", boom)
+    x = rng.standard_normal((1, 4, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    with fastconv.num_threads(2):
+        with pytest.raises(RuntimeError, match="kernel failed"):
+            fastconv.conv2d(x, w, 1, 1, backend="im2col")
+        assert [lib.get_num_threads() for lib in blas_libraries()] == [2] * len(blas_libraries())
