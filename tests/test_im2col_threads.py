@@ -11,13 +11,16 @@ import fastconv
 from fastconv._blas import blas_libraries
 from fastconv.engines import im2col
 
-KERNELS = ("_forward_nchw", "_grad_input_nchw", "_grad_weight_nchw")
+KERNELS = {
+    "NCHW": ("_forward_nchw", "_grad_input_nchw", "_grad_weight_nchw"),
+    "NHWC": ("_forward_nhwc", "_grad_input_nhwc", "_grad_weight_nhwc"),
+}
 
 
 @pytest.fixture
 def blas_counts_seen(monkeypatch):
     seen = {}
-    for name in KERNELS:
+    for name in KERNELS["NCHW"] + KERNELS["NHWC"]:
         kernel = getattr(im2col, name)
 
         def run(parallel, *args, _name=name, _run=kernel.run):
@@ -27,19 +30,23 @@ def blas_counts_seen(monkeypatch):
     return seen
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_blas_single_threaded_inside_the_kernels(blas_counts_seen, threads, rng):
+def test_blas_single_threaded_inside_the_kernels(blas_counts_seen, threads, layout, rng):
     # Large enough that threads_for() gives the kernels every thread; stride 2 takes
     # grad_input through its col2im kernel, stride 1 through the forward kernel.
     x = rng.standard_normal((2, 16, 40, 40)).astype(np.float32)
     w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    if layout == "NHWC":
+        x, w = x.transpose(0, 2, 3, 1).copy(), w.transpose(2, 3, 1, 0).copy()
     assert blas_libraries(), "no BLAS found in /proc/self/maps"
+    kw = dict(layout=layout, backend="im2col")
     with fastconv.num_threads(threads):
         for stride in (1, 2):
-            y = fastconv.conv2d(x, w, stride, 1, backend="im2col")
-            fastconv.conv2d_backward(np.ones_like(y), x, w, stride, 1, backend="im2col")
+            y = fastconv.conv2d(x, w, stride, 1, **kw)
+            fastconv.conv2d_backward(np.ones_like(y), x, w, stride, 1, **kw)
         after = [lib.get_num_threads() for lib in blas_libraries()]
-    assert set(blas_counts_seen) == set(KERNELS)
+    assert set(blas_counts_seen) == set(KERNELS[layout])
     for name, counts in blas_counts_seen.items():
         assert counts == [1] * len(counts), f"{name} ran with BLAS threads {counts}"
     assert after == [threads] * len(after)

@@ -44,7 +44,6 @@ from Numba threads (``_blas.single_threaded``), so no BLAS pool runs inside ``pr
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import types
 
@@ -102,7 +101,7 @@ def measure_parts(parts: int):
 class _Twin:
     """A kernel compiled twice: with ``prange`` on Numba's thread pool, and serial.
 
-    Which one runs is decided per call and per Python thread by ``_set_threads``. The
+    Which one runs is decided per call (``run(parallel, ...)``, from ``_start``). The
     serial twin never touches Numba's threading layer, which matters in a process
     forked after the pool started (GNU OpenMP aborts there).
     """
@@ -118,9 +117,6 @@ class _Twin:
         self.serial = njit(parallel=False, **_KERNEL)(serial)
         self.__doc__ = fn.__doc__
 
-    def __call__(self, *args):
-        return self.run(getattr(_local, "parallel", False), *args)
-
     def run(self, parallel: bool, *args):
         return (self.parallel if parallel else self.serial)(*args)
 
@@ -129,44 +125,11 @@ def _kernel(fn) -> _Twin:
     return _Twin(fn)
 
 
-def _set_threads(g: ConvGeometry) -> None:
-    """NHWC and the shared steps: choose the parallel or serial unroll kernels for this
-    call, and Numba's thread count. (NCHW's per-thread pieces decide in ``_start``.)
-
-    Measured on 2 cores (resnet_c2_3x3, c4_3x3, vgg_conv1_2; float32): after every
-    product OpenBLAS's workers spin for about 0.1 s (OPENBLAS_THREAD_TIMEOUT, read only
-    when NumPy loads), and a Numba parallel region started in that window fights them
-    for the cores: 1.2-1.3x slower than running im2col/col2im on the calling thread while
-    BLAS keeps the cores. So the kernels run in parallel only where no BLAS worker can
-    be spinning: BLAS on one thread, or OPENBLAS_THREAD_TIMEOUT set to a few cycles.
-    """
-    n = threads_for(g.flops)
-    _local.parallel = n > 1 and _blas_yields_quickly()
-    if _local.parallel:
-        # Numba's thread count is per calling thread, so it is set on every call.
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-
-
 def kernel_mode() -> str:
     """How the im2col/col2im kernels run in this process, for show_config()."""
     if kernel_threads() == 1:
         return "one thread"
-    nhwc = ("parallel" if _blas_yields_quickly() else
-            "serial while BLAS uses the cores (OPENBLAS_THREAD_TIMEOUT=4 before NumPy "
-            "loads makes them parallel)")
-    return f"NCHW per-thread pieces with single-threaded BLAS; NHWC unroll {nhwc}"
-
-
-def _blas_yields_quickly() -> bool:
-    try:
-        return int(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "28")) <= _QUICK_TIMEOUT
-    except ValueError:
-        return False
-
-
-# OpenBLAS workers spin 2**timeout cycles before sleeping (the default, 28, is ~0.1 s at
-# 2.6 GHz). At 4 they sleep at once; parallel kernels then measured as fast or faster.
-_QUICK_TIMEOUT = 4
+    return "per-thread pieces, each multiplied by a single-threaded BLAS gemm"
 
 
 def _taps(g: ConvGeometry):
@@ -218,30 +181,6 @@ def _workspace(n: int, dtype) -> np.ndarray:
         _local.buf = None  # free the old buffer before allocating the new one
         buf = _local.buf = np.empty(nbytes, np.uint8)
     return buf[:nbytes].view(dtype)
-
-
-def _plan(g: ConvGeometry, bytes_per_position: int, fixed_bytes: int = 0):
-    """(nb, pb): images and output rows per chunk, so that a chunk's workspace fits the cap.
-
-    Whole images while one fits (pb == P), else one image and a band of rows; the
-    chunks are balanced so that the last one is not a sliver.
-    """
-    limit = max(get_workspace_limit() - fixed_bytes, 1)
-    per_image = bytes_per_position * g.P * g.Q
-    if per_image <= limit:
-        nb = min(g.N, limit // per_image)
-        nb = -(-g.N // -(-g.N // nb))
-        return nb, g.P
-    pb = max(1, min(g.P, limit // (bytes_per_position * g.Q)))
-    pb = -(-g.P // -(-g.P // pb))
-    return 1, pb
-
-
-def _chunks(g: ConvGeometry, nb: int, pb: int):
-    """(n0, n1, p0, p1) for every chunk: images n0:n1, output rows p0:p1."""
-    for n0 in range(0, g.N, nb):
-        for p0 in range(0, g.P, pb):
-            yield n0, min(n0 + nb, g.N), p0, min(p0 + pb, g.P)
 
 
 def _thread_budget(T: int, floor: int, target: int) -> int:
@@ -493,8 +432,8 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, ws, per, parts,
                 dy, d0, ld = buf[(r1 - r0) * mmax:], 0, M
                 for j in range(n1 - n0 if parts & UNROLL else 0):
                     for k in range(K):
-                        src, dst = ((n0 + j) * K + k) * PQ, k * M + j * L
-                        for i in range(L):
+                        src, dst = _u(((n0 + j) * K + k) * PQ), _u(k * M + j * L)
+                        for i in range(_u(L)):
                             dy[dst + i] = gyf[src + i]
             beta = 0.0 if ci == 0 else 1.0
             for g in range(G if parts & PRODUCT else 0):
@@ -507,53 +446,54 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, ws, per, parts,
                      dy, d0 + g * Kg * ld, ld, beta, gwf, g * Kg * crsg + lo - g * crsg, crsg)
 
 
-@_kernel
-def _im2col_nhwc(x, n0, p0, pb, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """x[n0:n0+nb], output rows p0:p0+pb -> cols (nb*pb*Q, G, R*S*Cg)."""
+# NHWC: the same pieces, with one column-matrix row per output position, its entries
+# in (g, r, s, cg) order to match HWIO filters: a group's product W_gᵀ . cols_gᵀ comes
+# out (Kg, M) to BLAS, which is y's rows (M, K) at column g*Kg, ld K. Output rows of
+# consecutive images are consecutive in y, so a piece is any run of output rows
+# (image, p), across images: small images need no folding.
+
+
+@njit(nogil=True, cache=True)
+def _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """Output rows i0:i1 (i = n*P + p), column entries f0:f1 of f = (g*R*S + r*S + s)*Cg
+    + cg -> cols[((i - i0)*Q + q)*(f1 - f0) + f - f0]."""
     H, W, C = x.shape[1], x.shape[2], x.shape[3]
-    G = cols.shape[1]
     Cg = C // G
-    SCg = S * Cg
-    nb = cols.shape[0] // (pb * Q)
-    for i in prange(nb * pb):  # one output row (n, p): Q consecutive rows of cols
-        j, p = i // pb, p0 + i % pb
-        r_lo, r_hi = _valid_range(p * sh - pt, dh, H, R)
+    ld = f1 - f0
+    xf = x.reshape(-1)
+    for i in range(i0, i1):
+        n, p = i // P, i % P
         for q in range(Q):
-            s_lo, s_hi = _valid_range(q * sw - pl, dw, W, S)
-            for g in range(G):
-                out = cols[i * Q + q, g]  # (R*S*Cg,)
-                out[:r_lo * SCg] = 0
-                for r in range(r_lo, r_hi):
-                    xrow = x[n0 + j, p * sh + r * dh - pt]  # (W, C)
-                    o = r * SCg
-                    out[o:o + s_lo * Cg] = 0
-                    for s in range(s_lo, s_hi):
+            o = ((i - i0) * Q + q) * ld - f0  # cols index of entry f: o + f
+            for g in range(f0 // (R * S * Cg), min(G, (f1 - 1) // (R * S * Cg) + 1)):
+                for r in range(R):
+                    h = p * sh + r * dh - pt
+                    for s in range(S):
+                        f = ((g * R + r) * S + s) * Cg
+                        lo, hi = max(f, f0), min(f + Cg, f1)
+                        if lo >= hi:
+                            continue
                         w = q * sw + s * dw - pl
-                        for cg in range(Cg):
-                            out[o + s * Cg + cg] = xrow[w, g * Cg + cg]
-                    out[o + s_hi * Cg:o + SCg] = 0
-                out[r_hi * SCg:] = 0
+                        if 0 <= h < H and 0 <= w < W:
+                            src = _u(((n * H + h) * W + w) * C + g * Cg - f)
+                            for e in range(_u(lo), _u(hi)):
+                                cols[_u(o) + e] = xf[src + e]
+                        else:
+                            for e in range(_u(lo), _u(hi)):
+                                cols[_u(o) + e] = 0
 
 
-@_kernel
-def _col2im_nhwc(dcols, n0, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """dcols (nb*pb*Q, G, R*S*Cg) of output rows p0:p0+pb -> added into gx[n0:n0+nb]
-    (nb, H, W, C), which the caller zeroed.
-
-    Each step gathers everything that lands on one input row gx[n, h] (all W*C of it),
-    so no two threads ever add into the same element.
-    """
+@njit(nogil=True, cache=True)
+def _fold_nhwc(dcols, n, p0, pb, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """col2im: dcols (pb*Q, G*R*S*Cg) of image n, output rows p0:p0+pb -> added into
+    gx[n] (H, W, C), taps in increasing output-row order (last r first)."""
     H, W, C = gx.shape[1], gx.shape[2], gx.shape[3]
-    G = dcols.shape[1]
     Cg = C // G
-    nb = dcols.shape[0] // (pb * Q)
+    F = R * S * C
+    gxf = gx.reshape(-1)
     h_lo = max(p0 * sh - pt, 0)
     h_hi = min((p0 + pb - 1) * sh - pt + (R - 1) * dh + 1, H)
-    nh = max(h_hi - h_lo, 0)
-    for i in prange(nb * nh):
-        j, h = i // nh, h_lo + i % nh
-        out = gx[n0 + j, h]  # (W, C)
-        # Last tap first: output rows in increasing order, so bands add in unsplit order.
+    for h in range(h_lo, h_hi):
         for r in range(R - 1, -1, -1):
             t = h + pt - r * dh  # p * sh for the output row p whose tap r reads row h
             if t < 0 or t % sh != 0:
@@ -563,12 +503,109 @@ def _col2im_nhwc(dcols, n0, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
                 continue
             for q in range(Q):
                 s_lo, s_hi = _valid_range(q * sw - pl, dw, W, S)
-                src = dcols[(j * pb + pp) * Q + q]  # (G, R*S*Cg)
                 for s in range(s_lo, s_hi):
                     w = q * sw + s * dw - pl
+                    dst = _u(((n * H + h) * W + w) * C)
                     for g in range(G):
-                        for cg in range(Cg):
-                            out[w, g * Cg + cg] += src[g, (r * S + s) * Cg + cg]
+                        src = _u((pp * Q + q) * F + ((g * R + r) * S + s) * Cg)
+                        for cg in range(_u(Cg)):
+                            gxf[dst + _u(g * Cg) + cg] += dcols[src + cg]
+
+
+@_kernel
+def _forward_nhwc(x, w, bias, y, gemm_fn, T, rb, G, ws, per, parts,
+                  R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """y = W . cols + bias in pieces of rb output rows (across images): thread t takes
+    pieces t*U//T .. (t+1)*U//T."""
+    N, C, K = x.shape[0], x.shape[3], y.shape[3]
+    Kg, F = K // G, R * S * C
+    Fg = F // G
+    NP = N * P
+    U = (NP + rb - 1) // rb
+    wf, yf = w.reshape(-1), y.reshape(-1)
+    for t in prange(T):
+        cols = ws[t * per:(t + 1) * per]
+        for u in range(t * U // T, (t + 1) * U // T):
+            i0, i1 = u * rb, min(NP, (u + 1) * rb)
+            M = (i1 - i0) * Q
+            if parts & UNROLL:
+                _unroll_nhwc(x, i0, i1, 0, F, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+            for g in range(G if parts & PRODUCT else 0):
+                # y rows (M, K), columns g*Kg: to BLAS (Kg x M, ld K) =
+                # W_gᵀ (Kg x Fg: HWIO at column g*Kg, ld K) . cols_gᵀ (Fg x M, ld F)
+                gemm(gemm_fn, NOTRANS, NOTRANS, Kg, M, Fg, wf, g * Kg, K,
+                     cols, g * Fg, F, 0.0, yf, i0 * Q * K + g * Kg, K)
+            if bias.size:
+                for m in range(M):
+                    o = (i0 * Q + m) * K
+                    yf[o:o + K] += bias
+
+
+@_kernel
+def _flip_swap_hwio(w, out):
+    """out[RS-1-t, k, g, c] = w[t, c, g, k]: HWIO filters flipped, with their filter
+    and channel axes swapped ((R*S, Cg, G, Kg) -> (R*S, Kg, G, Cg))."""
+    RS, Cg, G, Kg = w.shape
+    for i in prange(RS * Kg):
+        t, k = i // Kg, i % Kg
+        for g in range(G):
+            for c in range(Cg):
+                out[RS - 1 - t, k, g, c] = w[t, c, g, k]
+
+
+@_kernel
+def _grad_input_nhwc(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
+                     R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """Strided grad_input: col2im of Wᵀ . dY, whole images per thread (t*N//T ..)."""
+    N, K, C = gy.shape[0], gy.shape[3], gx.shape[3]
+    Kg, F = K // G, R * S * C
+    Fg = F // G
+    wf, gyf = w.reshape(-1), gy.reshape(-1)
+    for t in prange(T):
+        dcols = ws[t * per:(t + 1) * per]
+        for n in range(t * N // T, (t + 1) * N // T):
+            gx[n] = 0
+            for p0 in range(0, P, pb):
+                pe = min(pb, P - p0)
+                M = pe * Q
+                for g in range(G if parts & PRODUCT else 0):
+                    # dcols_g (M, Fg), ld F: to BLAS (Fg x M) = W_g (Fg x Kg: HWIO
+                    # transposed, ld K) . dY_gᵀ (Kg x M, ld K)
+                    gemm(gemm_fn, TRANS, NOTRANS, Fg, M, Kg, wf, g * Kg, K,
+                         gyf, (n * P + p0) * Q * K + g * Kg, K, 0.0, dcols, g * Fg, F)
+                if parts & UNROLL:
+                    _fold_nhwc(dcols, n, p0, pe, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+
+
+@_kernel
+def _grad_weight_nhwc(gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
+                      R, S, P, Q, sh, sw, dh, dw, pt, pl):
+    """dW (HWIO) = colsᵀ . dY, summed over pieces of rb output rows in order. Thread t
+    owns the column entries f = t*F//T .. (t+1)*F//T, i.e. those rows of dW, unrolls
+    only them, and adds every piece's product into them: no partial sums."""
+    N, C, K = x.shape[0], x.shape[3], gy.shape[3]
+    Kg, F = K // G, R * S * C
+    Fg = F // G
+    NP = N * P
+    U = (NP + rb - 1) // rb
+    gwf, gyf = gw.reshape(-1), gy.reshape(-1)
+    for t in prange(T):
+        f0, f1 = t * F // T, (t + 1) * F // T
+        cols = ws[t * per:(t + 1) * per]
+        for u in range(U):
+            i0, i1 = u * rb, min(NP, (u + 1) * rb)
+            M = (i1 - i0) * Q
+            if parts & UNROLL:
+                _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+            for g in range(G if parts & PRODUCT else 0):
+                lo, hi = max(f0, g * Fg), min(f1, (g + 1) * Fg)
+                if lo >= hi:
+                    continue
+                # dW rows lo:hi (HWIO, row (r, s, cg), ld K), columns g*Kg: to BLAS
+                # (Kg x (hi-lo)) = dY_gᵀ (Kg x M, ld K) . cols (M x (hi-lo), ld f1-f0)
+                gemm(gemm_fn, NOTRANS, TRANS, Kg, hi - lo, M, gyf, i0 * Q * K + g * Kg, K,
+                     cols, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
+                     gwf, (lo - g * Fg) * K + g * Kg, K)
 
 
 # ---------------------------------------------------------------------------------
@@ -602,10 +639,8 @@ def _dense_w(w, g: ConvGeometry):
 
 
 def forward(x, w, bias, g: ConvGeometry):
-    _set_threads(g)
     x, w = _subnormals_as_zero(x), _subnormals_as_zero(w)
-    G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
-    crs = g.C * g.R * g.S
+    G, Kg = g.groups, g.Kg
     y = np.empty(g.y_shape, x.dtype)
     if _dense(g):
         np.matmul(_dense_x(x, g), _dense_w(w, g).transpose(0, 2, 1),
@@ -618,19 +653,10 @@ def forward(x, w, bias, g: ConvGeometry):
             np.matmul(x.reshape(-1, G, g.Cg).transpose(1, 0, 2),  # (G, N*H*W, Cg)
                       w.reshape(-1, G, Kg).transpose(1, 0, 2),     # (G, Cg, Kg)
                       out=y.reshape(-1, G, Kg).transpose(1, 0, 2))  # (G, N*P*Q, Kg)
+            if bias is not None:
+                y += bias
         else:
-            nb, pb = _plan(g, crs * isz)
-            ws = _workspace(nb * pb * Q * crs, x.dtype)
-            wv = w.reshape(-1, G, Kg).transpose(1, 0, 2)  # (G, R*S*Cg, Kg)
-            yv = y.reshape(-1, G, Kg)                     # (N*P*Q, G, Kg)
-            for n0, n1, p0, p1 in _chunks(g, nb, pb):
-                m, m0 = (n1 - n0) * (p1 - p0) * Q, (n0 * g.P + p0) * Q
-                cols = ws[:m * crs].reshape(m, G, -1)  # (M, G, R*S*Cg)
-                _im2col_nhwc(x, n0, p0, p1 - p0, cols, *_taps(g))
-                np.matmul(cols.transpose(1, 0, 2), wv,
-                          out=yv[m0:m0 + m].transpose(1, 0, 2))  # (G, M, Kg)
-        if bias is not None:
-            y += bias
+            _forward_pieces_nhwc(x, w, bias, y, g)
         return y
 
     wm = w.reshape(G, Kg, -1)  # (G, Kg, Cg*R*S)
@@ -683,10 +709,52 @@ def _forward_pieces(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> 
                           g.groups, ws, per, _parts, *_taps(g))
 
 
+def _forward_pieces_nhwc(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> None:
+    """NHWC twin of ``_forward_pieces``: pieces of rb output rows, across images.
+
+    flip_swap: ``w`` holds the HWIO filters of the convolution whose grad_input this is,
+    (R*S, g.Kg, G, g.Cg) in g's terms; they are flipped and swapped into the workspace.
+    """
+    T = _start(g)
+    NP, row_bytes = g.N * g.P, g.R * g.S * g.C * g.Q * x.itemsize
+    rb = max(1, _thread_budget(T, row_bytes, CHUNK_BYTES) // row_bytes)
+    U = -(-NP // rb)
+    while U % T and U < NP:  # as many pieces for every thread, where NP allows
+        U += 1
+    rb = -(-NP // U)
+    per = g.R * g.S * g.C * rb * g.Q
+    ws = _workspace(T * per + (w.size if flip_swap else 0), x.dtype)
+    if flip_swap:
+        wt = ws[T * per:].reshape(g.R, g.S, g.Cg, g.K)
+        if _parts & UNROLL:
+            _flip_swap_hwio.run(T > 1, w.reshape(-1, g.Kg, g.groups, g.Cg),
+                                wt.reshape(-1, g.Cg, g.groups, g.Kg))
+        w = wt
+    b = bias if bias is not None else np.empty(0, x.dtype)
+    with single_threaded():
+        _forward_nhwc.run(T > 1, x, w, b, y, gemm_for(x.dtype), T, rb, g.groups, ws, per,
+                          _parts, *_taps(g))
+
+
+def _grad_input_geometry(g: ConvGeometry) -> ConvGeometry:
+    """At stride 1, grad_input is a forward convolution: of dY (N, K, P, Q), with the
+    filters flipped and their K and C swapped, padded by dil*(R-1) - pad (negative pads
+    crop), giving H x W outputs. This is its geometry."""
+    pt, pl = g.dil_h * (g.R - 1) - g.pad_top, g.dil_w * (g.S - 1) - g.pad_left
+    return ConvGeometry(g.N, g.K, g.P, g.Q, g.C, g.R, g.S, g.H, g.W, g.groups, 1, 1,
+                        g.dil_h, g.dil_w, pt, g.H - g.P - pt + g.dil_h * (g.R - 1),
+                        pl, g.W - g.Q - pl + g.dil_w * (g.S - 1), g.layout)
+
+
+def _image_band(g: ConvGeometry, row_bytes: int, T: int) -> int:
+    """Output rows per piece when each thread walks whole images, balanced."""
+    pb = max(1, min(g.P, _thread_budget(T, row_bytes, CHUNK_BYTES) // row_bytes))
+    return -(-g.P // -(-g.P // pb))
+
+
 def grad_input(grad_y, w, g: ConvGeometry):
-    _set_threads(g)
     grad_y, w = _subnormals_as_zero(grad_y), _subnormals_as_zero(w)
-    G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, grad_y.itemsize
+    G, Kg, Q, isz = g.groups, g.Kg, g.Q, grad_y.itemsize
     crs = g.C * g.R * g.S
     if _dense(g):
         gx = np.empty(g.x_shape, grad_y.dtype)
@@ -700,15 +768,17 @@ def grad_input(grad_y, w, g: ConvGeometry):
             np.matmul(dy.transpose(1, 0, 2), wt,
                       out=gx.reshape(-1, G, g.Cg).transpose(1, 0, 2))  # (G, N*H*W, Cg)
             return gx
-        gx = np.zeros(g.x_shape, grad_y.dtype)  # col2im adds into it
-        nb, pb = _plan(g, crs * isz)
-        ws = _workspace(nb * pb * Q * crs, grad_y.dtype)
-        for n0, n1, p0, p1 in _chunks(g, nb, pb):
-            m, m0 = (n1 - n0) * (p1 - p0) * Q, (n0 * g.P + p0) * Q
-            dcols = ws[:m * crs].reshape(m, G, -1)  # (M, G, R*S*Cg)
-            np.matmul(dy[m0:m0 + m].transpose(1, 0, 2), wt,
-                      out=dcols.transpose(1, 0, 2))  # (G, M, R*S*Cg)
-            _col2im_nhwc(dcols, n0, p0, p1 - p0, gx, *_taps(g))
+        gx = np.empty(g.x_shape, grad_y.dtype)
+        if g.stride_h == g.stride_w == 1:  # a forward convolution: see the NCHW case
+            _forward_pieces_nhwc(grad_y, w, None, gx, _grad_input_geometry(g), flip_swap=True)
+            return gx
+        T = min(_start(g), g.N)  # a thread owns whole images
+        pb = _image_band(g, crs * Q * isz, T)
+        per = crs * pb * Q
+        ws = _workspace(T * per, grad_y.dtype)
+        with single_threaded():
+            _grad_input_nhwc.run(T > 1, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws,
+                                 per, _parts, *_taps(g))
         return gx
 
     wt = w.reshape(G, Kg, -1).transpose(0, 2, 1)  # (G, Cg*R*S, Kg)
@@ -724,16 +794,10 @@ def grad_input(grad_y, w, g: ConvGeometry):
         # pads crop), giving H x W outputs. The race-free, band-parallel forward path
         # then serves it with no col2im at all. (Measured: resnet_c5_3x3 as col2im of
         # whole images per thread, 17 ms; as this forward convolution, 12 ms.)
-        pt, pl = g.dil_h * (g.R - 1) - g.pad_top, g.dil_w * (g.S - 1) - g.pad_left
-        gt = ConvGeometry(g.N, K, g.P, g.Q, g.C, g.R, g.S, g.H, g.W, G, 1, 1,
-                          g.dil_h, g.dil_w, pt, g.H - g.P - pt + g.dil_h * (g.R - 1),
-                          pl, g.W - g.Q - pl + g.dil_w * (g.S - 1), g.layout)
-        _forward_pieces(grad_y, w, None, gx, gt, flip_swap=True)
+        _forward_pieces(grad_y, w, None, gx, _grad_input_geometry(g), flip_swap=True)
         return gx
     T = min(_start(g), g.N)  # a thread owns whole images
-    row_bytes = crs * Q * isz
-    pb = max(1, min(g.P, _thread_budget(T, row_bytes, CHUNK_BYTES) // row_bytes))
-    pb = -(-g.P // -(-g.P // pb))
+    pb = _image_band(g, crs * Q * isz, T)
     per = crs * pb * Q
     ws = _workspace(T * per, grad_y.dtype)
     with single_threaded():
@@ -743,7 +807,6 @@ def grad_input(grad_y, w, g: ConvGeometry):
 
 
 def grad_weight(grad_y, x, g: ConvGeometry):
-    _set_threads(g)
     grad_y, x = _subnormals_as_zero(grad_y), _subnormals_as_zero(x)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
@@ -752,28 +815,25 @@ def grad_weight(grad_y, x, g: ConvGeometry):
         np.matmul(_dense_y(grad_y, g).transpose(0, 2, 1), _dense_x(x, g),
                   out=_dense_w(gw, g))  # (G, Kg, Cg*R*S)
         return gw
-    gw3 = gw.reshape(-1, G, Kg).transpose(1, 0, 2) if g.nhwc else gw.reshape(G, Kg, -1)
-    # Every chunk after the first adds its product, made in `part`, into gw.
-    part_n = gw.size
     if g.nhwc:
-        nb, pb = _plan(g, crs * isz, part_n * isz)
-        ws = _workspace(part_n + nb * pb * Q * crs, x.dtype)
-        part = ws[:part_n].reshape(gw3.shape)  # (G, R*S*Cg, Kg)
-        dy = grad_y.reshape(-1, G, Kg)         # (N*P*Q, G, Kg)
-        for i, (n0, n1, p0, p1) in enumerate(_chunks(g, nb, pb)):
-            m, m0 = (n1 - n0) * (p1 - p0) * Q, (n0 * g.P + p0) * Q
-            if g.is_pointwise:
-                cols = x.reshape(-1, G, g.Cg)[m0:m0 + m]  # (M, G, Cg), no copy
-            else:
-                cols = ws[part_n:part_n + m * crs].reshape(m, G, -1)  # (M, G, R*S*Cg)
-                _im2col_nhwc(x, n0, p0, p1 - p0, cols, *_taps(g))
-            # dY · colsᵀ computed as its transpose colsᵀ · dY, which lands in HWIO order.
-            np.matmul(cols.transpose(1, 2, 0), dy[m0:m0 + m].transpose(1, 0, 2),
-                      out=gw3 if i == 0 else part)  # (G, R*S*Cg, Kg)
-            if i:
-                gw3 += part
+        if g.is_pointwise:  # the input already is the column matrix
+            np.matmul(x.reshape(-1, G, g.Cg).transpose(1, 2, 0),       # (G, Cg, N*H*W)
+                      grad_y.reshape(-1, G, Kg).transpose(1, 0, 2),    # (G, N*P*Q, Kg)
+                      out=gw.reshape(g.Cg, G, Kg).transpose(1, 0, 2))  # (G, Cg, Kg)
+            return gw
+        T = _start(g)
+        fth = -(-crs // T)  # column entries per thread
+        row_bytes = fth * Q * isz
+        rb = max(1, _thread_budget(T, row_bytes, WGRAD_CHUNK_BYTES) // row_bytes)
+        rb = -(-(g.N * g.P) // -(-(g.N * g.P) // rb))  # balanced pieces
+        per = fth * rb * Q
+        ws = _workspace(T * per, x.dtype)
+        with single_threaded():
+            _grad_weight_nhwc.run(T > 1, grad_y, x, gw, gemm_for(x.dtype), T, rb, G, ws,
+                                  per, _parts, *_taps(g))
         return gw
 
+    gw3 = gw.reshape(G, Kg, -1)  # (G, Kg, Cg*R*S)
     gy4 = grad_y.reshape(g.N, G, Kg, -1)  # (N, G, Kg, P*Q)
     if g.is_pointwise:
         # One product per image, (Kg, H*W) · (H*W, Cg), then the sum over the batch: the
