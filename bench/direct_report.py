@@ -5,8 +5,8 @@
 For each suite layer and pass (forward, grad_input, grad_weight) it prints the median
 time of the direct engine and of PyTorch's CPU kernels (F.conv2d, nn.grad.conv2d_input,
 nn.grad.conv2d_weight), the direct engine's GFLOP/s, the ratio torch_time / our_time,
-and, for forward, the share of the SGEMM ceiling (a large float32 a @ b, same run).
-Geometric means close the table. ``--scaling`` adds the 1 -> n thread speedup.
+and the share of the SGEMM ceiling (a large float32 a @ b, same run). Geometric means
+close the table. ``--scaling`` adds the 1-thread median and the 1 -> n thread speedup.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--scaling", action="store_true", help="also time 1 thread (forward)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="also time 1 thread: its median and the 1 -> n speedup")
     args = ap.parse_args(argv)
     torch = None
     if not args.no_torch:
@@ -87,7 +88,7 @@ def main(argv=None):
           f"{', '.join(info['supported'])}; threads {args.threads}; dtype {args.dtype}; "
           f"SGEMM ceiling {ceiling:.1f} GFLOP/s")
     print(f"{'layer':16s} {'pass':11s} {'ours ms':>9s} {'torch ms':>9s} {'GFLOP/s':>8s} "
-          f"{'ratio':>6s} {'ceil%':>6s}" + ("  1->n" if args.scaling else ""))
+          f"{'ratio':>6s} {'ceil%':>6s}" + ("  1t ms   1->n" if args.scaling else ""))
     ratios = {p: [] for p in passes}
     for layer in layers:
         ours, theirs, flops = calls(layer, np.dtype(args.dtype), torch)
@@ -103,7 +104,7 @@ def main(argv=None):
             if args.scaling:
                 with fastconv.num_threads(1):
                     t1 = median_time(ours[p], args.repeats)
-                line += f"  {t1 / t_ours:4.2f}x"
+                line += f" {t1 * 1e3:7.3f}  {t1 / t_ours:4.2f}x"
             print(line, flush=True)
     for p in passes:
         if ratios[p]:

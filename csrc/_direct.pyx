@@ -299,12 +299,6 @@ cdef bint _wgradk_fits(const _Corr* cr, Py_ssize_t kg, Py_ssize_t N, Py_ssize_t 
 
 
 cdef bint _WGRADK_ROWS = True
-cdef bint _WGRADK_KMAJOR = False
-
-
-def _set_wgradk_kmajor(bint on):
-    global _WGRADK_KMAJOR
-    _WGRADK_KMAJOR = on
 # Bytes of staged grad_y one position chunk of _wgradk holds (a quarter of L2 here).
 cdef Py_ssize_t _WGRAD_CHUNK_BYTES = 256 * 1024
 
@@ -546,9 +540,11 @@ cdef void _corrk_item(
     const floating* bias,  # IN: G*Ko values or NULL
     floating* y,           # OUT
     const _Corr* cr, const ptrdiff_t* xoff,
+    const Py_ssize_t* bo, const Py_ssize_t* cb,  # filter blocks and chunks (_run_corr)
     Py_ssize_t item, Py_ssize_t ib_n, Py_ssize_t nib, Py_ssize_t nkc, Py_ssize_t kb,
     Py_ssize_t vl,
     floating* tile, ptrdiff_t* moff, ptrdiff_t* yoff, floating* st,  # per-thread scratch
+    Py_ssize_t* held,  # per thread: the images and group whose tiles are in tile, or -1
 ) noexcept nogil:
     # The K-vectorised item: ib_n whole-image tiles side by side (image pitch Ci*cs),
     # every valid output position of them listed in moff / yoff (no junk columns), and
@@ -559,29 +555,41 @@ cdef void _corrk_item(
     # them in step order, so the sum is the same as in one pass. Measured (2 threads,
     # float32): unchunked, each 8-position block streamed the whole 0.4-0.9 MiB weight
     # block from L2 (resnet_c5 forward 148 GFLOP/s).
+    # Filter block kbi is filters bo[kbi] .. bo[kbi+1] of the group (a whole number of
+    # vectors, packed with that width as its pitch); the item's chunk kc owns blocks
+    # cb[kc] .. cb[kc+1]; bo[cb[nkc]] is the group's padded filter count. st keeps the
+    # pitch kb of the widest block.
     cdef:
         Py_ssize_t kc = item // (cr.G * nib), rest = item % (cr.G * nib)
         Py_ssize_t g = rest % cr.G, n0 = (rest // cr.G) * ib_n
         Py_ssize_t nimg = min(ib_n, cr.N - n0), ipitch = cr.Ci * cr.cs
-        Py_ssize_t nkb = (cr.Ko + kb - 1) // kb, nct = cr.Ci * cr.ntaps
+        Py_ssize_t nct = cr.Ci * cr.ntaps, Kp = bo[cb[nkc]]
         Py_ssize_t nl, p, q, npos = 0, kbi, nk, nv, i0, nr, i, k, ko, mr = _K.mr
-        Py_ssize_t kc_len = max(16, _KVEC_CHUNK_BYTES // (kb * <Py_ssize_t>sizeof(floating)))
+        Py_ssize_t kc_len, kw
         Py_ssize_t ct0, nst, g0, ng
         floating* dst
         floating* srow
         const floating* wblk
-    for nl in range(nimg):
-        _pack_tile(x, cr, n0 + nl, g, 0, 0, cr.Ti, tile + nl * ipitch)
-        for p in range(cr.Po):
-            for q in range(cr.Qo):
-                moff[npos] = nl * ipitch + p * cr.L + q
-                yoff[npos] = cr.y_off + (n0 + nl) * cr.ys_n + p * cr.ys_p + q * cr.ys_q
-                npos += 1
-    for kbi in range(kc * nkb // nkc, (kc + 1) * nkb // nkc):
-        ko = g * cr.Ko + kbi * kb
-        nk = min(kb, cr.Ko - kbi * kb)
-        nv = (nk + vl - 1) // vl
-        wblk = wp + (g * nkb + kbi) * nct * kb
+    # A thread's next item often reads the same tiles (one image: batch1_c4 runs 6
+    # filter chunks of one tile), which are then kept: measured 2-thread forward
+    # 1.07 -> 1.00 ms (1.92x -> 2.00x from 1 thread).
+    if held[0] != rest:
+        for nl in range(nimg):
+            _pack_tile(x, cr, n0 + nl, g, 0, 0, cr.Ti, tile + nl * ipitch)
+            for p in range(cr.Po):
+                for q in range(cr.Qo):
+                    moff[npos] = nl * ipitch + p * cr.L + q
+                    yoff[npos] = cr.y_off + (n0 + nl) * cr.ys_n + p * cr.ys_p + q * cr.ys_q
+                    npos += 1
+        held[0] = rest
+    npos = nimg * cr.Po * cr.Qo
+    for kbi in range(cb[kc], cb[kc + 1]):
+        ko = g * cr.Ko + bo[kbi]
+        kw = bo[kbi + 1] - bo[kbi]
+        nk = min(kw, cr.Ko - bo[kbi])
+        nv = kw // vl
+        wblk = wp + (g * Kp + bo[kbi]) * nct
+        kc_len = max(16, _KVEC_CHUNK_BYTES // (kw * <Py_ssize_t>sizeof(floating)))
         # Positions in groups of _KVEC_GROUP (8 register blocks): each weight chunk is
         # read from L2 once per group, and the group's partial sums stay in L1.
         g0 = 0
@@ -595,10 +603,10 @@ cdef void _corrk_item(
                     nr = min(mr, ng - i0)
                     if floating is float:
                         _K.kvec_f32(tile, moff + g0 + i0, <int>nr, xoff + ct0, nst,
-                                    wblk + ct0 * kb, kb, st + i0 * kb, kb, <int>nv, ct0 > 0)
+                                    wblk + ct0 * kw, kw, st + i0 * kb, kb, <int>nv, ct0 > 0)
                     else:
                         _K.kvec_f64(tile, moff + g0 + i0, <int>nr, xoff + ct0, nst,
-                                    wblk + ct0 * kb, kb, st + i0 * kb, kb, <int>nv, ct0 > 0)
+                                    wblk + ct0 * kw, kw, st + i0 * kb, kb, <int>nv, ct0 > 0)
                     i0 += mr
                 ct0 += nst
             for i in range(ng):
@@ -615,26 +623,29 @@ cdef void _corrk_item(
 
 cdef void _pack_weights(
     const floating* w,  # IN: one group's filters
-    const _Corr* cr, const Py_ssize_t* tr, const Py_ssize_t* ts,
-    Py_ssize_t o0, Py_ssize_t kb,
-    Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r, Py_ssize_t w_s,
+    const _Corr* cr, const ptrdiff_t* toff,  # toff[t]: tap t's offset in a filter
+    Py_ssize_t o0, Py_ssize_t kb, Py_ssize_t w_o, Py_ssize_t w_c,
     floating* wq,       # OUT: the block's Ci*ntaps*kb packed weights
 ) noexcept nogil:
-    cdef Py_ssize_t i, c, t, o, nct = cr.Ci * cr.ntaps
-    if w_o > w_c:  # filters far apart (forward NCHW): a channel's taps of each filter
-        for c in range(cr.Ci):
-            for i in range(kb):
-                o = o0 + i
-                for t in range(cr.ntaps):
-                    wq[(c * cr.ntaps + t) * kb + i] = (
-                        w[o * w_o + c * w_c + tr[t] * w_r + ts[t] * w_s] if o < cr.Ko else 0)
-    else:
-        for c in range(cr.Ci):
-            for t in range(cr.ntaps):
-                for i in range(kb):
-                    o = o0 + i
-                    wq[(c * cr.ntaps + t) * kb + i] = (
-                        w[o * w_o + c * w_c + tr[t] * w_r + ts[t] * w_s] if o < cr.Ko else 0)
+    # wq[(c*ntaps + t)*kb + i] = w[(o0 + i)*w_o + c*w_c + toff[t]], zero for o0 + i >= Ko,
+    # written in order. Reads: a channel's taps of the block's filters, a few cache lines
+    # per filter that stay in L1 over the taps, whichever of w_o and w_c is larger.
+    # Measured (2 threads): the same loop with tr[t]*w_r + ts[t]*w_s and the Ko test per
+    # element, and (forward NCHW) in read order with stores kb apart, took 14% of
+    # batch1_c4's forward; pointer walks 10%; in write order 1.115 -> 1.074 ms.
+    cdef Py_ssize_t i, c, t, ct, nt = cr.ntaps, nk = max(0, min(kb, cr.Ko - o0))
+    cdef const floating* src
+    cdef floating* dst
+    for c in range(cr.Ci):
+        for t in range(nt):
+            src = w + o0 * w_o + c * w_c + toff[t]
+            dst = wq + (c * nt + t) * kb
+            for i in range(nk):
+                dst[i] = src[i * w_o]
+    if nk < kb:
+        for ct in range(cr.Ci * nt):
+            for i in range(nk, kb):
+                wq[ct * kb + i] = 0
 
 
 cdef int _run_corr(
@@ -653,12 +664,19 @@ cdef int _run_corr(
         Py_ssize_t vl = _K.vbytes // sizeof(floating)
         Py_ssize_t kb, nkb, g, kbi, c, t, i, o, base, nkc, items, per, it, tid, nthr
         Py_ssize_t ib_n = 1, nib = 1, npos_max = 0, nct = cr.Ci * cr.ntaps
+        Py_ssize_t nvt, nbt, v0, v1, nb, j, kc
         unsigned csr
         bint kpath
         ptrdiff_t* tapoff = <ptrdiff_t*>malloc(
-            (cr.ntaps + 1 + cr.Ci * cr.ntaps + 1) * sizeof(ptrdiff_t))
-        ptrdiff_t* xoff = tapoff + cr.ntaps + 1
+            (2 * cr.ntaps + 2 + cr.Ci * cr.ntaps + 1) * sizeof(ptrdiff_t))
+        ptrdiff_t* woff = tapoff + cr.ntaps + 1  # each tap's offset in a filter of w
+        ptrdiff_t* xoff = woff + cr.ntaps + 1
         ptrdiff_t* pbuf = NULL
+        # Filter blocks bo[b] .. bo[b+1] (bo[nbt]: the padded filter count) and the
+        # chunks of blocks cb[kc] .. cb[kc+1]; at most 2*nkb blocks and nkb chunks.
+        Py_ssize_t* bo = NULL
+        Py_ssize_t* cb
+        Py_ssize_t* held = NULL
         floating* wp = NULL
         floating* buf = NULL
         floating* wq
@@ -669,21 +687,16 @@ cdef int _run_corr(
         kpath = _kvec_fits(cr, cr.Ko, vl)
         kb = _K.nvk * vl if kpath else (1 if cr.Ko == 1 else _K.kb)
         nkb = (cr.Ko + kb - 1) // kb
+        nvt = (cr.Ko + vl - 1) // vl
         for c in range(cr.Ci):
             for t in range(cr.ntaps):
                 xoff[c * cr.ntaps + t] = c * cr.cs + tapoff[t]
-        wp = <floating*>malloc((cr.G * nkb * kb * nct + 1) * sizeof(floating))
-        if wp == NULL:
+        for t in range(cr.ntaps):
+            woff[t] = tr[t] * w_r + ts[t] * w_s
+        bo = <Py_ssize_t*>malloc((3 * nkb + 4) * sizeof(Py_ssize_t))
+        if bo == NULL:
             raise MemoryError()
-        # Pack the filters once: wp[g][block][c][t][i] = w[g, block*kb + i, c, tap t],
-        # zero past the last filter, the order fc_conv and fc_kvec read them in. In
-        # threads, one block each, reading w along its smaller stride: the forward NCHW
-        # weights have w_o = C*R*S, and packing them in packed order (a cache miss per
-        # element) took 14% of resnet_c5's forward.
-        with nogil, parallel(num_threads=min(n_threads, cr.G * nkb)):
-            for it in prange(cr.G * nkb, schedule='static'):
-                _pack_weights(w + (it // nkb) * w_g, cr, tr, ts, (it % nkb) * kb, kb,
-                              w_o, w_c, w_r, w_s, wp + it * kb * nct)
+        cb = bo + 2 * nkb + 2
         # Work items: filter chunk (outermost) x image (block) x group x row block.
         # Filters are split into chunks whose packed weights stay in L2 while the chunk
         # sweeps every image (resnet_c5: 9 MiB of weights would otherwise stream from
@@ -703,13 +716,58 @@ cdef int _run_corr(
         nkc = min(nkb, max(1, nct * cr.Ko * <Py_ssize_t>sizeof(floating) // _WEIGHT_BUDGET))
         if base * nkc < 4 * n_threads:
             nkc = min(nkb, (4 * n_threads + base - 1) // base)
+        if kpath:
+            # Chunks of near-equal filter vectors, each cut into near-equal blocks of at
+            # most nvk vectors, and (with at least one chunk per thread) a whole number
+            # of chunks per thread: the static split then gives every thread the same
+            # filter vectors. Fixed 48-filter blocks left resnet_c4 (256 filters: chunks
+            # of 144 + 112) and batch1_c4 (items of 48 x 5 + 16) with one thread doing
+            # 144 of 256 filters, and a 1-vector block. Measured, 2 threads (speedup
+            # from 1 thread): resnet_c4 forward 7.70 -> 6.44 ms (1.79x -> 1.94x),
+            # batch1_c4 forward 1.35 -> 1.18 ms (1.80x -> 1.91x).
+            if n_threads > 1 and nkc >= n_threads and nkc % n_threads != 0:
+                nkc = _round_up(nkc, n_threads)
+                if nkc > nkb:
+                    nkc -= n_threads
+            nbt = 0
+            for kc in range(nkc):
+                v0 = kc * nvt // nkc
+                v1 = (kc + 1) * nvt // nkc
+                nb = (v1 - v0 + _K.nvk - 1) // _K.nvk
+                cb[kc] = nbt
+                for j in range(nb):
+                    bo[nbt] = (v0 + j * (v1 - v0) // nb) * vl
+                    nbt += 1
+            cb[nkc] = nbt
+            bo[nbt] = nvt * vl
+        else:
+            nbt = nkb
+            for kbi in range(nkb + 1):
+                bo[kbi] = kbi * kb
+        wp = <floating*>malloc((cr.G * bo[nbt] * nct + 1) * sizeof(floating))
+        if wp == NULL:
+            raise MemoryError()
         items = base * nkc
         nthr = min(n_threads, items)
+        # Pack the filters once: wp[g][block][c][t][i] = w[g, bo[block] + i, c, tap t],
+        # zero past the last filter, the order fc_conv and fc_kvec read them in. In
+        # threads, one block each (serial, it took 14% of resnet_c5's forward). Measured,
+        # no gain (resnet_c5 forward, 2 threads, 8.39 ms either way): each thread packing
+        # the chunks it reads inside the compute region, into its own L2.
+        with nogil, parallel(num_threads=min(n_threads, cr.G * nbt)):
+            for it in prange(cr.G * nbt, schedule='static'):
+                g = it // nbt
+                kbi = it % nbt
+                _pack_weights(w + g * w_g, cr, woff, bo[kbi], bo[kbi + 1] - bo[kbi],
+                              w_o, w_c, wp + (g * bo[nbt] + bo[kbi]) * nct)
         if kpath:
             per = _round_up(ib_n * cr.Ci * cr.cs + cr.cs + 256 + _KVEC_GROUP * kb, 16)
-            pbuf = <ptrdiff_t*>malloc((2 * nthr * npos_max + 1) * sizeof(ptrdiff_t))
+            pbuf = <ptrdiff_t*>malloc((2 * nthr * npos_max + nthr) * sizeof(ptrdiff_t))
             if pbuf == NULL:
                 raise MemoryError()
+            held = <Py_ssize_t*>(pbuf + 2 * nthr * npos_max)
+            for tid in range(nthr):
+                held[tid] = -1
         else:
             per = _round_up(cr.tile_len + kb * vl * max(FC_NV, FC_NV1), 16)
         buf = <floating*>calloc(nthr * per, sizeof(floating))
@@ -720,16 +778,17 @@ cdef int _run_corr(
             csr = fc_ftz_enter()  # FTZ/DAZ for this thread, restored below
             for it in prange(items, schedule='static'):
                 if kpath:
-                    _corrk_item(x, wp, bias, y, cr, xoff, it, ib_n, nib, nkc, kb, vl,
+                    _corrk_item(x, wp, bias, y, cr, xoff, bo, cb, it, ib_n, nib, nkc, kb, vl,
                                 buf + tid * per, pbuf + 2 * tid * npos_max,
                                 pbuf + (2 * tid + 1) * npos_max,
-                                buf + (tid + 1) * per - _KVEC_GROUP * kb)
+                                buf + (tid + 1) * per - _KVEC_GROUP * kb, held + tid)
                 else:
                     _corr_item(x, wp, bias, y, cr, tapoff, it, nkc, kb, vl,
                                buf + tid * per, buf + tid * per + cr.tile_len)
             fc_ftz_leave(csr)
     finally:
         free(tapoff)
+        free(bo)
         free(wp)
         free(buf)
         free(pbuf)
@@ -1136,19 +1195,18 @@ def grad_weight(
         free(xoff)
         free(buf)
 
-cdef void _wgradk_store(const floating* acc, floating* gw, const ptrdiff_t* woff,
-                        Py_ssize_t nct, Py_ssize_t Kp, Py_ssize_t k0, Py_ssize_t k1,
+cdef void _wgradk_store(const floating* a, Py_ssize_t lda, floating* gw,
+                        const ptrdiff_t* woff, Py_ssize_t nr, Py_ssize_t nk,
                         Py_ssize_t ws_k) noexcept nogil:
-    # gw[k*ws_k + woff[ct]] = acc[ct*Kp + k] for k0 <= k < k1: a cache line of acc per
-    # (channel, tap), written to k1 - k0 filters.
-    cdef Py_ssize_t ct, k
-    cdef ptrdiff_t o
-    cdef const floating* a
-    for ct in range(nct):
-        a = acc + ct * Kp
-        o = woff[ct]
-        for k in range(k0, k1):
-            gw[k * ws_k + o] = a[k]
+    # gw[k*ws_k + woff[i]] = a[i*lda + k] for i < nr, k < nk: a tile of the transpose of
+    # dW (nr <= 64 rows of a, 256 bytes each, in L1) into grad_w, filter by filter
+    # (each a run of nr values along woff, contiguous in OIHW).
+    cdef Py_ssize_t i, k
+    cdef floating* d
+    for k in range(nk):
+        d = gw + k * ws_k
+        for i in range(nr):
+            d[woff[i]] = a[i * lda + k]
 
 
 cdef int _wgradk(
@@ -1183,7 +1241,7 @@ cdef int _wgradk(
         Py_ssize_t ib_n = max(1, min(nunits, 8 * _TILE_BUDGET // per_unit))
         Py_ssize_t ncap = ib_n * upos
         Py_ssize_t nblk = G * nctb * nkbk, u0, nu, it, j, ul, g, p, q, k, b, ctb, kbk
-        Py_ssize_t ct, nr, nv, nthr, n, p0, PBe, npos, pos0, k0, sp, b0, b1, nkb16
+        Py_ssize_t ct, nr, nv, nthr, n, p0, PBe, npos, pos0, k0, sp, b0, b1, nsc, nsk
         Py_ssize_t nsp = max(1, min(cr.Ci, 4 * n_threads // max(1, min(nunits, ib_n) * G)))
         # grad_y is staged per group and filter block, position-major within a block
         # (dys[g][k0*ncap + pos*nv*vl + k - k0]), so a block streams contiguous rows.
@@ -1265,14 +1323,9 @@ cdef int _wgradk(
                     p0 = pc * npos // nch
                     PBe = (pc + 1) * npos // nch - p0
                     for b in range(b0, b1):
-                        if _WGRADK_KMAJOR:
-                            g = b // (nctb * nkbk)
-                            kbk = (b // nctb) % nkbk
-                            ctb = b % nctb
-                        else:
-                            g = b // (nctb * nkbk)
-                            ctb = (b // nkbk) % nctb
-                            kbk = b % nkbk
+                        g = b // (nctb * nkbk)
+                        ctb = (b // nkbk) % nctb
+                        kbk = b % nkbk
                         nr = min(mr, nct - ctb * mr)
                         k0 = kbk * nvt // nkbk * vl
                         nv = (kbk + 1) * nvt // nkbk - kbk * nvt // nkbk
@@ -1287,19 +1340,30 @@ cdef int _wgradk(
                                         moff + p0, PBe, srow, nv * vl, dst, Kp,
                                         <int>nv, u0 > 0 or pc > 0)
                 fc_ftz_leave(csr)
-        # dW out of [g][ct][k] order, in parallel blocks of 16 filters (weight-sized:
-        # 9 MiB on resnet_c5, too long for one thread), through a per-(channel, tap)
-        # offset table (the division-laden loop took 40% of lenet_c5's grad_weight).
+        # dW out of [g][ct][k] order into grad_w, in parallel 64 x 64 tiles, in the
+        # order (group, rows, filters), so that a thread mostly reads the rows of dW it
+        # summed. Measured (resnet_c5 grad_weight, ms, 1 / 2 threads, two alternating
+        # runs): blocks of 16 filters over every (channel, tap) row, one line read per
+        # 2 KiB row of dW (9 MiB, mostly from L3 and the other core), took a quarter of
+        # the time, 16.1 / 8.4 and 17.0 / 8.8; in tiles 14.0 / 7.0 and 15.7 / 7.9.
+        # Storing each register block right after its last sum was slower (2 threads:
+        # 10.2, 32-byte runs into 512 rows of grad_w), and storing 8 rows at a time from
+        # the compute region no faster (7.8 against 7.4). Within a tile, row by row
+        # (contiguous reads of dW, 4-byte writes 18 KiB apart) was slower, 9.9 against
+        # 8.0; prefetching the next tile's rows gained nothing.
         for ct in range(nct):
             woff[ct] = ((ct // cr.ntaps) * cv.ws_c + tr[ct % cr.ntaps] * cv.ws_r
                         + ts[ct % cr.ntaps] * cv.ws_s)
-        nkb16 = (Kg + 15) // 16
-        with nogil, parallel(num_threads=max(1, min(n_threads, G * nkb16))):
-            for it in prange(G * nkb16, schedule='static'):
-                g = it // nkb16
-                k0 = it % nkb16 * 16
-                _wgradk_store(acc + g * nct * Kp, grad_w + g * Kg * cv.ws_k, woff, nct, Kp,
-                              k0, min(Kg, k0 + 16), cv.ws_k)
+        nsc = (nct + 63) // 64
+        nsk = (Kg + 63) // 64
+        with nogil, parallel(num_threads=max(1, min(n_threads, G * nsc * nsk))):
+            for it in prange(G * nsc * nsk, schedule='static'):
+                g = it // (nsc * nsk)
+                ct = (it // nsk) % nsc * 64
+                k0 = it % nsk * 64
+                _wgradk_store(acc + (g * nct + ct) * Kp + k0, Kp,
+                              grad_w + (g * Kg + k0) * cv.ws_k, woff + ct,
+                              min(nct - ct, 64), min(Kg - k0, 64), cv.ws_k)
     finally:
         free(moff)
         free(ustart)

@@ -3,7 +3,7 @@
 ``_direct._set_kvec``, against the reference engine in both layouts and dtypes."""
 import numpy as np
 import pytest
-from conftest import random_problem
+from conftest import assert_close, random_problem
 from test_direct_simd import EDGE_CASES, check_case
 
 import fastconv
@@ -87,3 +87,38 @@ def test_depthwise_tiled_path(dtype):
             check_case(x, w, b, gy, dtype, opts)
     finally:
         _direct._set_depthwise(True)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kvec_filter_split_across_threads(layout, dtype):
+    """The K-vectorised path splits the filters into near-equal chunks of vectors, a
+    whole number per thread when it can (a filter count that is no multiple of the
+    vector and chunk counts rounded up to the threads), and grad_weight writes dW out in
+    64 x 64 tiles (more than 64 filters and (channel, tap) rows, neither a multiple of
+    64). Every pass matches the reference and is bitwise the same for 1, 2 and 3
+    threads (each output sums its terms in one order)."""
+    rng = np.random.default_rng(23)
+    for xs, ws in (((1, 48, 12, 12), (100, 48, 3, 3)),   # one image: filter chunks only
+                   ((2, 40, 9, 9), (100, 40, 3, 3)),     # grad_weight through fc_kvec
+                   ((3, 24, 7, 7), (70, 24, 3, 3))):
+        if layout == "NHWC":
+            xs, ws = (xs[0], xs[2], xs[3], xs[1]), (ws[2], ws[3], ws[1], ws[0])
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        kw = dict(layout=layout, pad=1)
+        gy = rng.standard_normal(fastconv.output_shape(x, w, **kw)).astype(dtype)
+        y_ref = fastconv.conv2d(x, w, backend="reference", **kw)
+        g_ref = fastconv.conv2d_backward(gy, x, w, wrt=("x", "w"), backend="reference", **kw)
+        runs = []
+        for n in (1, 2, 3):
+            with fastconv.num_threads(n):
+                y = fastconv.conv2d(x, w, backend="direct", **kw)
+                g = fastconv.conv2d_backward(gy, x, w, wrt=("x", "w"), backend="direct", **kw)
+            assert_close(y, y_ref, dtype, f"forward {xs} {n} threads")
+            assert_close(g.x, g_ref.x, dtype, f"grad_x {xs} {n} threads")
+            assert_close(g.w, g_ref.w, dtype, f"grad_w {xs} {n} threads")
+            runs.append((y, g.x, g.w))
+        for r in runs[1:]:
+            for a, b in zip(runs[0], r):
+                assert np.array_equal(a, b)
