@@ -88,3 +88,30 @@ def test_clear_cache(cache):
     assert cache.exists()
     fastconv.clear_tuning_cache()
     assert not cache.exists()
+
+
+# The cost model's answers on the suite, as measured there (fastconv/_dispatch.py
+# gives the timings behind each): a change of rule shows up here.
+EXPECTED_CHOICES = {
+    # layer: (forward, grad_input, grad_weight)
+    "cs231n": ("direct", "im2col", "direct"),
+    "alexnet_conv1": ("direct", "im2col", "direct"),
+    "resnet_stem": ("direct", "im2col", "direct"),
+    "vgg_conv1_2": ("direct", "direct", "direct"),
+    "resnet_c3_3x3s2": ("direct", "direct", "direct"),
+    "resnet_c4_3x3": ("direct", "direct", "direct"),
+    "resnet_c5_3x3": ("direct", "direct", "im2col"),
+    "mobilenet_dw": ("direct", "direct", "direct"),
+    "lenet_c5": ("im2col", "im2col", "im2col"),
+    "batch1_c4": ("direct", "direct", "im2col"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CHOICES))
+def test_choose_backend_on_the_suite(name):
+    from fastconv.suite import LAYERS
+    layer = LAYERS[name]
+    g = geometry(layer.x_shape, layer.w_shape, layer.stride, layer.pad, 1, layer.groups, 0)
+    choice = fastconv.choose_backend(g, np.float32, 2)
+    assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == \
+        EXPECTED_CHOICES[name]
