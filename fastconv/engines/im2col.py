@@ -67,6 +67,11 @@ _KERNEL = dict(nogil=True, cache=True, fastmath=FASTMATH)
 # resnet_c5_3x3 14.1 / 10.7 / 10.7, vgg_conv1_2 60 / 56 / 56, batch1_c4 1.46 / 1.28 /
 # 2.11 (at 2 MiB its one image is a single piece: one thread idles).
 CHUNK_BYTES = 1 << 20
+# ...but at least as many positions as the product has filters, up to WIDE_CHUNK_BYTES:
+# BLAS packs the whole filter matrix for every piece, so a piece narrower than Kg spends
+# more on packing filters than it computes. resnet_c4_3x3 (Kg 256) forward, 1 / 2 MiB
+# pieces: 9.9 / 8.7 ms; resnet_c2_3x3 and vgg_conv1_2 (Kg 64) stay best at 1 MiB.
+WIDE_CHUNK_BYTES = 4 << 20
 # Forward on images with fewer output positions than this puts several side by side in
 # one product (see ``_forward_nchw``).
 FOLD_POSITIONS = 192
@@ -181,6 +186,11 @@ def _workspace(n: int, dtype) -> np.ndarray:
         _local.buf = None  # free the old buffer before allocating the new one
         buf = _local.buf = np.empty(nbytes, np.uint8)
     return buf[:nbytes].view(dtype)
+
+
+def _piece_target(reduction: int, Kg: int, itemsize: int) -> int:
+    """CHUNK_BYTES, or one piece of Kg positions' columns when that is larger."""
+    return max(CHUNK_BYTES, min(reduction * Kg * itemsize, WIDE_CHUNK_BYTES))
 
 
 def _thread_budget(T: int, floor: int, target: int) -> int:
@@ -681,7 +691,7 @@ def _forward_pieces(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> 
     T = _start(g)
     crs, PQ = g.C * g.R * g.S, g.P * g.Q
     row_bytes = crs * g.Q * x.itemsize
-    budget = _thread_budget(T, row_bytes, CHUNK_BYTES)
+    budget = _thread_budget(T, row_bytes, _piece_target(crs // g.groups, g.Kg, x.itemsize))
     nb = 1
     if PQ < FOLD_POSITIONS and g.N > T:
         # Whole images side by side, as many as make FOLD_POSITIONS (and fit the
@@ -717,7 +727,8 @@ def _forward_pieces_nhwc(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False
     """
     T = _start(g)
     NP, row_bytes = g.N * g.P, g.R * g.S * g.C * g.Q * x.itemsize
-    rb = max(1, _thread_budget(T, row_bytes, CHUNK_BYTES) // row_bytes)
+    target = _piece_target(g.R * g.S * g.Cg, g.Kg, x.itemsize)
+    rb = max(1, _thread_budget(T, row_bytes, target) // row_bytes)
     U = -(-NP // rb)
     while U % T and U < NP:  # as many pieces for every thread, where NP allows
         U += 1
@@ -746,9 +757,11 @@ def _grad_input_geometry(g: ConvGeometry) -> ConvGeometry:
                         pl, g.W - g.Q - pl + g.dil_w * (g.S - 1), g.layout)
 
 
-def _image_band(g: ConvGeometry, row_bytes: int, T: int) -> int:
+def _image_band(g: ConvGeometry, itemsize: int, T: int) -> int:
     """Output rows per piece when each thread walks whole images, balanced."""
-    pb = max(1, min(g.P, _thread_budget(T, row_bytes, CHUNK_BYTES) // row_bytes))
+    row_bytes = g.R * g.S * g.C * g.Q * itemsize
+    target = _piece_target(g.R * g.S * g.Cg, g.Kg, itemsize)
+    pb = max(1, min(g.P, _thread_budget(T, row_bytes, target) // row_bytes))
     return -(-g.P // -(-g.P // pb))
 
 
@@ -773,7 +786,7 @@ def grad_input(grad_y, w, g: ConvGeometry):
             _forward_pieces_nhwc(grad_y, w, None, gx, _grad_input_geometry(g), flip_swap=True)
             return gx
         T = min(_start(g), g.N)  # a thread owns whole images
-        pb = _image_band(g, crs * Q * isz, T)
+        pb = _image_band(g, isz, T)
         per = crs * pb * Q
         ws = _workspace(T * per, grad_y.dtype)
         with single_threaded():
@@ -797,7 +810,7 @@ def grad_input(grad_y, w, g: ConvGeometry):
         _forward_pieces(grad_y, w, None, gx, _grad_input_geometry(g), flip_swap=True)
         return gx
     T = min(_start(g), g.N)  # a thread owns whole images
-    pb = _image_band(g, crs * Q * isz, T)
+    pb = _image_band(g, isz, T)
     per = crs * pb * Q
     ws = _workspace(T * per, grad_y.dtype)
     with single_threaded():
