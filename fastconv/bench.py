@@ -6,7 +6,8 @@ layer is then run by every engine on the same arrays; the results are checked ag
 each other, so a fast wrong engine fails the run. Times are medians over about
 ``--repeat`` calls, made in blocks of back-to-back calls that the engines take in turns;
 each block starts after a pause and one warm-up call (which keeps Numba's compilation,
-first-touch page faults and sleeping thread pools out of the figures).
+first-touch page faults and sleeping thread pools out of the figures). PyTorch runs in
+a peer process of its own (``_torch_peer``), case by case, between our engines' cases.
 """
 from __future__ import annotations
 
@@ -117,24 +118,12 @@ def _pass_fn(engine: str, pass_name: str, x, w, gy, layer):
     return lambda: conv2d_backward(gy, x, w, wrt="w", **kw).w
 
 
-def _torch_fn(torch, pass_name: str, x, w, gy, layer):
-    tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
-    kw = dict(stride=layer.stride, padding=layer.pad, groups=layer.groups)
-    if pass_name == "forward":
-        return lambda: torch.nn.functional.conv2d(tx, tw, **kw).numpy()
-    if pass_name == "grad_input":
-        return lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tgy, **kw).numpy()
-    return lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tgy, **kw).numpy()
-
-
-def _import_torch(disabled: bool):
+def _start_torch(disabled: bool, threads: int):
+    """The PyTorch peer process (``_torch_peer``), or None without PyTorch."""
     if disabled:
         return None
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
+    from ._torch_peer import start
+    return start(threads)
 
 
 def _agree(a, b, dtype: str) -> bool:
@@ -181,14 +170,16 @@ def geomean(values) -> float:
 
 
 def measure(layers, passes, dtype: str, threads: int, repeat: int, torch) -> dict:
-    """Time every engine on every layer and pass; returns the run as a JSON-able dict."""
+    """Time every engine on every layer and pass; returns the run as a JSON-able dict.
+
+    ``torch`` is a ``_torch_peer.TorchPeer`` (PyTorch timed in its own process, case by
+    case, right after our engines) or None.
+    """
     engines = ENGINES + (("torch",) if torch is not None else ())
     rng = np.random.default_rng(0)
     rows, failures = [], []
     bar = _progress(len(layers) * len(passes) * len(engines))
     with num_threads(threads):
-        if torch is not None:
-            torch.set_num_threads(threads)
         ceiling = sgemm_ceiling(dtype)
         for name in layers:
             layer = LAYERS[name]
@@ -197,11 +188,14 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, torch) -> dic
             gy = rng.standard_normal(output_shape(x, w, layer.stride, layer.pad,
                                                   groups=layer.groups)).astype(dtype)
             g = geometry(x.shape, w.shape, layer.stride, layer.pad, 1, layer.groups, 0)
+            if torch is not None:
+                torch.load(x, w, gy, layer.stride, layer.pad, layer.groups)
             for pass_name in passes:
                 bar.set_description(f"{name} {pass_name}")
-                fns = {e: (_torch_fn(torch, pass_name, x, w, gy, layer) if e == "torch"
-                           else _pass_fn(e, pass_name, x, w, gy, layer)) for e in engines}
+                fns = {e: _pass_fn(e, pass_name, x, w, gy, layer) for e in ENGINES}
                 timed = _median_times(fns, repeat)
+                if torch is not None:
+                    timed["torch"] = torch.time(pass_name, repeat)
                 times = {e: t for e, (t, _) in timed.items()}
                 results = {e: out for e, (_, out) in timed.items()}
                 bar.update(len(engines))
@@ -229,7 +223,7 @@ def machine_info(threads: int, torch) -> dict:
     return {"cpu": cpu_model(), "cores": available_cores(), "threads": threads,
             "simd": simd_variant(), "python": platform.python_version(),
             "fastconv": __version__, "numpy": np.__version__, "numba": numba.__version__,
-            "torch": getattr(torch, "__version__", None),
+            "torch": getattr(torch, "version", None),
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -321,7 +315,12 @@ def run(args) -> int:
     threads = args.threads or get_num_threads()
     if args.plot:
         _pyplot()  # fail before the run, not after it
-    result = measure(layers, passes, args.dtype, threads, repeat, _import_torch(args.no_torch))
+    torch = _start_torch(args.no_torch, threads)
+    try:
+        result = measure(layers, passes, args.dtype, threads, repeat, torch)
+    finally:
+        if torch is not None:
+            torch.close()
     print(format_table(result))
     if args.compare:
         with open(args.compare) as f:

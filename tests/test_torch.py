@@ -44,3 +44,25 @@ def test_matches_torch_autograd(engine, seed):
     tw_grad = tw.grad.numpy()
     assert_close(grads.w, tw_grad.transpose(2, 3, 1, 0) if nhwc else tw_grad, p["dtype"], "grad w")
     assert_close(grads.b, tb.grad.numpy(), p["dtype"], "grad b")
+
+
+def test_bench_peer_process_times_and_returns_pytorch_results(rng):
+    """``fastconv bench`` times PyTorch in a process of its own; its results must be
+    PyTorch's, for the bench's agreement check."""
+    from fastconv._torch_peer import start
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    peer = start(1)
+    assert peer is not None and peer.version == torch.__version__
+    try:
+        peer.load(x, w, gy, 2, 1, 1)
+        for pass_name, ours in [("forward", fastconv.conv2d(x, w, 2, 1)),
+                                ("grad_input", fastconv.conv2d_backward(gy, x, w, 2, 1).x),
+                                ("grad_weight", fastconv.conv2d_backward(gy, x, w, 2, 1).w)]:
+            seconds, theirs = peer.time(pass_name, 1)
+            assert seconds > 0
+            np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4)
+    finally:
+        peer.close()
+    assert not peer._proc.is_alive()
