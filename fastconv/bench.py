@@ -5,7 +5,7 @@ figure can be read as a share of what this machine's BLAS reaches. Each pass of 
 layer is then run by every engine on the same arrays; the results are checked against
 each other, so a fast wrong engine fails the run. Times are medians over about
 ``--repeat`` calls, made in blocks of back-to-back calls that the engines take in turns;
-each block starts after a pause and one warm-up call (which keeps Numba's compilation,
+each block starts after a pause and 20 ms of warm-up calls (which keeps Numba's compilation,
 first-touch page faults and sleeping thread pools out of the figures). PyTorch runs in
 a peer process of its own (``_torch_peer``), case by case, between our engines' cases.
 """
@@ -66,17 +66,25 @@ SETTLE_S = 0.15
 # that the machine's drift (other VMs, clock changes) falls on every engine alike. One
 # block per engine let the same engine differ by 30-50% between columns of one run.
 ROUNDS = 3
+# Warm-up calls before a block's timings, for at least this long. After the pause, one
+# warm-up call left the im2col engine's next call waiting for a sleeping Numba worker
+# (cs231n forward: 18 of 25 first calls took 4.5 ms instead of 0.6); 20 ms of calls
+# left none (measured on the 2-core VM).
+WARM_S = 0.02
 
 
 def _block(fn, calls: int) -> list[float]:
-    """``calls`` back-to-back timings, after a pause and one untimed warm-up call.
+    """``calls`` back-to-back timings, after a pause and WARM_S of untimed warm-up calls.
 
     Back to back on purpose: pausing before every call let the OpenMP pools and, on a
     VM, the idle vCPU fall asleep, and measured small layers 10-20x slower than a
     training loop sees them.
     """
     time.sleep(SETTLE_S)
+    warm_until = time.perf_counter() + WARM_S
     fn()
+    while time.perf_counter() < warm_until:
+        fn()
     times = []
     for _ in range(calls):
         t0 = time.perf_counter()
