@@ -62,3 +62,31 @@ def test_blas_count_restored_when_a_kernel_raises(monkeypatch, rng):
         with pytest.raises(RuntimeError, match="kernel failed"):
             fastconv.conv2d(x, w, 1, 1, backend="im2col")
         assert [lib.get_num_threads() for lib in blas_libraries()] == [2] * len(blas_libraries())
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("shape", [
+    ((8, 8, 64, 64), (8, 8, 3, 3), 1, 2),        # small filters: chunks of positions per thread
+    ((1, 128, 10, 11), (128, 128, 3, 3), 1, 1),  # 590 KB of filters: dW's columns per thread
+    ((8, 32, 40, 40), (32, 8, 3, 2), 4, 2),      # grouped
+])
+def test_two_thread_splits_match_the_reference(layout, shape, rng):
+    """Large enough (>= 8 MFLOP) that threads_for() gives the kernels both threads; the
+    random sweeps elsewhere are mostly one-thread problems."""
+    x_shape, w_shape, groups, stride = shape
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    if layout == "NHWC":
+        x, w = x.transpose(0, 2, 3, 1).copy(), w.transpose(2, 3, 1, 0).copy()
+    kw = dict(stride=stride, pad=1, groups=groups, layout=layout)
+    with fastconv.num_threads(2):
+        y = fastconv.conv2d(x, w, backend="im2col", **kw)
+        gy = rng.standard_normal(y.shape)
+        got = fastconv.conv2d_backward(gy, x, w, backend="im2col", **kw)
+        again = fastconv.conv2d_backward(gy, x, w, backend="im2col", **kw)
+    ref = fastconv.conv2d_backward(gy, x, w, backend="reference", **kw)
+    np.testing.assert_allclose(y, fastconv.conv2d(x, w, backend="reference", **kw),
+                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got.x, ref.x, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got.w, ref.w, rtol=1e-10, atol=1e-10)
+    assert np.array_equal(got.w, again.w)  # the same order of sums every run

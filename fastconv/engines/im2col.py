@@ -81,6 +81,10 @@ FOLD_CHUNK_BYTES = 4 << 20
 # grad_weight's pieces: larger, since each product also reads and writes the thread's
 # block of dW (4.7 MiB on resnet_c5_3x3) and longer pieces spread that over more work.
 WGRAD_CHUNK_BYTES = 4 << 20
+# grad_weight with filters up to this size splits the work over chunks of positions,
+# with a partial dW per thread, rather than over dW's columns; a column split gives such
+# layers products a dozen rows wide and stages dY once per thread.
+WGRAD_PARTIAL_BYTES = 256 << 10
 
 
 _local = threading.local()
@@ -409,12 +413,17 @@ def _grad_input_nchw(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
 
 
 @_kernel
-def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, ws, per, parts,
+def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, parts,
                       R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """dW = sum over chunks of dY . colsᵀ. Thread t owns the column rows (c, r, s)
-    t*CRS//T .. (t+1)*CRS//T, i.e. those columns of dW: it unrolls only its rows of each
-    chunk and adds its products into its own part of dW, chunk after chunk in order.
-    No partial sums to combine, and the order of every sum is fixed by the shape.
+    """dW = sum over chunks of dY . colsᵀ, in one of two splits over threads.
+
+    split_rows: thread t owns the column rows (c, r, s) t*CRS//T .. (t+1)*CRS//T, i.e.
+    those columns of dW: it unrolls only its rows of every chunk and adds its products
+    into its part of dW, chunk after chunk in order. No partial sums to combine.
+    Otherwise (small filters): thread t takes the chunks t*U//T .. (t+1)*U//T whole, and
+    sums their products into its own partial dW, the last ``gw.size`` elements of its
+    workspace slice; the caller adds the partials up in thread order. Either way the
+    order of every sum is fixed by the shape and T.
 
     A chunk is nb whole images (pb == P) or one image's band of pb output rows.
     """
@@ -423,12 +432,19 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, ws, per, parts,
     crsg = crs // G
     nbands = (P + pb - 1) // pb
     nchunks = (N + nb - 1) // nb * nbands
-    gwf, gyf = gw.reshape(-1), gy.reshape(-1)
+    gyf = gy.reshape(-1)
     for t in prange(T):
-        r0, r1 = t * crs // T, (t + 1) * crs // T
         buf = ws[t * per:(t + 1) * per]
+        if split_rows:
+            r0, r1, c0, c1 = t * crs // T, (t + 1) * crs // T, 0, nchunks
+            out = gw.reshape(-1)
+        else:
+            r0, r1, c0, c1 = 0, crs, t * nchunks // T, (t + 1) * nchunks // T
+            out = buf[per - gw.size:]
+            if c0 == c1:
+                out[:] = 0
         mmax = nb * pb * Q
-        for ci in range(nchunks):
+        for ci in range(c0, c1):
             n0, p0 = ci // nbands * nb, ci % nbands * pb
             n1, pe = min(N, n0 + nb), min(pb, P - p0)
             L = pe * Q
@@ -445,7 +461,7 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, ws, per, parts,
                         src, dst = _u(((n0 + j) * K + k) * PQ), _u(k * M + j * L)
                         for i in range(_u(L)):
                             dy[dst + i] = gyf[src + i]
-            beta = 0.0 if ci == 0 else 1.0
+            beta = 0.0 if ci == c0 else 1.0
             for g in range(G if parts & PRODUCT else 0):
                 lo, hi = max(r0, g * crsg), min(r1, (g + 1) * crsg)
                 if lo >= hi:
@@ -453,7 +469,7 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, ws, per, parts,
                 # dW_gᵀ rows lo:hi (ld crsg) = cols rows lo:hi (M x (hi-lo) to BLAS,
                 # ld M, transposed) . dY_gᵀ (M x Kg, ld)
                 gemm(gemm_fn, TRANS, NOTRANS, hi - lo, Kg, M, buf, (lo - r0) * M, M,
-                     dy, d0 + g * Kg * ld, ld, beta, gwf, g * Kg * crsg + lo - g * crsg, crsg)
+                     dy, d0 + g * Kg * ld, ld, beta, out, g * Kg * crsg + lo - g * crsg, crsg)
 
 
 # NHWC: the same pieces, with one column-matrix row per output position, its entries
@@ -855,20 +871,32 @@ def grad_weight(grad_y, x, g: ConvGeometry):
         np.sum(parts, axis=0, out=gw3)  # (N, G, Kg, Cg) -> (G, Kg, Cg)
         return gw
     T = _start(g)
-    rows = -(-crs // T)  # column rows per thread
+    # Small filters: each thread takes whole chunks into a partial dW of its own (its
+    # products then span every column row, and dY is staged once, not per thread).
+    split_rows = T == 1 or gw.nbytes > WGRAD_PARTIAL_BYTES
+    rows = -(-crs // T) if split_rows else crs  # column rows per thread
     pos_bytes = (rows + K) * isz  # a thread's columns and staged dY per position
     budget = _thread_budget(T, rows * Q * isz, WGRAD_CHUNK_BYTES)
     if pos_bytes * g.P * Q <= budget:  # whole images per chunk
         nb, pb = min(g.N, budget // (pos_bytes * g.P * Q)), g.P
+        if not split_rows:
+            nb = min(nb, -(-g.N // T))  # a chunk for every thread
         nb = -(-g.N // -(-g.N // nb))
     else:  # one image's band of output rows
         nb, pb = 1, max(1, min(g.P, budget // (rows * Q * isz)))
         pb = -(-g.P // -(-g.P // pb))
     per = rows * nb * pb * Q + (K * nb * pb * Q if nb > 1 else 0)
+    per += 0 if split_rows else gw.size
     ws = _workspace(T * per, x.dtype)
     with single_threaded():
-        _grad_weight_nchw.run(T > 1, grad_y, x, gw, gemm_for(x.dtype), T, nb, pb, G, ws,
-                              per, _parts, *_taps(g))
+        _grad_weight_nchw.run(T > 1, grad_y, x, gw, gemm_for(x.dtype), T, nb, pb, G,
+                              split_rows, ws, per, _parts, *_taps(g))
+    if not split_rows:  # the partials, added in thread order
+        parts = ws.reshape(T, per)[:, per - gw.size:]
+        flat = gw.reshape(-1)
+        flat[:] = parts[0]
+        for t in range(1, T):
+            flat += parts[t]
     return gw
 
 
