@@ -5,7 +5,9 @@ Where things live:
 * ``conv2d``, ``conv2d_backward``, ``output_shape``: ``fastconv/_api.py``
 * the engines (``forward``, ``grad_input``, ``grad_weight``, ``grad_bias``):
   ``fastconv/engines/`` -- ``direct.py`` wraps the Cython kernels in ``csrc/_direct.pyx``,
-  ``im2col.py`` holds the Numba kernels, ``reference.py`` the plain NumPy twin
+  ``im2col.py`` holds the Numba kernels (their BLAS calls: ``engines/_cblas.py``),
+  ``reference.py`` the plain NumPy twin
+* ``fastconv bench``: ``fastconv/bench.py``, with PyTorch timed by ``_torch_peer.py``
 * ``backend="auto"``: tuned winners from ``fastconv/_tune.py`` (``tune``), else the cost
   model ``choose_backend`` in ``fastconv/_dispatch.py``
 * threads: ``fastconv/_threads.py``; ``show_config``: ``fastconv/_config.py``

@@ -19,7 +19,8 @@ Contract (the API in ``fastconv._api`` guarantees it, so engines do not re-check
 Modules:
   reference  plain NumPy, obviously right, slow (the slow twin of every fast path)
   direct     Cython direct convolution, OpenMP threads, no workspace (csrc/_direct.pyx)
-  im2col     Numba im2col/col2im kernels plus one BLAS matrix product per pass
+  im2col     Numba im2col/col2im kernels: each thread unrolls a cache-sized piece of the
+             column matrix and multiplies it with a single-threaded BLAS gemm (_cblas)
 """
 import importlib
 
