@@ -285,6 +285,21 @@ def _unroll_nchw(x, n0, nb, p0, pb, row0, row1, cols, row_stride, img_stride,
 
 
 @njit(nogil=True, cache=True)
+def _band_input_rows(p0, pb, sh, dh, pt, R, H):
+    """[h_lo, h_hi): the input rows that output rows p0:p0+pb read."""
+    return max(p0 * sh - pt, 0), min((p0 + pb - 1) * sh - pt + (R - 1) * dh + 1, H)
+
+
+@njit(nogil=True, cache=True)
+def _band_row(h, r, p0, pb, sh, dh, pt):
+    """pp: the band's output row (p0 + pp) whose tap r reads input row h, or -1."""
+    t = h + pt - r * dh  # p * sh for that output row
+    if t < 0 or t % sh != 0 or not p0 <= t // sh < p0 + pb:
+        return -1
+    return t // sh - p0
+
+
+@njit(nogil=True, cache=True)
 def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """col2im: flat dcols (C*R*S, pb*Q) of image n, output rows p0:p0+pb -> added into
     gx[n] (C, H, W).
@@ -295,16 +310,12 @@ def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
     C, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
     L = pb * Q
     gxf = gx.reshape(-1)
-    h_lo = max(p0 * sh - pt, 0)  # the input rows the band can reach
-    h_hi = min((p0 + pb - 1) * sh - pt + (R - 1) * dh + 1, H)
+    h_lo, h_hi = _band_input_rows(p0, pb, sh, dh, pt, R, H)
     for c in range(C):
         for h in range(h_lo, h_hi):
             for r in range(R - 1, -1, -1):
-                t = h + pt - r * dh  # p * sh for the output row p whose tap r reads row h
-                if t < 0 or t % sh != 0:
-                    continue
-                pp = t // sh - p0
-                if pp < 0 or pp >= pb:
+                pp = _band_row(h, r, p0, pb, sh, dh, pt)
+                if pp < 0:
                     continue
                 for s in range(S):
                     q_lo, q_hi = _valid_range(s * dw - pl, sw, W, Q)
@@ -517,15 +528,11 @@ def _fold_nhwc(dcols, n, p0, pb, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
     Cg = C // G
     F = R * S * C
     gxf = gx.reshape(-1)
-    h_lo = max(p0 * sh - pt, 0)
-    h_hi = min((p0 + pb - 1) * sh - pt + (R - 1) * dh + 1, H)
+    h_lo, h_hi = _band_input_rows(p0, pb, sh, dh, pt, R, H)
     for h in range(h_lo, h_hi):
         for r in range(R - 1, -1, -1):
-            t = h + pt - r * dh  # p * sh for the output row p whose tap r reads row h
-            if t < 0 or t % sh != 0:
-                continue
-            pp = t // sh - p0
-            if pp < 0 or pp >= pb:
+            pp = _band_row(h, r, p0, pb, sh, dh, pt)
+            if pp < 0:
                 continue
             for q in range(Q):
                 s_lo, s_hi = _valid_range(q * sw - pl, dw, W, S)
