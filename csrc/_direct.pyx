@@ -257,6 +257,23 @@ cdef int _KVEC_MODE = 0
 # 48 KiB per core here; half of it leaves room for the broadcast tile rows).
 cdef Py_ssize_t _KVEC_CHUNK_BYTES = 24 * 1024
 cdef Py_ssize_t _KVEC_GROUP = 8 * FC_MR_MAX  # positions whose partial sums wait in st
+# Held tiles: when every thread's share of the images (one group) fits in
+# _KVEC_HOLD_BYTES of tiles, each thread takes its images whole and runs every filter
+# block over them: one item per thread, the tiles packed once, and each block's packed
+# weights (864 KiB for resnet_c5) read from L2 by all of the thread's positions. The
+# filter-chunk split below instead packs every image once per chunk (resnet_c5: 10
+# chunks, 13% of the time in _pack_channels). Measured (2 threads, float32, ms):
+# resnet_c5 forward 8.3 -> 7.5, grad_input 8.6 -> 7.7; resnet_c4 (1 MiB of tiles per
+# thread, images packed only twice before) gained nothing (grad_input 1.5% slower),
+# hence the 768 KiB bound; lenet_c5 forward unchanged.
+cdef bint _KVEC_HOLD = True
+cdef Py_ssize_t _KVEC_HOLD_BYTES = 768 * 1024
+
+
+def _set_kvec_hold(bint on, Py_ssize_t nbytes=768 * 1024):
+    """Tuning hook: allow (True) or forbid held tiles, and their per-thread bound."""
+    global _KVEC_HOLD, _KVEC_HOLD_BYTES
+    _KVEC_HOLD, _KVEC_HOLD_BYTES = on, nbytes
 
 
 def _set_kvec(mode="auto", Py_ssize_t max_out=256):
@@ -633,6 +650,11 @@ cdef void _pack_weights(
     # Measured (2 threads): the same loop with tr[t]*w_r + ts[t]*w_s and the Ko test per
     # element, and (forward NCHW) in read order with stores kb apart, took 14% of
     # batch1_c4's forward; pointer walks 10%; in write order 1.115 -> 1.074 ms.
+    # resnet_c5 (9 MiB of weights) spends ~0.7 ms of its 7.6 ms forward here, twice a
+    # memcpy of the same bytes. Measured, no gain there: a software prefetch 4 channels
+    # ahead; read order over blocks of 9 channels (16 KiB of stores; 5-8% slower on
+    # c5, c4 and batch1_c4); splitting blocks by channel range to balance 11 blocks on 2
+    # threads.
     cdef Py_ssize_t i, c, t, ct, nt = cr.ntaps, nk = max(0, min(kb, cr.Ko - o0))
     cdef const floating* src
     cdef floating* dst
@@ -666,7 +688,7 @@ cdef int _run_corr(
         Py_ssize_t ib_n = 1, nib = 1, npos_max = 0, nct = cr.Ci * cr.ntaps
         Py_ssize_t nvt, nbt, v0, v1, nb, j, kc
         unsigned csr
-        bint kpath
+        bint kpath, hold = False
         ptrdiff_t* tapoff = <ptrdiff_t*>malloc(
             (2 * cr.ntaps + 2 + cr.Ci * cr.ntaps + 1) * sizeof(ptrdiff_t))
         ptrdiff_t* woff = tapoff + cr.ntaps + 1  # each tap's offset in a filter of w
@@ -708,13 +730,21 @@ cdef int _run_corr(
             ib_n = max(1, min(_TILE_BUDGET // (cr.Ci * cr.cs * <Py_ssize_t>sizeof(floating)),
                               cr.N * cr.G // (2 * n_threads)))
             ib_n = min(ib_n, cr.N)
+            # Held tiles (see _KVEC_HOLD): ib_n images per thread, one filter chunk.
+            if (_KVEC_HOLD and n_threads > 1 and cr.G == 1 and cr.N % n_threads == 0
+                    and cr.N // n_threads * cr.Ci * cr.cs * <Py_ssize_t>sizeof(floating)
+                    <= _KVEC_HOLD_BYTES):
+                ib_n = cr.N // n_threads
+                hold = True
             nib = (cr.N + ib_n - 1) // ib_n
             base = cr.G * nib
             npos_max = ib_n * cr.Po * cr.Qo
         else:
             base = cr.N * cr.G * cr.npb * cr.nqb
         nkc = min(nkb, max(1, nct * cr.Ko * <Py_ssize_t>sizeof(floating) // _WEIGHT_BUDGET))
-        if base * nkc < 4 * n_threads:
+        if hold:
+            nkc = 1
+        elif base * nkc < 4 * n_threads:
             nkc = min(nkb, (4 * n_threads + base - 1) // base)
         if kpath:
             # Chunks of near-equal filter vectors, each cut into near-equal blocks of at

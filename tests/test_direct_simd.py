@@ -150,6 +150,31 @@ def test_grad_weight_bitwise_reproducible(rng):
         assert np.array_equal(runs[0], r)
 
 
+def test_kvec_held_tiles_match_chunked(rng):
+    # Held tiles (each thread runs every filter block over its own images, resnet_c5's
+    # plan) against the filter-chunk plan: the same sums in the same order, so equal
+    # bit for bit. 2 images x 25 positions per thread end in a short (2-row) kvec block.
+    x = rng.standard_normal((4, 40, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((72, 40, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((4, 72, 5, 5)).astype(np.float32)
+    out = {}
+    try:
+        with fastconv.num_threads(2):
+            for on in (True, False):
+                _direct._set_kvec_hold(on)
+                y = fastconv.conv2d(x, w, pad=1, backend="direct")
+                gx = fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("x",), backend="direct").x
+                out[on] = (y, gx)
+    finally:
+        _direct._set_kvec_hold(True)
+    assert_close(out[True][0], fastconv.conv2d(x, w, pad=1, backend="reference"), np.float32,
+                 "forward, held tiles")
+    gx_ref = fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("x",), backend="reference").x
+    assert_close(out[True][1], gx_ref, np.float32, "grad_input, held tiles")
+    for a, b in zip(out[True], out[False]):
+        assert np.array_equal(a, b)
+
+
 def test_grad_weight_row_blocks_bitwise_reproducible(rng):
     # A small tile budget cuts each image into row blocks and grad_y into position
     # chunks (the path of resnet_c3_3x3s2 and resnet_c2_1x1).
