@@ -197,6 +197,22 @@ def _piece_target(reduction: int, Kg: int, itemsize: int) -> int:
     return max(CHUNK_BYTES, min(reduction * Kg * itemsize, WIDE_CHUNK_BYTES))
 
 
+def _balanced(total: int, size: int) -> int:
+    """A piece size, at most ``size``, that cuts ``total`` into as many pieces as
+    ``size`` does but near-equal ones, so that the last is not a sliver."""
+    return -(-total // -(-total // size))
+
+
+def _even_pieces(total: int, size: int, T: int, copies: int = 1) -> int:
+    """Like ``_balanced``, but with the number of pieces (times ``copies``: the images
+    each cut in the same way) raised to a multiple of T where ``total`` allows, so that
+    T threads share them evenly."""
+    count = -(-total // size)
+    while (copies * count) % T and count < total:
+        count += 1
+    return -(-total // count)
+
+
 def _thread_budget(T: int, floor: int, target: int) -> int:
     """Workspace bytes for each of T threads: ``target``, within the cap shared by all,
     and never below ``floor`` (one output row's columns: the smallest piece)."""
@@ -207,11 +223,7 @@ def _bands(g: ConvGeometry, row_bytes: int, budget: int, T: int):
     """(pb, nbands): output rows per piece so that one fits ``budget``, balanced, and
     with the N * nbands pieces shared evenly by T threads where P allows (batch1_c4 on
     2 threads: 2 bands of 7 rows, not 8 + 6)."""
-    pb = max(1, min(g.P, budget // row_bytes))
-    nbands = -(-g.P // pb)
-    while (g.N * nbands) % T and nbands < g.P:
-        nbands += 1
-    pb = -(-g.P // nbands)
+    pb = _even_pieces(g.P, max(1, min(g.P, budget // row_bytes)), T, copies=g.N)
     return pb, -(-g.P // pb)
 
 
@@ -722,7 +734,7 @@ def _forward_pieces(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> 
         fold_budget = _thread_budget(T, row_bytes, FOLD_CHUNK_BYTES)
         nb = min(-(-FOLD_POSITIONS // PQ), g.N // T,
                  max(1, fold_budget // ((crs + g.K) * PQ * x.itemsize)))
-        nb = -(-g.N // -(-g.N // max(nb, 1)))  # balanced
+        nb = _balanced(g.N, max(nb, 1))
     if nb > 1:
         pb, nbands = g.P, 1
         per = (crs + g.K) * nb * PQ
@@ -751,11 +763,7 @@ def _forward_pieces_nhwc(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False
     T = _start(g)
     NP, row_bytes = g.N * g.P, g.R * g.S * g.C * g.Q * x.itemsize
     target = _piece_target(g.R * g.S * g.Cg, g.Kg, x.itemsize)
-    rb = max(1, _thread_budget(T, row_bytes, target) // row_bytes)
-    U = -(-NP // rb)
-    while U % T and U < NP:  # as many pieces for every thread, where NP allows
-        U += 1
-    rb = -(-NP // U)
+    rb = _even_pieces(NP, max(1, _thread_budget(T, row_bytes, target) // row_bytes), T)
     per = g.R * g.S * g.C * rb * g.Q
     ws = _workspace(T * per + (w.size if flip_swap else 0), x.dtype)
     if flip_swap:
@@ -785,7 +793,7 @@ def _image_band(g: ConvGeometry, itemsize: int, T: int) -> int:
     row_bytes = g.R * g.S * g.C * g.Q * itemsize
     target = _piece_target(g.R * g.S * g.Cg, g.Kg, itemsize)
     pb = max(1, min(g.P, _thread_budget(T, row_bytes, target) // row_bytes))
-    return -(-g.P // -(-g.P // pb))
+    return _balanced(g.P, pb)
 
 
 def grad_input(grad_y, w, g: ConvGeometry):
@@ -797,9 +805,9 @@ def grad_input(grad_y, w, g: ConvGeometry):
         np.matmul(_dense_y(grad_y, g), _dense_w(w, g), out=_dense_x(gx, g))  # (G, N, Cg*R*S)
         return gx
     if g.nhwc:
-        dy = grad_y.reshape(-1, G, Kg)                # (N*P*Q, G, Kg)
-        wt = w.reshape(-1, G, Kg).transpose(1, 2, 0)  # (G, Kg, R*S*Cg)
         if g.is_pointwise:
+            dy = grad_y.reshape(-1, G, Kg)                # (N*P*Q, G, Kg)
+            wt = w.reshape(-1, G, Kg).transpose(1, 2, 0)  # (G, Kg, R*S*Cg)
             gx = np.empty(g.x_shape, grad_y.dtype)
             np.matmul(dy.transpose(1, 0, 2), wt,
                       out=gx.reshape(-1, G, g.Cg).transpose(1, 0, 2))  # (G, N*H*W, Cg)
@@ -861,7 +869,7 @@ def grad_weight(grad_y, x, g: ConvGeometry):
         fth = -(-crs // T)  # column entries per thread
         row_bytes = fth * Q * isz
         rb = max(1, _thread_budget(T, row_bytes, WGRAD_CHUNK_BYTES) // row_bytes)
-        rb = -(-(g.N * g.P) // -(-(g.N * g.P) // rb))  # balanced pieces
+        rb = _balanced(g.N * g.P, rb)
         per = fth * rb * Q
         ws = _workspace(T * per, x.dtype)
         with single_threaded():
@@ -888,10 +896,10 @@ def grad_weight(grad_y, x, g: ConvGeometry):
         nb, pb = min(g.N, budget // (pos_bytes * g.P * Q)), g.P
         if not split_rows:
             nb = min(nb, -(-g.N // T))  # a chunk for every thread
-        nb = -(-g.N // -(-g.N // nb))
+        nb = _balanced(g.N, nb)
     else:  # one image's band of output rows
         nb, pb = 1, max(1, min(g.P, budget // (rows * Q * isz)))
-        pb = -(-g.P // -(-g.P // pb))
+        pb = _balanced(g.P, pb)
     per = rows * nb * pb * Q + (K * nb * pb * Q if nb > 1 else 0)
     per += 0 if split_rows else gw.size
     ws = _workspace(T * per, x.dtype)
