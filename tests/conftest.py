@@ -33,6 +33,18 @@ def assert_close(actual, expected, dtype, what=""):
         f"{what}: max abs error {err:.3g} > {RTOL[np.dtype(dtype).type]:.1g} * {scale:.3g}")
 
 
+def same_bits_on_threads(fn, threads=(1, 2, 2, 3)):
+    """Run fn() with each thread count (the repeat catches run-to-run drift), assert that
+    every result has the bits of the first, and return it."""
+    runs = []
+    for n in threads:
+        with fastconv.num_threads(n):
+            runs.append(fn())
+    for r in runs[1:]:
+        assert np.array_equal(runs[0], r)
+    return runs[0]
+
+
 def random_pad(rng):
     form = rng.integers(6)
     if form == 0:

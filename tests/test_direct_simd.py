@@ -13,7 +13,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, same_bits_on_threads
 
 import fastconv
 from fastconv import _direct
@@ -129,25 +129,16 @@ def test_depthwise_grad_weight_bitwise_reproducible(rng):
     x = rng.standard_normal((3, 5, 30, 37)).astype(np.float32)
     w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((3, 5, 30, 37)).astype(np.float32)
-    runs = []
-    for n in (1, 2, 2, 3):
-        with fastconv.num_threads(n):
-            runs.append(fastconv.conv2d_backward(gy, x, w, pad=1, groups=5, wrt=("w",),
-                                                 backend="direct").w)
-    for r in runs[1:]:
-        assert np.array_equal(runs[0], r)
+    same_bits_on_threads(lambda: fastconv.conv2d_backward(
+        gy, x, w, pad=1, groups=5, wrt=("w",), backend="direct").w)
 
 
 def test_grad_weight_bitwise_reproducible(rng):
     x = rng.standard_normal((4, 24, 20, 20)).astype(np.float32)
     w = rng.standard_normal((40, 24, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((4, 40, 20, 20)).astype(np.float32)
-    runs = []
-    for n in (1, 2, 2, 3):
-        with fastconv.num_threads(n):
-            runs.append(fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("w",), backend="direct").w)
-    for r in runs[1:]:
-        assert np.array_equal(runs[0], r)
+    same_bits_on_threads(lambda: fastconv.conv2d_backward(
+        gy, x, w, pad=1, wrt=("w",), backend="direct").w)
 
 
 def test_kvec_held_tiles_match_chunked(rng):
@@ -181,19 +172,14 @@ def test_grad_weight_row_blocks_bitwise_reproducible(rng):
     x = rng.standard_normal((3, 20, 21, 19)).astype(np.float32)
     w = rng.standard_normal((50, 20, 3, 3)).astype(np.float32)
     gy = rng.standard_normal((3, 50, 11, 10)).astype(np.float32)
-    runs = []
     try:
         _direct._set_budgets(tile=4096, wgrad_chunk=2048)
-        for n in (1, 2, 2, 3):
-            with fastconv.num_threads(n):
-                runs.append(fastconv.conv2d_backward(gy, x, w, stride=2, pad=1, wrt=("w",),
-                                                     backend="direct").w)
+        gw = same_bits_on_threads(lambda: fastconv.conv2d_backward(
+            gy, x, w, stride=2, pad=1, wrt=("w",), backend="direct").w)
     finally:
         _direct._set_budgets()
     ref = fastconv.conv2d_backward(gy, x, w, stride=2, pad=1, wrt=("w",), backend="reference").w
-    assert_close(runs[0], ref, np.float32, "grad_weight, row blocks")
-    for r in runs[1:]:
-        assert np.array_equal(runs[0], r)
+    assert_close(gw, ref, np.float32, "grad_weight, row blocks")
 
 
 def _geometry(layer):
