@@ -18,6 +18,7 @@ import numpy as np
 
 import fastconv
 from fastconv import _direct
+from fastconv._torch_peer import torch_passes
 from fastconv.suite import LAYERS, SUITE
 
 PASSES = ("forward", "grad_input", "grad_weight")
@@ -53,13 +54,7 @@ def calls(layer, dtype, torch):
     }
     theirs = {}
     if torch is not None:
-        tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
-        tkw = dict(stride=layer.stride, padding=layer.pad, groups=layer.groups)
-        theirs = {
-            "forward": lambda: torch.nn.functional.conv2d(tx, tw, **tkw),
-            "grad_input": lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tgy, **tkw),
-            "grad_weight": lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tgy, **tkw),
-        }
+        theirs = torch_passes(torch, x, w, gy, layer.stride, layer.pad, layer.groups)
     flops = 2 * gy.size * int(np.prod(layer.w_shape[1:]))
     return ours, theirs, flops
 

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 import fastconv
+from fastconv._torch_peer import torch_passes
 from fastconv.engines import im2col
 from fastconv.suite import LAYERS, SUITE
 
@@ -65,13 +66,7 @@ def ours(layer, pass_name, x, w, gy):
 
 
 def theirs(torch, layer, pass_name, x, w, gy):
-    tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
-    kw = dict(stride=layer.stride, padding=layer.pad, groups=layer.groups)
-    return {
-        "forward": lambda: torch.nn.functional.conv2d(tx, tw, **kw),
-        "grad_input": lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tgy, **kw),
-        "grad_weight": lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tgy, **kw),
-    }[pass_name]
+    return torch_passes(torch, x, w, gy, layer.stride, layer.pad, layer.groups)[pass_name]
 
 
 def parts_times(layer, fn, repeat):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv._torch_peer import torch_passes
 
 PASSES = ("forward", "grad_input", "grad_weight")
 ENGINES = ("direct", "im2col", "auto", "torch")
@@ -19,13 +20,7 @@ def _arrays(layer, dtype):
 
 def _call(engine, pass_name, layer, x, w, gy, torch):
     if engine == "torch":
-        tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
-        kw = dict(stride=layer.stride, padding=layer.pad, groups=layer.groups)
-        return {
-            "forward": lambda: torch.nn.functional.conv2d(tx, tw, **kw),
-            "grad_input": lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tgy, **kw),
-            "grad_weight": lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tgy, **kw),
-        }[pass_name]
+        return torch_passes(torch, x, w, gy, layer.stride, layer.pad, layer.groups)[pass_name]
     kw = dict(stride=layer.stride, pad=layer.pad, groups=layer.groups, backend=engine)
     if pass_name == "forward":
         return lambda: fastconv.conv2d(x, w, **kw)

@@ -30,7 +30,7 @@ class TorchPeer:
 
     def load(self, x, w, gy, stride: int, pad: int, groups: int) -> None:
         """The arrays of the next layer's cases (sent once, used by every pass)."""
-        self._conn.send(("load", (x, w, gy, dict(stride=stride, padding=pad, groups=groups))))
+        self._conn.send(("load", (x, w, gy, stride, pad, groups)))
 
     def time(self, pass_name: str, repeat: int):
         """(median seconds, result array) of one pass on the loaded arrays."""
@@ -52,6 +52,19 @@ class TorchPeer:
         self._conn.close()
 
 
+def torch_passes(torch, x, w, gy, stride: int, pad: int, groups: int) -> dict:
+    """{pass name: callable} running PyTorch's CPU kernels for one layer on NumPy arrays
+    (conv2d, nn.grad.conv2d_input, nn.grad.conv2d_weight). The peer calls it, and so do
+    the bench scripts that time PyTorch in their own process."""
+    tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
+    kw = dict(stride=stride, padding=pad, groups=groups)
+    return {
+        "forward": lambda: torch.nn.functional.conv2d(tx, tw, **kw),
+        "grad_input": lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tgy, **kw),
+        "grad_weight": lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tgy, **kw),
+    }
+
+
 def start(threads: int) -> TorchPeer | None:
     """A running peer, or None when PyTorch is not installed."""
     try:
@@ -70,22 +83,17 @@ def _serve(conn, threads: int) -> None:
 
     torch.set_num_threads(threads)
     conn.send(("ready", torch.__version__))
-    tx = tw = tgy = kw = None
+    passes = {}
     while True:
         what, arg = conn.recv()
         if what == "stop":
             return
         if what == "load":
-            x, w, gy, kw = arg
-            tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
+            passes = torch_passes(torch, *arg)
             continue
         pass_name, repeat = arg
-        fn = {
-            "forward": lambda: torch.nn.functional.conv2d(tx, tw, **kw).numpy(),
-            "grad_input": lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tgy, **kw).numpy(),
-            "grad_weight": lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tgy, **kw).numpy(),
-        }[pass_name]
+        fn = passes[pass_name]
         try:
-            conn.send(("ok", _median_time(fn, repeat)))
+            conn.send(("ok", _median_time(lambda: fn().numpy(), repeat)))
         except Exception as e:  # report it; the bench decides
             conn.send(("error", repr(e)))
