@@ -88,6 +88,9 @@ def single_threaded():
     meet a BLAS pool. The libraries found on entry are restored to their own counts.
     Setting a count is a store in OpenBLAS (about a microsecond), not a pool restart.
     """
+    # The libraries found by the last scan: this runs on every im2col call, and reading
+    # /proc/self/maps each time would cost more than the kernels of a small layer. A BLAS
+    # loaded since then is picked up by the next blas_libraries() (set_num_threads).
     libs = _found[1] if _found is not None else blas_libraries()
     saved = [lib.get_num_threads() for lib in libs]
     for lib in libs:
