@@ -257,6 +257,23 @@ def _valid_range(start, step, size, count):
 
 
 @njit(nogil=True, cache=True)
+def _shifted_run(xf, plane, plane_size, src, cols, dst, count, Q, q_lo, q_hi):
+    """cols[dst:dst+count] = the plane's elements src:src+count, then zero the columns
+    q < q_lo and q >= q_hi of each row of Q: the padding, where the run read into a
+    neighbouring row (or, clipped here, past either end of the plane)."""
+    lo, hi = max(src, 0), min(src + count, plane_size)
+    d, sx = _u(dst + lo - src), _u(plane + lo)
+    for i in range(_u(hi - lo)):
+        cols[d + i] = xf[sx + i]
+    for k in range(_u(count // Q)):
+        t = _u(dst) + k * _u(Q)
+        for q in range(_u(q_lo)):
+            cols[t + q] = 0
+        for q in range(_u(q_hi), _u(Q)):
+            cols[t + q] = 0
+
+
+@njit(nogil=True, cache=True)
 def _unroll_nchw(x, n0, nb, p0, pb, row0, row1, cols, row_stride, img_stride,
                  R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """Rows row0:row1 of the columns of x[n0:n0+nb], output rows p0:p0+pb -> flat cols.
@@ -269,16 +286,41 @@ def _unroll_nchw(x, n0, nb, p0, pb, row0, row1, cols, row_stride, img_stride,
     """
     C, H, W = x.shape[1], x.shape[2], x.shape[3]
     xf = x.reshape(-1)
+    # Stride 1 with the output as wide as the input ("same" width): the band of a tap
+    # is one run of x, shifted by the tap's offset, with the padding columns zeroed
+    # afterwards. One long copy instead of a short one per output row: resnet_c4_3x3's
+    # pieces (rows of 14) 4.3 -> 15 GB/s, resnet_c2_3x3 13 -> 33 GB/s on one thread.
+    runs = sh == 1 and sw == 1 and Q == W
+    # The valid ranges per tap, found once: divisions per column row cost as much as
+    # copying a row of 14 (resnet_c4_3x3).
+    p_range = np.empty((R, 2), np.int64)
+    q_range = np.empty((S, 2), np.int64)
+    for r in range(R):
+        p_range[r, 0], p_range[r, 1] = _valid_range(p0 * sh + r * dh - pt, sh, H, pb)
+    for s in range(S):
+        q_range[s, 0], q_range[s, 1] = _valid_range(s * dw - pl, sw, W, Q)
+    c, r, s = row0 // (R * S), (row0 // S) % R, row0 % S
     for row in range(row0, row1):
-        c, r, s = row // (R * S), (row // S) % R, row % S
-        p_lo, p_hi = _valid_range(p0 * sh + r * dh - pt, sh, H, pb)  # relative to p0
-        q_lo, q_hi = _valid_range(s * dw - pl, sw, W, Q)
+        if row > row0:  # the next (c, r, s), without dividing
+            s += 1
+            if s == S:
+                s, r = 0, r + 1
+                if r == R:
+                    r, c = 0, c + 1
+        p_lo, p_hi = p_range[r, 0], p_range[r, 1]  # relative to p0
+        q_lo, q_hi = q_range[s, 0], q_range[s, 1]
         off = s * dw - pl
         for j in range(nb):
             base = (row - row0) * row_stride + j * img_stride
             for t in range(_u(base), _u(base + p_lo * Q)):
                 cols[t] = 0
             xc = ((n0 + j) * C + c) * H * W
+            if runs:
+                _shifted_run(xf, xc, H * W, (p0 + p_lo + r * dh - pt) * W + off, cols,
+                             base + p_lo * Q, (p_hi - p_lo) * Q, Q, q_lo, q_hi)
+                for t in range(_u(base + p_hi * Q), _u(base + pb * Q)):
+                    cols[t] = 0
+                continue
             for pp in range(p_lo, p_hi):
                 o = _u(base + pp * Q)
                 xo = _u(xc + ((p0 + pp) * sh + r * dh - pt) * W + off)  # x[n, c, h, off]
