@@ -56,6 +56,7 @@ from .._geometry import ConvGeometry
 from .._threads import kernel_threads, threads_for
 from .._workspace import get_workspace_limit
 from ._cblas import NOTRANS, TRANS, gemm, gemm_for
+from ._fpmode import FLUSHES, ftz_enter, ftz_leave
 
 # Off: results must match the reference engine. The one place to change it.
 FASTMATH = False
@@ -149,11 +150,13 @@ def _taps(g: ConvGeometry):
 
 # ---------------------------------------------------------------------------------
 # Subnormal inputs. BLAS takes a slow microcode path for every subnormal operand
-# (measured 7x slower forward on subnormal inputs), and its threads' FPU modes are not
-# ours to set. So the engine reads subnormal inputs as zero, as the direct engine's DAZ
-# mode does: a change of at most 1.2e-38 per product, far inside every tolerance. The
-# check is one vectorised pass over each input (~2 ms per 25 MB, 2% of vgg_conv1_2);
-# only arrays that hold a subnormal are copied.
+# (measured 7x slower forward on subnormal inputs). So the engine reads subnormal
+# inputs as zero, as the direct engine's DAZ mode does: a change of at most 1.2e-38 per
+# product, far inside every tolerance. The kernels' threads, which make the BLAS calls,
+# set FTZ/DAZ themselves (``_fpmode``). NumPy's matmul runs in threads that are not
+# ours, so for the passes that are one matmul (and where FTZ/DAZ cannot be set), the
+# inputs are scanned instead: one vectorised pass over each (~2 ms per 25 MB); only
+# arrays that hold a subnormal are copied.
 
 
 @njit(nogil=True, cache=True)
@@ -172,6 +175,16 @@ def _subnormals_as_zero(a: np.ndarray) -> np.ndarray:
     if not _has_subnormal(a.reshape(-1), a.dtype.type(tiny)):
         return a
     return np.where(np.abs(a) < tiny, a.dtype.type(0), a)
+
+
+def _readable(g: ConvGeometry, *arrays):
+    """The arrays, with subnormals read as zero where our kernels cannot flush them:
+    the passes that are one NumPy matmul (its BLAS threads are not ours), or every
+    pass where ``_fpmode`` cannot set FTZ/DAZ. Elsewhere the kernels' threads flush
+    (``_fpmode``), which saves the scan (0.1-0.8 ms a pass on the suite)."""
+    if FLUSHES and not (_dense(g) or g.is_pointwise):
+        return arrays
+    return tuple(_subnormals_as_zero(a) for a in arrays)
 
 
 # ---------------------------------------------------------------------------------
@@ -401,6 +414,7 @@ def _forward_nchw(x, w, bias, y, gemm_fn, T, nb, pb, nbands, G, ws, per, parts,
     U = (N + nb - 1) // nb * nbands
     wf, yf = w.reshape(-1), y.reshape(-1)
     for t in prange(T):
+        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
         cols = ws[t * per:(t + 1) * per]
         out = ws[t * per + C * R * S * nb * pb * Q:(t + 1) * per]  # (K, nb*P*Q) if nb > 1
         for u in range(t * U // T, (t + 1) * U // T):
@@ -433,6 +447,7 @@ def _forward_nchw(x, w, bias, y, gemm_fn, T, nb, pb, nbands, G, ws, per, parts,
                     o = (n * K + k) * PQ + p0 * Q
                     for i in range(L):
                         yf[o + i] += b
+        ftz_leave(csr)
 
 
 @_kernel
@@ -461,6 +476,7 @@ def _grad_input_nchw(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
     Kg, crsg, PQ = K // G, C // G * R * S, P * Q
     wf, gyf = w.reshape(-1), gy.reshape(-1)
     for t in prange(T):
+        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
         dcols = ws[t * per:(t + 1) * per]
         for n in range(t * N // T, (t + 1) * N // T):
             gx[n] = 0
@@ -475,6 +491,7 @@ def _grad_input_nchw(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
                          0.0, dcols, g * crsg * L, L)
                 if parts & UNROLL:
                     _fold_nchw(dcols, n, p0, pe, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+        ftz_leave(csr)
 
 
 @_kernel
@@ -499,6 +516,7 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, par
     nchunks = (N + nb - 1) // nb * nbands
     gyf = gy.reshape(-1)
     for t in prange(T):
+        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
         buf = ws[t * per:(t + 1) * per]
         if split_rows:
             r0, r1, c0, c1 = t * crs // T, (t + 1) * crs // T, 0, nchunks
@@ -535,6 +553,7 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, par
                 # ld M, transposed) . dY_gᵀ (M x Kg, ld)
                 gemm(gemm_fn, TRANS, NOTRANS, hi - lo, Kg, M, buf, (lo - r0) * M, M,
                      dy, d0 + g * Kg * ld, ld, beta, out, g * Kg * crsg + lo - g * crsg, crsg)
+        ftz_leave(csr)
 
 
 # NHWC: the same pieces, with one column-matrix row per output position, its entries
@@ -611,6 +630,7 @@ def _forward_nhwc(x, w, bias, y, gemm_fn, T, rb, G, ws, per, parts,
     U = (NP + rb - 1) // rb
     wf, yf = w.reshape(-1), y.reshape(-1)
     for t in prange(T):
+        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
         cols = ws[t * per:(t + 1) * per]
         for u in range(t * U // T, (t + 1) * U // T):
             i0, i1 = u * rb, min(NP, (u + 1) * rb)
@@ -626,6 +646,7 @@ def _forward_nhwc(x, w, bias, y, gemm_fn, T, rb, G, ws, per, parts,
                 for m in range(M):
                     o = (i0 * Q + m) * K
                     yf[o:o + K] += bias
+        ftz_leave(csr)
 
 
 @_kernel
@@ -649,6 +670,7 @@ def _grad_input_nhwc(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
     Fg = F // G
     wf, gyf = w.reshape(-1), gy.reshape(-1)
     for t in prange(T):
+        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
         dcols = ws[t * per:(t + 1) * per]
         for n in range(t * N // T, (t + 1) * N // T):
             gx[n] = 0
@@ -662,6 +684,7 @@ def _grad_input_nhwc(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
                          gyf, (n * P + p0) * Q * K + g * Kg, K, 0.0, dcols, g * Fg, F)
                 if parts & UNROLL:
                     _fold_nhwc(dcols, n, p0, pe, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+        ftz_leave(csr)
 
 
 @_kernel
@@ -677,6 +700,7 @@ def _grad_weight_nhwc(gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
     U = (NP + rb - 1) // rb
     gwf, gyf = gw.reshape(-1), gy.reshape(-1)
     for t in prange(T):
+        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
         f0, f1 = t * F // T, (t + 1) * F // T
         cols = ws[t * per:(t + 1) * per]
         for u in range(U):
@@ -693,6 +717,7 @@ def _grad_weight_nhwc(gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
                 gemm(gemm_fn, NOTRANS, TRANS, Kg, hi - lo, M, gyf, i0 * Q * K + g * Kg, K,
                      cols, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
                      gwf, (lo - g * Fg) * K + g * Kg, K)
+        ftz_leave(csr)
 
 
 # ---------------------------------------------------------------------------------
@@ -726,7 +751,7 @@ def _dense_w(w, g: ConvGeometry):
 
 
 def forward(x, w, bias, g: ConvGeometry):
-    x, w = _subnormals_as_zero(x), _subnormals_as_zero(w)
+    x, w = _readable(g, x, w)
     G, Kg = g.groups, g.Kg
     y = np.empty(g.y_shape, x.dtype)
     if _dense(g):
@@ -839,7 +864,7 @@ def _image_band(g: ConvGeometry, itemsize: int, T: int) -> int:
 
 
 def grad_input(grad_y, w, g: ConvGeometry):
-    grad_y, w = _subnormals_as_zero(grad_y), _subnormals_as_zero(w)
+    grad_y, w = _readable(g, grad_y, w)
     G, Kg, Q, isz = g.groups, g.Kg, g.Q, grad_y.itemsize
     crs = g.C * g.R * g.S
     if _dense(g):
@@ -893,7 +918,7 @@ def grad_input(grad_y, w, g: ConvGeometry):
 
 
 def grad_weight(grad_y, x, g: ConvGeometry):
-    grad_y, x = _subnormals_as_zero(grad_y), _subnormals_as_zero(x)
+    grad_y, x = _readable(g, grad_y, x)
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
     gw = np.empty(g.w_shape, x.dtype)
