@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,35 @@ def test_plot_needs_matplotlib_or_writes_a_png(tmp_path):
     else:
         assert proc.returncode == 0, proc.stderr
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_table_medians_and_ranges(tmp_path):
+    """tools/bench_table.py: times are medians over the runs, geometric means ranges."""
+    def run(scale, hour):
+        rows = []
+        for layer, t in (("cs231n", 1e-3), ("vgg_conv1_2", 4e-2)):
+            for p in ("forward", "grad_input", "grad_weight"):
+                med = {"direct": t * scale, "im2col": 2 * t, "auto": t * scale, "torch": t}
+                rows.append({"layer": layer, "pass": p, "flops": 1e9 * t,
+                             "median_s": med, "auto_chose": "direct",
+                             "vs_torch": {e: t / v for e, v in med.items()},
+                             "ceiling_share": {e: 0.5 for e in med}})
+        machine = {"cpu": "cpu", "cores": 2, "simd": "avx2", "torch": "2.13.0",
+                   "numpy": "2", "numba": "0", "date": f"2026-11-23 {hour}"}
+        return {"machine": machine, "threads": 2, "dtype": "float32", "repeat": 9,
+                "sgemm_gflops": 100.0 * scale, "rows": rows, "failures": []}
+
+    paths = []
+    for i, scale in enumerate((1.0, 2.0, 4.0)):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(run(scale, f"10:0{i}")))
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_table.py"
+    proc = subprocess.run([sys.executable, str(tool), *map(str, paths)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "(10:00, 10:01, 10:02)" in out and "SGEMM ceiling 200 GFLOP/s" in out
+    # the median run's times (scale 2), its ratio, and the ranges of the per-run means
+    assert "| cs231n | forward | 2.00 | 2.00 | 2.00 | 1.00 | 0 | 0% | 0.50x | direct |" in out
+    assert "| direct | 0.25–1.00x | 0.25–1.00x | 0.25–1.00x |" in out
+    assert "| im2col | 0.50–0.50x |" in out

@@ -63,10 +63,12 @@ FASTMATH = False
 _KERNEL = dict(nogil=True, cache=True, fastmath=FASTMATH)
 
 # Bytes of columns one thread unrolls and multiplies at a time (forward, grad_input):
-# the piece stays in the core's L2 (2 MiB here) while BLAS packs it. Measured forward,
-# 2 threads, pieces of 512 KiB / 1 MiB / 2 MiB: resnet_c4_3x3 10.6 / 9.2 / 8.7 ms,
-# resnet_c5_3x3 14.1 / 10.7 / 10.7, vgg_conv1_2 60 / 56 / 56, batch1_c4 1.46 / 1.28 /
-# 2.11 (at 2 MiB its one image is a single piece: one thread idles).
+# the piece stays in the core's L2 while BLAS packs it. Measured forward, 2 threads,
+# on the Xeon (2 MiB L2 a core), pieces of 512 KiB / 1 MiB / 2 MiB: resnet_c4_3x3
+# 10.6 / 9.2 / 8.7 ms, resnet_c5_3x3 14.1 / 10.7 / 10.7, vgg_conv1_2 60 / 56 / 56,
+# batch1_c4 1.46 / 1.28 / 2.11 (at 2 MiB its one image is a single piece: one thread
+# idles). On the Zen 4 EPYC (1 MiB L2), 256 KiB to 1 MiB were alike within the noise
+# on seven suite layers, and so were the WIDE_CHUNK_BYTES and FOLD_* choices below.
 CHUNK_BYTES = 1 << 20
 # ...but at least as many positions as the product has filters, up to WIDE_CHUNK_BYTES:
 # BLAS packs the whole filter matrix for every piece, so a piece narrower than Kg spends
