@@ -94,7 +94,7 @@ def test_clear_cache(cache):
 # gives the timings behind each): a change of rule shows up here.
 EXPECTED_CHOICES = {
     # layer: (forward, grad_input, grad_weight)
-    "cs231n": ("direct", "im2col", "direct"),
+    "cs231n": ("direct", "im2col", "im2col"),
     "alexnet_conv1": ("direct", "im2col", "direct"),
     "resnet_stem": ("direct", "im2col", "direct"),
     "vgg_conv1_2": ("direct", "direct", "direct"),
@@ -104,6 +104,7 @@ EXPECTED_CHOICES = {
     "mobilenet_dw": ("direct", "direct", "direct"),
     "lenet_c5": ("im2col", "im2col", "im2col"),
     "batch1_c4": ("direct", "direct", "im2col"),
+    "lenet_c1": ("direct", "direct", "direct"),
 }
 
 
