@@ -91,5 +91,9 @@ def test_bench_table_medians_and_ranges(tmp_path):
     assert "(10:00, 10:01, 10:02)" in out and "SGEMM ceiling 200 GFLOP/s" in out
     # the median run's times (scale 2), its ratio, and the ranges of the per-run means
     assert "| cs231n | forward | 2.00 | 2.00 | 2.00 | 1.00 | 0 | 0% | 0.50x | direct |" in out
-    assert "| direct | 0.25–1.00x | 0.25–1.00x | 0.25–1.00x |" in out
-    assert "| im2col | 0.50–0.50x |" in out
+    assert "| direct | 0.25–1.00x (0.50) | 0.25–1.00x (0.50) | 0.25–1.00x (0.50) |" in out
+    assert "| im2col | 0.50–0.50x (0.50) |" in out
+
+    usage = subprocess.run([sys.executable, str(tool)], capture_output=True, text=True,
+                           timeout=60)
+    assert usage.returncode == 2 and "RUN.json" in usage.stderr

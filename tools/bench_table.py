@@ -9,9 +9,9 @@ engine's share of the SGEMM ceiling on the large 3x3 layers, per run.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
-import sys
 
 import numpy as np
 
@@ -30,7 +30,17 @@ def run_geomeans(run, engine, skip=()):
                         if r["pass"] == p and r["layer"] not in skip]) for p in PASSES}
 
 
-def main(paths):
+def _spread(per_run, p):
+    """'lo–hi (median)' of one pass's geometric means over the runs."""
+    g = [r[p] for r in per_run]
+    return f"{min(g):.2f}–{max(g):.2f}x ({float(np.median(g)):.2f})"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", metavar="RUN.json",
+                    help="files written by `fastconv bench --json`")
+    paths = ap.parse_args(argv).runs
     runs = [json.load(open(p)) for p in paths]
     first = runs[0]
     m = first["machine"]
@@ -55,17 +65,15 @@ def main(paths):
               + " | ".join(f"{med[e] * 1e3:.2f}" for e in (*ENGINES, "torch"))
               + f" | {gf:.0f} | {gf / ceiling:.0%} | {med['torch'] / med['auto']:.2f}x"
               f" | {max(set(chose), key=chose.count)} |")
-    print("\n| geometric mean vs torch, range over the runs | forward | grad_input | grad_weight |")
+    print("\n| geometric mean vs torch, range over the runs (median) | forward | grad_input "
+          "| grad_weight |")
     print("|---|---:|---:|---:|")
     for engine, skip, label in ((e, (), e) for e in ENGINES):
         per_run = [run_geomeans(r, engine, skip) for r in runs]
-        print(f"| {label} | " + " | ".join(
-            f"{min(g[p] for g in per_run):.2f}–{max(g[p] for g in per_run):.2f}x"
-            for p in PASSES) + " |")
+        print(f"| {label} | " + " | ".join(_spread(per_run, p) for p in PASSES) + " |")
     per_run = [run_geomeans(r, "im2col", ("mobilenet_dw",)) for r in runs]
-    print("| im2col without mobilenet_dw | " + " | ".join(
-        f"{min(g[p] for g in per_run):.2f}–{max(g[p] for g in per_run):.2f}x"
-        for p in PASSES) + " |")
+    print("| im2col without mobilenet_dw | " + " | ".join(_spread(per_run, p) for p in PASSES)
+          + " |")
     print("\nim2col forward, share of each run's SGEMM ceiling:")
     for name in LARGE_3X3:
         shares = [r2["ceiling_share"]["im2col"] for r in runs for r2 in r["rows"]
@@ -75,4 +83,4 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
