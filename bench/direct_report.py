@@ -22,7 +22,6 @@ from fastconv._torch_peer import torch_passes
 from fastconv.suite import LAYERS, SUITE
 
 PASSES = ("forward", "grad_input", "grad_weight")
-LARGE = ("vgg_conv1_2", "resnet_c2_3x3", "resnet_c4_3x3", "resnet_c5_3x3", "batch1_c4")
 
 
 def median_time(fn, repeats, min_time=0.2):

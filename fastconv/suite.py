@@ -45,6 +45,8 @@ SUITE = (
     Layer("batch1_c4", 1, 256, 256, 14, 14, 3, 3, 1, 1),
 )
 LAYERS = {layer.name: layer for layer in SUITE}
+# The large 3x3 layers whose forward the im2col issue measures against the SGEMM ceiling.
+LARGE_3X3 = ("vgg_conv1_2", "resnet_c2_3x3", "resnet_c4_3x3", "resnet_c5_3x3", "batch1_c4")
 
 # What `fastconv bench` runs by default: small enough to finish in about a minute on
 # 2 cores, and covering a stem, a 3x3 body layer, a pointwise and a depthwise layer.

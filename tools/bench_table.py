@@ -3,25 +3,22 @@
     python tools/bench_table.py run1.json run2.json ...
 
 Each time is the median over the runs of each run's median; each ratio is PyTorch's
-time over ours, from those medians. The geometric means are given per run, as a range,
-because on a noisy machine they are the figure to read. Also printed: the im2col
+time over ours, from those medians. The geometric means are given per run, as a range
+and its median, because on a noisy machine they are the figure to read. Also printed: the im2col
 engine's share of the SGEMM ceiling on the large 3x3 layers, per run.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import numpy as np
 
+from fastconv.bench import geomean  # the one `fastconv bench` prints its means with
+from fastconv.suite import LARGE_3X3
+
 ENGINES = ("direct", "im2col", "auto")
 PASSES = ("forward", "grad_input", "grad_weight")
-LARGE_3X3 = ("vgg_conv1_2", "resnet_c2_3x3", "resnet_c4_3x3", "resnet_c5_3x3", "batch1_c4")
-
-
-def geomean(values):
-    return math.exp(sum(map(math.log, values)) / len(values))
 
 
 def run_geomeans(run, engine, skip=()):
@@ -68,9 +65,9 @@ def main(argv=None):
     print("\n| geometric mean vs torch, range over the runs (median) | forward | grad_input "
           "| grad_weight |")
     print("|---|---:|---:|---:|")
-    for engine, skip, label in ((e, (), e) for e in ENGINES):
-        per_run = [run_geomeans(r, engine, skip) for r in runs]
-        print(f"| {label} | " + " | ".join(_spread(per_run, p) for p in PASSES) + " |")
+    for engine in ENGINES:
+        per_run = [run_geomeans(r, engine) for r in runs]
+        print(f"| {engine} | " + " | ".join(_spread(per_run, p) for p in PASSES) + " |")
     per_run = [run_geomeans(r, "im2col", ("mobilenet_dw",)) for r in runs]
     print("| im2col without mobilenet_dw | " + " | ".join(_spread(per_run, p) for p in PASSES)
           + " |")
