@@ -10,7 +10,9 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     from .bench import add_arguments
 
-    add_arguments(sub.add_parser("bench", help="time the engines (and PyTorch, if installed)"))
+    bench_help = ("time the engines against PyTorch and ONNX Runtime (when installed), "
+                  "layer by layer or a whole network (--network)")
+    add_arguments(sub.add_parser("bench", help=bench_help, description=bench_help))
     sub.add_parser("config", help="print show_config()")
     args = parser.parse_args(argv)
     if args.command == "config":

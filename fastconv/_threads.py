@@ -1,10 +1,13 @@
 """One thread count for everything: OpenMP in the direct engine, Numba's pool, and BLAS.
 
 The count defaults to the cores this process may run on (``os.sched_getaffinity``),
-or to ``FASTCONV_NUM_THREADS`` when that is set. Nothing nests: the direct engine's
-OpenMP regions call no BLAS, and the im2col engine calls BLAS either outside Numba's
-``prange`` loops or, inside them, with every BLAS set to one thread for the duration
-(``_blas.single_threaded``), so at most ``n`` threads are busy at any time.
+or to ``FASTCONV_NUM_THREADS`` when that is set. One pool does the work: the direct
+engine's OpenMP regions call no BLAS, and the im2col engine makes every product inside
+its Numba kernels (whose "omp" threading layer is the same GNU OpenMP runtime), one
+single-threaded gemm per thread with every BLAS held at one thread for the duration
+(``_blas.single_threaded``). So no BLAS pool is started or left spinning by a pass, and
+at most ``n`` threads are busy at any time. BLAS gets ``n`` too, for the caller's own
+NumPy products between our calls.
 """
 from __future__ import annotations
 

@@ -6,21 +6,32 @@ other and single cases came out 10-40x slow at random: PyTorch's cs231n forward 
 0.33 ms alone and 8-16 ms in two of three in-process runs. The peer process holds only
 PyTorch's pools. It times a case when the bench asks, right after our engines have
 timed the same case on the same arrays, so the two are still measured side by side in
-one run, by the same procedure (``bench._median_times``).
+one run, by the same procedure (``bench._median_times``). For ``--network`` it runs a
+whole network's sequence of passes on arrays it makes itself (``bench.network_arrays``,
+the same seed, so the same values), timed like ours (``bench.time_sequence``).
+
+``PeerProcess`` is the plumbing, shared with the ONNX Runtime peer (``_ort_peer``).
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 
 
-class TorchPeer:
-    """A child process that imports PyTorch and times its convolution passes."""
+class PeerProcess:
+    """A child process that imports one library and times its convolution passes.
 
-    def __init__(self, threads: int):
+    ``library`` is a module-level function run in the child: ``library(threads)`` returns
+    (version, passes), where ``passes(x, w, gy, stride, pad, groups)`` gives
+    {pass name: callable} for one layer, each callable returning something with
+    ``.numpy()``. It raises ImportError when the library is missing.
+    """
+
+    def __init__(self, library, threads: int):
         # spawn, not fork: a forked child would inherit our OpenMP runtime's state.
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, threads), daemon=True)
+        self._proc = ctx.Process(target=_serve, args=(child, library, threads), daemon=True)
         self._proc.start()
         child.close()
         status, self.version = self._conn.recv()
@@ -34,10 +45,18 @@ class TorchPeer:
 
     def time(self, pass_name: str, repeat: int):
         """(median seconds, result array) of one pass on the loaded arrays."""
-        self._conn.send(("time", (pass_name, repeat)))
+        return self._ask("time", (pass_name, repeat))
+
+    def sequence(self, layers, pass_names, dtype: str, seed: int, repeat: int):
+        """(median seconds per call, wall seconds per sequence) of a network's sequence
+        (``bench.training_order``), on the peer's own ``bench.network_arrays``."""
+        return self._ask("sequence", (tuple(layers), tuple(pass_names), dtype, seed, repeat))
+
+    def _ask(self, what: str, arg):
+        self._conn.send((what, arg))
         status, value = self._conn.recv()
         if status != "ok":
-            raise RuntimeError(f"PyTorch peer failed: {value}")
+            raise RuntimeError(f"peer process failed: {value}")
         return value
 
     def close(self) -> None:
@@ -65,35 +84,57 @@ def torch_passes(torch, x, w, gy, stride: int, pad: int, groups: int) -> dict:
     }
 
 
-def start(threads: int) -> TorchPeer | None:
-    """A running peer, or None when PyTorch is not installed."""
+def _torch_library(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch.__version__, functools.partial(torch_passes, torch)
+
+
+def start(threads: int) -> PeerProcess | None:
+    """A running PyTorch peer, or None when PyTorch is not installed."""
     try:
-        return TorchPeer(threads)
+        return PeerProcess(_torch_library, threads)
     except ImportError:
         return None
 
 
-def _serve(conn, threads: int) -> None:
+def _serve(conn, library, threads: int) -> None:
     try:
-        import torch
+        version, passes = library(threads)
     except ImportError as e:
         conn.send(("missing", str(e)))
         return
-    from .bench import _median_time  # the bench's own timing procedure
+    # the bench's own timing procedures and arrays
+    from .bench import _median_time, network_arrays, time_sequence, training_order
 
-    torch.set_num_threads(threads)
-    conn.send(("ready", torch.__version__))
-    passes = {}
+    conn.send(("ready", version))
+    fns, load_error = {}, None
     while True:
         what, arg = conn.recv()
         if what == "stop":
             return
-        if what == "load":
-            passes = torch_passes(torch, *arg)
-            continue
-        pass_name, repeat = arg
-        fn = passes[pass_name]
         try:
-            conn.send(("ok", _median_time(lambda: fn().numpy(), repeat)))
+            if what == "load":
+                fns, load_error = {}, None
+                fns = passes(*arg)
+                continue
+            if load_error is not None:
+                raise load_error
+            if what == "time":
+                pass_name, repeat = arg
+                median, out = _median_time(fns[pass_name], repeat)
+                conn.send(("ok", (median, out.numpy())))
+            else:  # sequence
+                layers, pass_names, dtype, seed, repeat = arg
+                per_layer = [passes(x, w, gy, layer.stride, layer.pad, layer.groups)
+                             for layer, (x, w, gy) in zip(layers, network_arrays(layers, dtype,
+                                                                                   seed))]
+                calls = [per_layer[i][p] for i, p in training_order(layers, pass_names)]
+                conn.send(("ok", time_sequence(calls, repeat)))
+                del per_layer, calls
         except Exception as e:  # report it; the bench decides
-            conn.send(("error", repr(e)))
+            if what == "load":
+                load_error = e
+            else:
+                conn.send(("error", repr(e)))

@@ -1,4 +1,4 @@
-"""``fastconv bench``: the engines, ``auto`` and PyTorch side by side on the layer suite.
+"""``fastconv bench``: the engines, ``auto``, PyTorch and ONNX Runtime side by side.
 
 The SGEMM ceiling (a large ``a @ b`` on the same cores) is measured first and last, so
 every figure can be read as a share of what this machine's BLAS reaches. Each pass of each
@@ -7,7 +7,21 @@ each other, so a fast wrong engine fails the run. Times are medians over about
 ``--repeat`` calls, made in blocks of back-to-back calls that the engines take in turns;
 each block starts after a pause and 20 ms of warm-up calls (which keeps Numba's compilation,
 first-touch page faults and sleeping thread pools out of the figures). PyTorch runs in
-a peer process of its own (``_torch_peer``), case by case, between our engines' cases.
+a peer process of its own (``_torch_peer``), case by case, between our engines' cases,
+and so does ONNX Runtime (``_ort_peer``, forward only). Beside the geometric means of
+the speed against each peer, the time-weighted means (the peer's summed time over the
+engine's) say how the engines fare where the time is spent.
+
+``fastconv bench --network NAME`` runs every convolution of a network
+(``fastconv.networks``) as a training step runs them: every forward in network order,
+then, from the last layer back, each layer's grad_input and grad_weight. The first
+layer's grad_input is left out: nothing upstream of the image needs it. After one
+untimed sequence, ``--repeat`` sequences run back to back with every call timed; each
+call's figure is its median over the sequences, and a pass's total is the sum of those.
+Every call is also timed alone, by the layer suite's procedure, and the network's total
+is reported against the sum of those: a ratio above 1 is time lost between the calls
+(caches, thread pools) that a layer-by-layer benchmark does not see. PyTorch runs the
+same sequence in its peer process, ONNX Runtime the forward part in its own.
 """
 from __future__ import annotations
 
@@ -24,10 +38,18 @@ from . import __version__, conv2d, conv2d_backward, get_num_threads, num_threads
 from ._api import auto_engine
 from ._tune import simd_variant
 from ._validate import geometry
+from .networks import NETWORKS
 from .suite import LAYERS, QUICK
 
 ENGINES = ("direct", "im2col", "auto")
 PASSES = ("forward", "grad_input", "grad_weight")
+PEERS = ("torch", "ort")
+# The passes each peer times: ONNX Runtime is an inference engine.
+PEER_PASSES = {"torch": PASSES, "ort": ("forward",)}
+# A network's totals per pass, and all three together.
+STEP = "training step"
+# The arrays of a network run; its peers make the same ones from the same seed.
+NETWORK_SEED = 0
 # Agreement between engines, relative to the largest magnitude in the result.
 AGREE_RTOL = {"float32": 2e-4, "float64": 1e-10}
 
@@ -42,11 +64,20 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=None, help="thread count (default: all cores)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--repeat", type=int, default=None,
-                   help="timed calls per case, median taken (default 9; 3 with --quick)")
+                   help="timed calls per case, median taken (default 9; 3 with --quick); "
+                   "with --network, timed sequences (default 3)")
     p.add_argument("--json", metavar="PATH", help="save the run as JSON (for --compare later)")
     p.add_argument("--compare", metavar="PATH", help="compare with a run saved by --json")
     p.add_argument("--plot", metavar="PATH", help="PNG bar chart of GFLOP/s (needs matplotlib)")
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch even if installed")
+    p.add_argument("--no-ort", action="store_true",
+                   help="do not time ONNX Runtime even if installed")
+    p.add_argument("--network", metavar="NAMES",
+                   help="comma-separated networks to run whole instead of the layer suite; "
+                   f"known: {', '.join(NETWORKS)}")
+    p.add_argument("--batch", type=int, default=None, help="--network: images per batch (default 8)")
+    p.add_argument("--engines", default=None,
+                   help=f"--network: comma-separated, from {', '.join(ENGINES)} (default auto)")
 
 
 def _split(spec: str, known, what: str) -> list[str]:
@@ -109,6 +140,55 @@ def _median_time(fn, repeat: int) -> tuple[float, object]:
     return _median_times({"fn": fn}, repeat)["fn"]
 
 
+def time_sequence(calls, repeat: int) -> tuple[list, list]:
+    """(median seconds of each call, wall seconds of each sequence) of ``calls`` run in
+    order: one untimed sequence, then ``repeat`` timed ones back to back.
+
+    Unlike ``_block``, nothing pauses or warms up between the calls: the point is to
+    see them as a training step does, each in the caches and thread pools the previous
+    call left behind.
+    """
+    time.sleep(SETTLE_S)  # let the previous process's or engine's pools go quiet
+    for fn in calls:
+        fn()
+    times, walls = [[] for _ in calls], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for fn, t in zip(calls, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        walls.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times], walls
+
+
+def training_order(layers, passes) -> list[tuple[int, str]]:
+    """(layer index, pass) in the order a training step runs them, limited to ``passes``:
+    every forward in network order, then, from the last layer back, its grad_input and
+    grad_weight. The first layer's grad_input is left out: nothing upstream of the image
+    needs it."""
+    order = [(i, "forward") for i in range(len(layers)) if "forward" in passes]
+    for i in reversed(range(len(layers))):
+        order += [(i, p) for p in ("grad_input", "grad_weight")
+                  if p in passes and (i, p) != (0, "grad_input")]
+    return order
+
+
+def _layer_arrays(rng, layer, dtype: str):
+    """Random x, w and grad_y of one layer, drawn in that order."""
+    x = rng.standard_normal(layer.x_shape).astype(dtype)
+    w = rng.standard_normal(layer.w_shape).astype(dtype)
+    gy = rng.standard_normal(output_shape(x, w, layer.stride, layer.pad,
+                                          groups=layer.groups)).astype(dtype)
+    return x, w, gy
+
+
+def network_arrays(layers, dtype: str, seed: int) -> list[tuple]:
+    """(x, w, grad_y) per layer; the same seed gives the same arrays in every process."""
+    rng = np.random.default_rng(seed)
+    return [_layer_arrays(rng, layer, dtype) for layer in layers]
+
+
 def sgemm_ceiling(dtype: str, n: int = 2048, repeat: int = 5) -> float:
     """GFLOP/s of a large square ``a @ b``: the practical peak of these cores.
 
@@ -130,12 +210,35 @@ def _pass_fn(engine: str, pass_name: str, x, w, gy, layer):
     return lambda: conv2d_backward(gy, x, w, wrt="w", **kw).w
 
 
-def _start_torch(disabled: bool, threads: int):
-    """The PyTorch peer process (``_torch_peer``), or None without PyTorch."""
-    if disabled:
-        return None
-    from ._torch_peer import start
-    return start(threads)
+def _start_peers(no_torch: bool, no_ort: bool, threads: int, dtype: str, passes):
+    """({name: running peer process}, [a one-line note per peer left out])."""
+    from . import _ort_peer, _torch_peer
+
+    peers, notes = {}, []
+    wanted = (("torch", no_torch, _torch_peer, "torch"),
+              ("ort", no_ort, _ort_peer, "onnxruntime and onnx"))
+    try:
+        for name, disabled, module, packages in wanted:
+            if disabled:
+                notes.append(f"{name}: not timed (--no-{name})")
+            elif not set(passes) & set(PEER_PASSES[name]):
+                notes.append(f"{name}: not timed (it runs {', '.join(PEER_PASSES[name])} only)")
+            elif dtype not in getattr(module, "DTYPES", (dtype,)):
+                notes.append(f"{name}: not timed (its CPU convolution has no {dtype} kernel)")
+            elif (peer := module.start(threads)) is None:
+                notes.append(f"{name}: not timed ({packages} not installed; "
+                             "pip install 'fastconv[peers]')")
+            else:
+                peers[name] = peer
+    except BaseException:  # one peer started, the next failed: leave no process behind
+        _close(peers)
+        raise
+    return peers, notes
+
+
+def _close(peers: dict) -> None:
+    for peer in peers.values():
+        peer.close()
 
 
 def _agree(a, b, dtype: str) -> bool:
@@ -181,45 +284,66 @@ def geomean(values) -> float:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else float("nan")
 
 
-def measure(layers, passes, dtype: str, threads: int, repeat: int, torch) -> dict:
+def speedups(rows, peer: str) -> dict:
+    """Speed against ``peer`` (its time / the engine's), per engine and pass, over the
+    rows that timed it: {"geomean": {engine: {pass: x}}, "weighted": {...}}.
+
+    "weighted" is the sum of the peer's times over the sum of the engine's: the
+    time-weighted mean. A geometric mean counts a 0.1 ms layer as much as a 50 ms one
+    and hides where a network spends its time; the weighted mean is what a run of all
+    the layers, one after another, would see.
+    """
+    out = {"geomean": {}, "weighted": {}}
+    for engine in ENGINES:
+        for p in PASSES:
+            rs = [r["median_s"] for r in rows if r["pass"] == p and peer in r["median_s"]]
+            if rs:
+                out["geomean"].setdefault(engine, {})[p] = geomean(t[peer] / t[engine]
+                                                                   for t in rs)
+                out["weighted"].setdefault(engine, {})[p] = (sum(t[peer] for t in rs)
+                                                             / sum(t[engine] for t in rs))
+    return out
+
+
+def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict) -> dict:
     """Time every engine on every layer and pass; returns the run as a JSON-able dict.
 
-    ``torch`` is a ``_torch_peer.TorchPeer`` (PyTorch timed in its own process, case by
-    case, right after our engines) or None.
+    ``peers`` maps "torch" and "ort" to running peer processes (``_torch_peer``,
+    ``_ort_peer``), each timing a case right after our engines, on the same arrays.
     """
-    engines = ENGINES + (("torch",) if torch is not None else ())
     rng = np.random.default_rng(0)
     rows, failures = [], []
-    bar = _progress(len(layers) * len(passes) * len(engines))
+    bar = _progress(sum(len(ENGINES) + sum(p in PEER_PASSES[n] for n in peers)
+                        for p in passes) * len(layers))
     with num_threads(threads):
         ceiling = sgemm_ceiling(dtype)
         for name in layers:
             layer = LAYERS[name]
-            x = rng.standard_normal(layer.x_shape).astype(dtype)
-            w = rng.standard_normal(layer.w_shape).astype(dtype)
-            gy = rng.standard_normal(output_shape(x, w, layer.stride, layer.pad,
-                                                  groups=layer.groups)).astype(dtype)
+            x, w, gy = _layer_arrays(rng, layer, dtype)
             g = geometry(x.shape, w.shape, layer.stride, layer.pad, 1, layer.groups, 0)
-            if torch is not None:
-                torch.load(x, w, gy, layer.stride, layer.pad, layer.groups)
+            for peer_name, peer in peers.items():
+                # a forward-only peer is not sent grad_y: no pipe copy of an unused array
+                peer_gy = None if PEER_PASSES[peer_name] == ("forward",) else gy
+                peer.load(x, w, peer_gy, layer.stride, layer.pad, layer.groups)
             for pass_name in passes:
                 bar.set_description(f"{name} {pass_name}")
                 fns = {e: _pass_fn(e, pass_name, x, w, gy, layer) for e in ENGINES}
                 timed = _median_times(fns, repeat)
-                if torch is not None:
-                    timed["torch"] = torch.time(pass_name, repeat)
+                for peer_name, peer in peers.items():
+                    if pass_name in PEER_PASSES[peer_name]:
+                        timed[peer_name] = peer.time(pass_name, repeat)
                 times = {e: t for e, (t, _) in timed.items()}
                 results = {e: out for e, (_, out) in timed.items()}
-                bar.update(len(engines))
-                for engine in engines:
+                bar.update(len(times))
+                for engine in times:
                     if not _agree(results[engine], results["im2col"], dtype):
                         failures.append(f"{name} {pass_name}: {engine} disagrees with im2col")
                 gflops = {e: g.flops / t / 1e9 for e, t in times.items()}
                 rows.append({
                     "layer": name, "pass": pass_name, "flops": g.flops,
                     "median_s": times, "gflops": gflops,
-                    "vs_torch": ({e: times["torch"] / t for e, t in times.items()}
-                                 if torch is not None else None),
+                    **{f"vs_{n}": ({e: times[n] / t for e, t in times.items()}
+                                   if n in times else None) for n in PEERS},
                     "auto_chose": auto_engine(g, np.dtype(dtype), pass_name),
                 })
         # Measured again after the suite, the higher kept: a transient at either end
@@ -228,52 +352,68 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, torch) -> dic
     for r in rows:
         r["ceiling_share"] = {e: v / ceiling for e, v in r["gflops"].items()}
     bar.close()
-    return {"machine": machine_info(threads, torch), "dtype": dtype, "threads": threads,
-            "repeat": repeat, "sgemm_gflops": ceiling, "rows": rows, "failures": failures}
+    return {"machine": machine_info(threads, peers), "dtype": dtype, "threads": threads,
+            "repeat": repeat, "sgemm_gflops": ceiling, "rows": rows, "failures": failures,
+            "means": {f"vs_{n}": speedups(rows, n) for n in peers}}
 
 
-def machine_info(threads: int, torch) -> dict:
+def machine_info(threads: int, peers: dict) -> dict:
     import numba
 
     from ._threads import available_cores
     return {"cpu": cpu_model(), "cores": available_cores(), "threads": threads,
             "simd": simd_variant(), "python": platform.python_version(),
             "fastconv": __version__, "numpy": np.__version__, "numba": numba.__version__,
-            "torch": getattr(torch, "version", None),
+            "torch": getattr(peers.get("torch"), "version", None),
+            "onnxruntime": getattr(peers.get("ort"), "version", None),
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def format_table(run: dict) -> str:
+def _header(run: dict, what: str) -> list[str]:
     m = run["machine"]
-    has_torch = any(r["vs_torch"] for r in run["rows"])
-    engines = ENGINES + (("torch",) if has_torch else ())
-    out = [
-        f"fastconv {m['fastconv']} bench, {m['date']}: {m['cpu']}, {m['threads']} of "
-        f"{m['cores']} cores, SIMD {m['simd']}, {run['dtype']}, median of {run['repeat']}",
-        f"numpy {m['numpy']}, numba {m['numba']}, torch {m['torch'] or 'not installed'}; "
-        f"SGEMM ceiling {run['sgemm_gflops']:.0f} GFLOP/s",
-        "",
-    ]
+    return [f"fastconv {m['fastconv']} bench, {m['date']}: {m['cpu']}, {m['threads']} of "
+            f"{m['cores']} cores, SIMD {m['simd']}, {run['dtype']}, {what}",
+            f"numpy {m['numpy']}, numba {m['numba']}, torch {m['torch'] or '-'}, "
+            f"onnxruntime {m.get('onnxruntime') or '-'}"] + run.get("notes", [])
+
+
+def _cell(times: dict, key: str, scale: float = 1e3, fmt: str = "11.2f") -> str:
+    """One column's figure, or a dash where that engine or peer did not run."""
+    width = int(fmt.split(".")[0])
+    return f"{times[key] * scale:{fmt}}" if key in times else f"{'-':>{width}}"
+
+
+def format_table(run: dict) -> str:
+    rows = run["rows"]
+    peers = [n for n in PEERS if any(r.get(f"vs_{n}") for r in rows)]
+    engines = ENGINES + tuple(peers)
+    out = _header(run, f"median of {run['repeat']}")
+    out += [f"SGEMM ceiling {run['sgemm_gflops']:.0f} GFLOP/s", ""]
     head = (f"{'layer':<16} {'pass':<11} " + "".join(f"{e + ' ms':>11}" for e in engines)
-            + f" {'auto GF/s':>9} {'%ceil':>6}" + (" auto/torch" if has_torch else "")
+            + f" {'auto GF/s':>9} {'%ceil':>6}" + "".join(f" {'auto/' + n:>10}" for n in peers)
             + "  auto chose")
     out += [head, "-" * len(head)]
-    for r in run["rows"]:
-        line = (f"{r['layer']:<16} {r['pass']:<11} "
-                + "".join(f"{r['median_s'][e] * 1e3:11.2f}" for e in engines)
-                + f" {r['gflops']['auto']:9.1f} {100 * r['ceiling_share']['auto']:5.0f}%")
-        if has_torch:
-            line += f" {r['vs_torch']['auto']:9.2f}x"
-        out.append(line + f"  {r['auto_chose']}")
-    if has_torch:
-        out += ["", "geometric mean of speed vs torch (torch time / engine time):"]
-        passes = list(dict.fromkeys(r["pass"] for r in run["rows"]))
-        out.append(f"{'':<16} " + "".join(f"{p:>13}" for p in passes))
-        for e in ENGINES:
-            out.append(f"{e:<16} " + "".join(
-                f"{geomean(r['vs_torch'][e] for r in run['rows'] if r['pass'] == p):12.2f}x"
-                for p in passes))
+    for r in rows:
+        out.append(f"{r['layer']:<16} {r['pass']:<11} "
+                   + "".join(_cell(r["median_s"], e) for e in engines)
+                   + f" {r['gflops']['auto']:9.1f} {100 * r['ceiling_share']['auto']:5.0f}%"
+                   + "".join(f" {r[f'vs_{n}']['auto']:9.2f}x" if r[f"vs_{n}"] else f" {'-':>10}"
+                             for n in peers)
+                   + f"  {r['auto_chose']}")
+    for n in peers:
+        out += ["", *_means_lines(run["means"][f"vs_{n}"], n)]
     return "\n".join(out)
+
+
+def _means_lines(means: dict, peer: str) -> list[str]:
+    passes = [p for p in PASSES if any(p in v for v in means["geomean"].values())]
+    out = [f"speed vs {peer} ({peer} time / engine time); time-weighted: sum of {peer}'s "
+           "times / sum of the engine's:", " " * 34 + "".join(f"{p:>13}" for p in passes)]
+    for kind, label in (("geomean", "geometric mean"), ("weighted", "time-weighted mean")):
+        for i, (e, by_pass) in enumerate(means[kind].items()):
+            out.append(f"  {label if i == 0 else '':<24}{e:<8}"
+                       + "".join(f"{by_pass[p]:12.2f}x" for p in passes))
+    return out
 
 
 def format_comparison(old: dict, new: dict) -> str:
@@ -291,6 +431,133 @@ def format_comparison(old: dict, new: dict) -> str:
     return "\n".join(out)
 
 
+# --- whole networks -----------------------------------------------------------------
+
+
+def _totals(rows, key: str, who: str) -> dict:
+    """{pass: summed seconds, STEP: all of them} of ``who``'s times in ``rows[i][key]``."""
+    totals = {}
+    for r in rows:
+        if who in r[key]:
+            totals[r["pass"]] = totals.get(r["pass"], 0.0) + r[key][who]
+    if set(totals) == set(PASSES):
+        totals[STEP] = sum(totals.values())
+    return totals
+
+
+def measure_network(name: str, batch: int, passes, engines, dtype: str, threads: int,
+                    repeat: int, peers: dict) -> dict:
+    """One network's run: every call's median in the network sequence (our engines and
+    the peers) and alone (our engines, by the suite's procedure), and the totals."""
+    layers = NETWORKS[name](batch)
+    order = training_order(layers, passes)
+    arrays = network_arrays(layers, dtype, NETWORK_SEED)
+    geometries = [geometry(layer.x_shape, layer.w_shape, layer.stride, layer.pad, 1,
+                           layer.groups, 0) for layer in layers]
+    rows = [{"layer": layers[i].name, "pass": p, "flops": geometries[i].flops,
+             "network_s": {}, "alone_s": {}} for i, p in order]
+    walls = {}
+    bar = _progress(len(order) * len(engines))
+    with num_threads(threads):
+        calls = {e: [_pass_fn(e, p, *arrays[i], layers[i]) for i, p in order] for e in engines}
+        for e in engines:
+            bar.set_description(f"{name} {e} network")
+            medians, walls[e] = time_sequence(calls[e], repeat)
+            for r, t in zip(rows, medians):
+                r["network_s"][e] = t
+        for k, r in enumerate(rows):
+            bar.set_description(f"{name} {r['layer']} {r['pass']} alone")
+            for e, (t, _) in _median_times({e: calls[e][k] for e in engines}, repeat).items():
+                r["alone_s"][e] = t
+            bar.update(len(engines))
+        for (i, p), r in zip(order, rows):
+            r["auto_chose"] = auto_engine(geometries[i], np.dtype(dtype), p)
+    bar.close()
+    del calls, arrays  # the peers make their own; a VGG-16 batch of 8 is 0.7 GB
+    for peer_name, peer in peers.items():
+        peer_passes = [p for p in passes if p in PEER_PASSES[peer_name]]
+        medians, walls[peer_name] = peer.sequence(layers, peer_passes, dtype, NETWORK_SEED,
+                                                  repeat)
+        keys = [(layers[i].name, p) for i, p in training_order(layers, peer_passes)]
+        by_key = dict(zip(keys, medians))
+        for r in rows:
+            if (r["layer"], r["pass"]) in by_key:
+                r["network_s"][peer_name] = by_key[r["layer"], r["pass"]]
+    return {
+        "batch": batch, "image": layers[0].H, "convolutions": len(layers),
+        "layers": [layer._asdict() for layer in layers],
+        "skipped": (f"{layers[0].name} grad_input (nothing upstream of the image needs it)"
+                    if "grad_input" in passes else None),
+        "rows": rows, "wall_s": walls,
+        "total_s": {who: _totals(rows, "network_s", who) for who in (*engines, *peers)},
+        "alone_total_s": {e: _totals(rows, "alone_s", e) for e in engines},
+    }
+
+
+def _ratio(num, den, width: int = 8) -> str:
+    return f"{num / den:{width - 1}.2f}x" if num is not None and den else f"{'-':>{width}}"
+
+
+def format_network(run: dict, name: str) -> str:
+    net = run["network"][name]
+    engines = list(net["alone_total_s"])
+    total, alone = net["total_s"], net["alone_total_s"]
+    torch, ort = total.get("torch", {}), total.get("ort", {})
+    out = [f"{name}, batch {net['batch']}, {net['image']}x{net['image']}: "
+           f"{net['convolutions']} convolutions"
+           + (f"; not run: {net['skipped']}" if net["skipped"] else ""), ""]
+    head = (f"{'engine':<8} {'pass':<14}{'network ms':>11}{'alone ms':>10}{'net/alone':>10}"
+            f"{'torch ms':>10}{'ort ms':>9}{'vs torch':>9}{'vs ort':>8}")
+    out += [head, "-" * len(head)]
+    for e in engines:
+        for p in total[e]:
+            ours = total[e][p]
+            out.append(f"{e:<8} {p:<14}{ours * 1e3:11.2f}{alone[e][p] * 1e3:10.2f}"
+                       f"{_ratio(ours, alone[e][p], 10)}"
+                       + _cell(torch, p, fmt="10.2f") + _cell(ort, p, fmt="9.2f")
+                       + _ratio(torch.get(p), ours, 9) + _ratio(ort.get(p), ours, 8))
+    out.append("sequence wall ms: " + "; ".join(
+        f"{who} " + ", ".join(f"{t * 1e3:.1f}" for t in walls)
+        for who, walls in net["wall_s"].items()))
+    e = "auto" if "auto" in engines else engines[0]
+    slowest = sorted(net["rows"], key=lambda r: -r["network_s"][e])[:10]
+    out += ["", f"the ten slowest calls of {e} in the network run:",
+            f"{'layer':<24} {'pass':<12}{e + ' ms':>10}{'GFLOP/s':>9}{'torch ms':>10}  engine"]
+    for r in slowest:
+        t = r["network_s"][e]
+        out.append(f"{r['layer']:<24} {r['pass']:<12}{t * 1e3:10.2f}{r['flops'] / t / 1e9:9.1f}"
+                   + _cell(r["network_s"], "torch", fmt="10.2f")
+                   + f"  {r['auto_chose'] if e == 'auto' else e}")
+    return "\n".join(out)
+
+
+def format_network_comparison(old: dict, new: dict) -> str:
+    """Each pass's total against a saved network run (old time / new time)."""
+    out = [f"compared with the run of {old['machine']['date']} (old total / new total):"]
+    for name, net in new["network"].items():
+        before = old["network"].get(name)
+        if before is None:
+            out.append(f"{name}: not in the saved run")
+            continue
+        who = [w for w in net["total_s"] if w in before["total_s"]]
+        out.append(f"{name}, batch {before['batch']} then {net['batch']}:".ljust(30)
+                   + "".join(f"{w:>9}" for w in who))
+        for p in (*PASSES, STEP):
+            if any(p in net["total_s"][w] for w in who):
+                out.append(f"  {p:<28}" + "".join(
+                    _ratio(before["total_s"][w].get(p), net["total_s"][w].get(p), 9)
+                    for w in who))
+    return "\n".join(out)
+
+
+def run_networks(names, batch: int, passes, engines, dtype: str, threads: int, repeat: int,
+                 peers: dict, notes) -> dict:
+    return {"machine": machine_info(threads, peers), "dtype": dtype, "threads": threads,
+            "repeat": repeat, "seed": NETWORK_SEED, "notes": list(notes),
+            "network": {name: measure_network(name, batch, passes, engines, dtype, threads,
+                                              repeat, peers) for name in names}}
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -305,12 +572,12 @@ def _pyplot():
 def plot(run: dict, path: str) -> None:
     plt = _pyplot()
     rows = run["rows"]
-    engines = [e for e in ENGINES + ("torch",) if e in rows[0]["gflops"]]
+    engines = [e for e in ENGINES + PEERS if any(e in r["gflops"] for r in rows)]
     labels = [f"{r['layer']}\n{r['pass']}" for r in rows]
     width = 0.8 / len(engines)
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(rows)), 5))
     for i, e in enumerate(engines):
-        ax.bar([j + i * width for j in range(len(rows))], [r["gflops"][e] for r in rows],
+        ax.bar([j + i * width for j in range(len(rows))], [r["gflops"].get(e, 0) for r in rows],
                width, label=e)
     ax.axhline(run["sgemm_gflops"], color="k", linestyle="--", label="SGEMM ceiling")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], labels, rotation=90,
@@ -323,29 +590,82 @@ def plot(run: dict, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _reject(options: dict, why: str) -> None:
+    given = [opt for opt, value in options.items() if value is not None and value is not False]
+    if given:
+        raise SystemExit(f"fastconv bench: {', '.join(given)} {why}")
+
+
 def run(args) -> int:
+    passes = _split(args.passes, PASSES, "pass(es)")
+    threads = args.threads or get_num_threads()
+    if args.network:
+        return _run_networks(args, passes, threads)
+    _reject({"--batch": args.batch, "--engines": args.engines},
+            "applies to --network runs only; the layer suite runs every engine on the "
+            "batch of each layer")
     layers = list(QUICK) if args.quick else _split(args.layers or ",".join(LAYERS), LAYERS,
                                                    "layer(s)")
-    passes = _split(args.passes, PASSES, "pass(es)")
     repeat = args.repeat or (3 if args.quick else 9)
-    threads = args.threads or get_num_threads()
     if args.plot:
         _pyplot()  # fail before the run, not after it
-    torch = _start_torch(args.no_torch, threads)
+    old = _load_compare(args.compare, "layer-suite")
+    peers, notes = _start_peers(args.no_torch, args.no_ort, threads, args.dtype, passes)
     try:
-        result = measure(layers, passes, args.dtype, threads, repeat, torch)
+        result = measure(layers, passes, args.dtype, threads, repeat, peers)
     finally:
-        if torch is not None:
-            torch.close()
+        _close(peers)
+    result["notes"] = notes
     print(format_table(result))
-    if args.compare:
-        with open(args.compare) as f:
-            print("\n" + format_comparison(json.load(f), result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    if old is not None:
+        print("\n" + format_comparison(old, result))
+    _save(args, result)
     if args.plot:
         plot(result, args.plot)
     for msg in result["failures"]:
         print("MISMATCH:", msg, file=sys.stderr)
     return 1 if result["failures"] else 0
+
+
+def _run_networks(args, passes, threads: int) -> int:
+    _reject({"--layers": args.layers, "--quick": args.quick, "--plot": args.plot},
+            "applies to the layer suite only, not to --network")
+    names = _split(args.network, NETWORKS, "network(s)")
+    engines = _split(args.engines or "auto", ENGINES, "engine(s)")
+    batch = 8 if args.batch is None else args.batch
+    if batch < 1:
+        raise SystemExit(f"fastconv bench: --batch must be a positive integer, got {batch}")
+    repeat = args.repeat or 3
+    old = _load_compare(args.compare, "network")
+    peers, notes = _start_peers(args.no_torch, args.no_ort, threads, args.dtype, passes)
+    try:
+        result = run_networks(names, batch, passes, engines, args.dtype, threads, repeat,
+                              peers, notes)
+    finally:
+        _close(peers)
+    print("\n\n".join(["\n".join(_header(result, f"median of {repeat} sequences"))]
+                      + [format_network(result, name) for name in names]))
+    if old is not None:
+        print("\n" + format_network_comparison(old, result))
+    _save(args, result)
+    return 0
+
+
+def _load_compare(path, kind: str):
+    """The saved run to compare with, read before the run so that a wrong file fails at
+    once; ``kind`` is "network" or "layer-suite", the kind of this run."""
+    if not path:
+        return None
+    with open(path) as f:
+        old = json.load(f)
+    saved = "network" if "network" in old else "layer-suite"
+    if saved != kind:
+        raise SystemExit(f"fastconv bench --compare: {path} is a {saved} run and this is a "
+                         f"{kind} run; compare runs of one kind")
+    return old
+
+
+def _save(args, result: dict) -> None:
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
