@@ -36,6 +36,27 @@ pieces; spot checks of NHWC and float64 follow the same pattern). What they assu
   product is a sliver BLAS runs far below peak, and im2col copies the input R*S times
   for almost no arithmetic. im2col is the wrong tool there (mobilenet_dw: 3-8x slower
   than direct); they always go to the direct engine.
+
+Added 2026-12-01 on a 2-core AMD EPYC (Zen 3, AVX2 only; float32, 2 threads, medians
+of 7; direct / im2col ms), after the im2col engine's pointwise passes moved onto its
+own threads (``engines/_products``):
+
+* 1x1 layers (pointwise, and the strided 1x1 projections of ResNet) go to im2col: its
+  products are single-threaded OpenBLAS gemms, which beat the direct engine's AVX2
+  kernels in every pass: resnet_c2_1x1 20.5 / 12.1, 19.3 / 8.4, 14.1 / 9.4; the 1x1/2
+  projection 64->128 at 56x56 3.6 / 2.4, 8.5 / 3.2, 4.1 / 2.3; MobileNetV2's 32->192 at
+  28x28 2.6 / 1.5 (forward), 3.6 / 1.6 (grad_weight). On the Zen 4 EPYC (AVX-512) the two
+  were even on resnet_c2_1x1 (8.6 / 8.7 ms forward, with the im2col products then on
+  NumPy's matmul). The exception is grad_input of a stride-1 1x1 layer with fewer than
+  ``POINTWISE_FEW_POSITIONS`` positions per image and several images: each image's
+  product packs the whole filter matrix for a 7x7 map (2048 <- 512 channels, N=8:
+  14.1 / 19.4; at N=1 im2col still wins, 512 <- 2048: 4.8 / 2.5).
+* On machines without AVX-512, strided grad_input onto maps of at least
+  ``STRIDED_GRAD_INPUT_POSITIONS`` output positions goes to im2col as well (its col2im
+  beats the AVX2 direct kernels there): resnet_c3_3x3s2 39.3 / 24.5, ResNet-18's
+  3x3/2 64->128 at 56x56 22.4 / 12.6, 128->256 at 28x28 15.6 / 13.6; onto 7x7 maps
+  direct still wins (256->512 at 14x14: 17.4 / 31.2). With AVX-512 the direct engine
+  wins them (Zen 4: resnet_c3_3x3s2 15.3 / 18.4).
 """
 from __future__ import annotations
 
@@ -53,14 +74,33 @@ DIRECT_MIN_POSITIONS = 1024
 FEW_CHANNELS = 8
 # grad_weight with a short reduction per filter goes to im2col from this many filters.
 WGRAD_MIN_FILTERS = 16
+# Stride-1 1x1 grad_input with fewer output positions per image than this, over at
+# least POINTWISE_FEW_IMAGES images, stays with the direct engine.
+POINTWISE_FEW_POSITIONS = 64
+POINTWISE_FEW_IMAGES = 4
+# Without AVX-512: strided grad_input with at least this many output positions per
+# image goes to im2col.
+STRIDED_GRAD_INPUT_POSITIONS = 196
 
 
-def choose_backend(g: ConvGeometry, dtype, num_threads: int) -> dict[str, str]:
+def simd_variant() -> str:
+    """The direct engine's SIMD variant in use ("avx512", "avx2", "baseline"), as the
+    compiled module reports it: the machine input of :func:`choose_backend`."""
+    try:
+        from . import _direct
+        return str(_direct.simd_info()["simd"])
+    except (ImportError, AttributeError, KeyError):
+        return "generic"
+
+
+def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = None
+                   ) -> dict[str, str]:
     """Return ``{"forward": engine, "grad_input": engine, "grad_weight": engine}``.
 
     ``engine`` is "direct" or "im2col". ``dtype`` and ``num_threads`` are part of the
     signature because a crossover can depend on them; the rules measured so far hold for
-    float32 and float64 on 1 and 2 threads alike.
+    float32 and float64 on 1 and 2 threads alike. ``simd`` is the direct engine's SIMD
+    variant ("avx512", "avx2", "baseline"; default: the one in use, ``simd_variant()``).
     """
     np.dtype(dtype)  # validates
     if num_threads < 1:
@@ -70,9 +110,18 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int) -> dict[str, str]:
     if g.covers_input:
         return dict.fromkeys(PASSES, "im2col")
     strided = g.stride_h > 1 or g.stride_w > 1
+    positions = g.P * g.Q
+    if g.R == g.S == 1 and not (g.pad_top or g.pad_bottom or g.pad_left or g.pad_right):
+        few = (not strided and positions < POINTWISE_FEW_POSITIONS
+               and g.N >= POINTWISE_FEW_IMAGES)
+        return {"forward": "im2col", "grad_input": "direct" if few else "im2col",
+                "grad_weight": "im2col"}
+    wide_strided = (strided and positions >= STRIDED_GRAD_INPUT_POSITIONS
+                    and (simd or simd_variant()) != "avx512")
     return {
         "forward": "direct",
-        "grad_input": "im2col" if strided and g.Cg <= FEW_CHANNELS else "direct",
+        "grad_input": "im2col" if strided and (g.Cg <= FEW_CHANNELS or wide_strided)
+        else "direct",
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
         or (g.Cg * g.R * g.S < SMALL_REDUCTION and g.Kg >= WGRAD_MIN_FILTERS) else "direct",
     }

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._dispatch import PASSES
+from ._dispatch import PASSES, simd_variant
 from ._geometry import ConvGeometry
 
 FILE_NAME = "tuned.json"
@@ -40,15 +40,6 @@ def cache_dir() -> Path:
     if sys.platform == "win32":
         return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "fastconv"
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastconv"
-
-
-def simd_variant() -> str:
-    """The direct engine's SIMD variant, as the compiled module reports it."""
-    try:
-        from . import _direct
-        return str(_direct.simd_info()["simd"])
-    except (ImportError, AttributeError, KeyError):
-        return "generic"
 
 
 def _header() -> dict:

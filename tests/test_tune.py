@@ -105,14 +105,34 @@ EXPECTED_CHOICES = {
     "lenet_c5": ("im2col", "im2col", "im2col"),
     "batch1_c4": ("direct", "direct", "im2col"),
     "lenet_c1": ("direct", "direct", "direct"),
+    "resnet_c2_1x1": ("im2col", "im2col", "im2col"),
 }
+# Where a machine without AVX-512 is answered otherwise: strided grad_input onto a large
+# map goes to im2col.
+EXPECTED_WITHOUT_AVX512 = {"resnet_c3_3x3s2": ("direct", "im2col", "direct")}
 
 
+@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("name", sorted(EXPECTED_CHOICES))
-def test_choose_backend_on_the_suite(name):
+def test_choose_backend_on_the_suite(name, simd):
     from fastconv.suite import LAYERS
     layer = LAYERS[name]
     g = geometry(layer.x_shape, layer.w_shape, layer.stride, layer.pad, 1, layer.groups, 0)
-    choice = fastconv.choose_backend(g, np.float32, 2)
-    assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == \
-        EXPECTED_CHOICES[name]
+    choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
+    expected = EXPECTED_CHOICES[name]
+    if simd != "avx512":
+        expected = EXPECTED_WITHOUT_AVX512.get(name, expected)
+    assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == expected
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, expected", [
+    ((8, 2048, 7, 7), (512, 2048, 1, 1), 1, "direct"),   # 7x7 maps, 8 images
+    ((1, 512, 7, 7), (2048, 512, 1, 1), 1, "im2col"),    # 7x7, one image
+    ((8, 512, 14, 14), (1024, 512, 1, 1), 2, "im2col"),  # a strided projection
+    ((8, 256, 14, 14), (512, 256, 3, 3), 2, "direct"),   # strided onto 7x7 maps
+    ((8, 128, 28, 28), (256, 128, 3, 3), 2, "im2col"),   # strided onto 14x14 maps
+])
+def test_grad_input_choices_without_avx512(x_shape, w_shape, stride, expected):
+    pad = 1 if w_shape[2] == 3 else 0
+    g = geometry(x_shape, w_shape, stride, pad, 1, 1, 0)
+    assert fastconv.choose_backend(g, np.float32, 2, simd="avx2")["grad_input"] == expected
