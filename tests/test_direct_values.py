@@ -118,3 +118,34 @@ def test_kvec_filter_split_across_threads(layout, dtype):
         for r in runs[1:]:
             for a, b in zip(runs[0], r):
                 assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, stride, dilation, pad, kernel", [
+    ((4, 64, 96, 96), 2, 1, 1, (3, 3)),  # MobileNet's stride-2 3x3; 10 MFLOP: 2 threads
+    ((3, 16, 13, 11), (2, 3), 1, ((0, 2), (1, 0)), (3, 2)),  # narrow rows: tiled forward
+    ((1, 8, 30, 31), 1, (2, 1), 2, (3, 5)),      # dilated, stride 1
+    ((2, 10, 33, 29), 3, 2, "same", (5, 5)),
+])
+def test_strided_depthwise_planes(x_shape, stride, dilation, pad, kernel, dtype, rng):
+    """The plane loops of strided and dilated depthwise layers (NCHW) against the
+    reference, with grad_w bitwise equal across thread counts (the first case is large
+    enough for threads_for() to give it two threads)."""
+    C = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((C, 1) + kernel).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    kw = dict(stride=stride, dilation=dilation, pad=pad, groups=C)
+    y_ref = fastconv.conv2d(x, w, bias=b, backend="reference", **kw)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    ref = fastconv.conv2d_backward(gy, x, w, backend="reference", **kw)
+
+    def grads():
+        return fastconv.conv2d_backward(gy, x, w, backend="direct", **kw)
+    grad_w = same_bits_on_threads(lambda: grads().w)
+    with fastconv.num_threads(2):
+        assert_close(fastconv.conv2d(x, w, bias=b, backend="direct", **kw), y_ref, dtype, "y")
+        got = grads()
+    assert_close(got.x, ref.x, dtype, "grad_x")
+    assert_close(grad_w, ref.w, dtype, "grad_w")
+    assert_close(got.b, ref.b, dtype, "grad_b")
