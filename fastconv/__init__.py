@@ -5,12 +5,16 @@ Where things live:
 * ``conv2d``, ``conv2d_backward``, ``output_shape``: ``fastconv/_api.py``
 * the engines (``forward``, ``grad_input``, ``grad_weight``, ``grad_bias``):
   ``fastconv/engines/`` -- ``direct.py`` wraps the Cython kernels in ``csrc/_direct.pyx``,
-  ``im2col.py`` holds the Numba kernels (their BLAS calls: ``engines/_cblas.py``),
-  ``reference.py`` the plain NumPy twin
-* ``fastconv bench``: ``fastconv/bench.py``, with PyTorch timed by ``_torch_peer.py``
+  ``im2col.py`` holds the Numba kernels (their BLAS calls: ``engines/_cblas.py``; the
+  pointwise and whole-window products: ``engines/_products.py``), ``reference.py`` the
+  plain NumPy twin
+* ``fastconv bench``: ``fastconv/bench.py``, with PyTorch timed by ``_torch_peer.py`` and
+  ONNX Runtime by ``_ort_peer.py``; the layer suite in ``suite.py``, the networks of
+  ``--network`` in ``networks.py``
 * ``backend="auto"``: tuned winners from ``fastconv/_tune.py`` (``tune``), else the cost
   model ``choose_backend`` in ``fastconv/_dispatch.py``
-* threads: ``fastconv/_threads.py``; ``show_config``: ``fastconv/_config.py``
+* threads: ``fastconv/_threads.py`` (the BLAS pools: ``_blas.py``); ``show_config``:
+  ``fastconv/_config.py``
 * ``conv1d``, ``conv1d_backward`` (on the conv2d engines), ``correlate``, ``convolve``:
   ``fastconv/_conv1d.py``
 * ``conv_matrix``, ``linear_to_conv``, ``conv_to_linear``: ``fastconv/_matrix.py``

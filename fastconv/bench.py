@@ -36,7 +36,7 @@ import numpy as np
 
 from . import __version__, conv2d, conv2d_backward, get_num_threads, num_threads, output_shape
 from ._api import auto_engine
-from ._tune import simd_variant
+from ._dispatch import simd_variant
 from ._validate import geometry
 from .networks import NETWORKS
 from .suite import LAYERS, QUICK

@@ -20,7 +20,9 @@ Modules:
   reference  plain NumPy, obviously right, slow (the slow twin of every fast path)
   direct     Cython direct convolution, OpenMP threads, no workspace (csrc/_direct.pyx)
   im2col     Numba im2col/col2im kernels: each thread unrolls a cache-sized piece of the
-             column matrix and multiplies it with a single-threaded BLAS gemm (_cblas)
+             column matrix and multiplies it with a single-threaded BLAS gemm (_cblas);
+             pointwise and whole-window passes are gemm tasks on the same threads
+             (_products)
 """
 import importlib
 
