@@ -89,8 +89,7 @@ def _enter() -> None:
     global _sections, _saved
     with _section_lock:
         if _sections == 0:
-            libs = _libs if _libs is not None else blas_libraries()
-            _saved = [(lib, lib.get_num_threads()) for lib in libs]
+            _saved = [(lib, lib.get_num_threads()) for lib in blas_libraries()]
             for lib, n in _saved:
                 if n != 1:
                     lib.set_num_threads(1)

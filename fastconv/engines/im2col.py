@@ -156,7 +156,7 @@ def _subnormals_as_zero(a: np.ndarray) -> np.ndarray:
     return np.where(np.abs(a) < tiny, a.dtype.type(0), a)
 
 
-def _readable(g: ConvGeometry, *arrays):
+def _readable(*arrays):
     """The arrays, with subnormals read as zero where our kernels cannot flush them:
     on machines where ``_fpmode`` cannot set FTZ/DAZ. Elsewhere every gemm runs on a
     kernel thread that flushes (``_fpmode``), which saves the scan (0.1-0.8 ms a pass
@@ -723,7 +723,7 @@ def _products(g: ConvGeometry, pass_name: str, arrays: dict, out, bias=None):
 
 
 def forward(x, w, bias, g: ConvGeometry):
-    x, w = _readable(g, x, w)
+    x, w = _readable(x, w)
     y = np.empty(g.y_shape, x.dtype)
     if _dense(g) or g.is_pointwise:
         return _products(g, "forward", {"x": x, "w": w}, y, bias)
@@ -816,8 +816,8 @@ def _image_band(g: ConvGeometry, itemsize: int, T: int) -> int:
 
 
 def grad_input(grad_y, w, g: ConvGeometry):
-    grad_y, w = _readable(g, grad_y, w)
-    G, Kg, Q, isz = g.groups, g.Kg, g.Q, grad_y.itemsize
+    grad_y, w = _readable(grad_y, w)
+    G, Q, isz = g.groups, g.Q, grad_y.itemsize
     crs = g.C * g.R * g.S
     if _dense(g) or g.is_pointwise:
         return _products(g, "grad_input", {"y": grad_y, "w": w},
@@ -856,8 +856,8 @@ def grad_input(grad_y, w, g: ConvGeometry):
 
 
 def grad_weight(grad_y, x, g: ConvGeometry):
-    grad_y, x = _readable(g, grad_y, x)
-    G, Kg, K, Q, isz = g.groups, g.Kg, g.K, g.Q, x.itemsize
+    grad_y, x = _readable(grad_y, x)
+    G, K, Q, isz = g.groups, g.K, g.Q, x.itemsize
     crs = g.C * g.R * g.S
     gw = np.empty(g.w_shape, x.dtype)
     if _dense(g) or g.is_pointwise:  # the input already is the column matrix
