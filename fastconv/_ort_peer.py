@@ -87,7 +87,4 @@ def _ort_library(threads: int):
 
 def start(threads: int) -> PeerProcess | None:
     """A running ONNX Runtime peer, or None when onnxruntime or onnx is not installed."""
-    try:
-        return PeerProcess(_ort_library, threads)
-    except ImportError:
-        return None
+    return PeerProcess.start(_ort_library, threads)

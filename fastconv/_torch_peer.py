@@ -59,6 +59,14 @@ class PeerProcess:
             raise RuntimeError(f"peer process failed: {value}")
         return value
 
+    @classmethod
+    def start(cls, library, threads: int) -> PeerProcess | None:
+        """A running peer of ``library``, or None when its packages are not installed."""
+        try:
+            return cls(library, threads)
+        except ImportError:
+            return None
+
     def close(self) -> None:
         if self._proc.is_alive():
             try:
@@ -93,10 +101,7 @@ def _torch_library(threads: int):
 
 def start(threads: int) -> PeerProcess | None:
     """A running PyTorch peer, or None when PyTorch is not installed."""
-    try:
-        return PeerProcess(_torch_library, threads)
-    except ImportError:
-        return None
+    return PeerProcess.start(_torch_library, threads)
 
 
 def _serve(conn, library, threads: int) -> None:
