@@ -163,6 +163,7 @@ cdef extern from "direct_kernels.h" nogil:
     int FC_MR_MAX
     int FC_DW_RB
     int FC_DW_MAXK
+    Py_ssize_t FC_PW_BUF(Py_ssize_t k, Py_ssize_t nr, Py_ssize_t mr, Py_ssize_t itemsize)
     Py_ssize_t FC_DW_RING(int R, int S, Py_ssize_t Q, Py_ssize_t VL)
     ctypedef struct fc_kernels:
         const char *name
@@ -170,6 +171,8 @@ cdef extern from "direct_kernels.h" nogil:
         int kb
         int mr
         int nvk
+        int pw_mr
+        int pw_nv
         void (*conv_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
                          const float *, float *, ptrdiff_t, int) noexcept nogil
         void (*conv_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
@@ -198,6 +201,16 @@ cdef extern from "direct_kernels.h" nogil:
         void (*dww_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *,
                         ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, ptrdiff_t, ptrdiff_t,
                         double *, double *) noexcept nogil
+        void (*pw_pack_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                            float *) noexcept nogil
+        void (*pw_pack_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                            double *) noexcept nogil
+        void (*pw_gemm_f32)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *,
+                            ptrdiff_t, float *, ptrdiff_t, const float *, int,
+                            float *) noexcept nogil
+        void (*pw_gemm_f64)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, const double *,
+                            ptrdiff_t, double *, ptrdiff_t, const double *, int,
+                            double *) noexcept nogil
     unsigned fc_ftz_enter()
     void fc_ftz_leave(unsigned old)
     const fc_kernels *fc_select(const char *request)
@@ -1209,6 +1222,9 @@ cdef int _dws_run(int which, const floating* a, const floating* b, const floatin
     return 0
 
 
+include "_pointwise.pxi"
+
+
 def forward(
     const floating[::1] x,     # IN: (N, C, H, W) or (N, H, W, C)
     const floating[::1] w,     # IN: (K, Cg, R, S) or (R, S, Cg, K)
@@ -1233,6 +1249,10 @@ def forward(
     if _dw_fits(&cv, layout):
         _dw_corr(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], N, C, H, W, P, Q,
                  <int>R, <int>S, pad_top, pad_left, False, n_threads)
+        return
+    if _pw_fits(&cv, layout):  # y_n,g = W_g . x_n,g
+        _pw_run(&w[0], cv.Cg, 1, cv.Kg * cv.Cg, &x[0], &bias[0] if has_bias else NULL,
+                &y[0], cv.Kg, cv.Cg, H * W, N, groups, n_threads)
         return
     if _dw_strided_fits(&cv, layout) and Q >= _DWS_FORWARD_MIN_Q:
         _dws_run(0, &x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cv, n_threads)
@@ -1276,6 +1296,10 @@ def grad_input(
         return
     if _dw_strided_fits(&cv, layout):
         _dws_run(1, &grad_y[0], &w[0], <floating*>NULL, &grad_x[0], &cv, n_threads)
+        return
+    if _pw_fits(&cv, layout):  # dx_n,g = W_g^T . dy_n,g
+        _pw_run(&w[0], 1, cv.Cg, cv.Kg * cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0],
+                cv.Cg, cv.Kg, H * W, N, groups, n_threads)
         return
     # Phase (a, b) is grad_x[a::sh, b::sw]. Input row h = a + i*sh meets tap r from
     # output row p = i + e_r, e_r = (a + pt - r*dh) / sh, when that division is exact.

@@ -46,20 +46,51 @@
 #define FC_KB_ISA 8
 #define FC_MR 8
 #define FC_NVK 3
+#define FC_PW_MR 12
+#define FC_PW_NV 2
 #elif defined(FC_ISA_AVX2)
 #define FC_SUFFIX avx2
 #define FC_VBYTES 32
 #define FC_KB_ISA 4
 #define FC_MR 6
 #define FC_NVK 2
+#define FC_PW_MR 6
+#define FC_PW_NV 2
 #else
 #define FC_SUFFIX baseline
 #define FC_VBYTES 16
 #define FC_KB_ISA 4
 #define FC_MR 6
 #define FC_NVK 2
+#define FC_PW_MR 6
+#define FC_PW_NV 2
 #endif
 
+/* Non-temporal vector stores (fc_pw_gemm streams large outputs past the caches) and the
+ * fence that orders them; plain stores where the ISA has none. p is vector-aligned. */
+#if defined(FC_ISA_AVX512)
+#include <immintrin.h>
+#define fc_stream_f32(p, v) _mm512_stream_ps((p), (__m512)(v))
+#define fc_stream_f64(p, v) _mm512_stream_pd((p), (__m512d)(v))
+#define FC_SFENCE() _mm_sfence()
+#elif defined(FC_ISA_AVX2)
+#include <immintrin.h>
+#define fc_stream_f32(p, v) _mm256_stream_ps((p), (__m256)(v))
+#define fc_stream_f64(p, v) _mm256_stream_pd((p), (__m256d)(v))
+#define FC_SFENCE() _mm_sfence()
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#define fc_stream_f32(p, v) _mm_stream_ps((p), (__m128)(v))
+#define fc_stream_f64(p, v) _mm_stream_pd((p), (__m128d)(v))
+#define FC_SFENCE() _mm_sfence()
+#else
+#define fc_stream_f32(p, v) memcpy((p), &(v), sizeof(v))
+#define fc_stream_f64(p, v) memcpy((p), &(v), sizeof(v))
+#define FC_SFENCE() ((void)0)
+#endif
+
+#define FC_CAT2_(a, b) a##b
+#define FC_CAT2(a, b) FC_CAT2_(a, b)
 #define FC_CAT3_(a, b, c) a##_##b##_##c
 #define FC_CAT3(a, b, c) FC_CAT3_(a, b, c)
 #define FC_INLINE static inline __attribute__((always_inline))
@@ -83,11 +114,13 @@
 #define FC_STR_(x) #x
 #define FC_STR(x) FC_STR_(x)
 const fc_kernels FC_TABLE_NAME = {
-    FC_STR(FC_SUFFIX), FC_VBYTES, FC_KB_ISA, FC_MR, FC_NVK,
+    FC_STR(FC_SUFFIX), FC_VBYTES, FC_KB_ISA, FC_MR, FC_NVK, FC_PW_MR, FC_PW_NV,
     FC_CAT3(fc_conv, f32, FC_SUFFIX), FC_CAT3(fc_conv, f64, FC_SUFFIX),
     FC_CAT3(fc_conv1, f32, FC_SUFFIX), FC_CAT3(fc_conv1, f64, FC_SUFFIX),
     FC_CAT3(fc_wgrad, f32, FC_SUFFIX), FC_CAT3(fc_wgrad, f64, FC_SUFFIX),
     FC_CAT3(fc_kvec, f32, FC_SUFFIX), FC_CAT3(fc_kvec, f64, FC_SUFFIX),
     FC_CAT3(fc_dw, f32, FC_SUFFIX), FC_CAT3(fc_dw, f64, FC_SUFFIX),
     FC_CAT3(fc_dww, f32, FC_SUFFIX), FC_CAT3(fc_dww, f64, FC_SUFFIX),
+    FC_CAT3(fc_pw_pack, f32, FC_SUFFIX), FC_CAT3(fc_pw_pack, f64, FC_SUFFIX),
+    FC_CAT3(fc_pw_gemm, f32, FC_SUFFIX), FC_CAT3(fc_pw_gemm, f64, FC_SUFFIX),
 };

@@ -35,7 +35,12 @@
     void fc_dww_##TS##_##SUFFIX(const T *x, ptrdiff_t xs_h, ptrdiff_t Hi, ptrdiff_t Wi,   \
                                 const T *dy, ptrdiff_t ys_p, ptrdiff_t P, ptrdiff_t Q,     \
                                 int R, int S, ptrdiff_t pt, ptrdiff_t pl, T *acc,          \
-                                T *ring);
+                                T *ring);                                                  \
+    void fc_pw_pack_##TS##_##SUFFIX(const T *a, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t m,  \
+                                    ptrdiff_t k, T *ap);                                   \
+    void fc_pw_gemm_##TS##_##SUFFIX(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *ap,   \
+                                    const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,        \
+                                    const T *bias, int nt, T *buf);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -61,12 +66,18 @@ FC_DECLARE_ISA(avx512)
 #define FC_DW_PITCH(S, Q, VL) ((((Q) + (VL) - 1) / (VL) * (VL) + (S) - 1 + 15) / 16 * 16)
 #define FC_DW_RING(R, S, Q, VL) ((2 * FC_DW_RB + (R)) * FC_DW_PITCH(S, Q, VL) + 2 * (VL) * FC_DW_RB + 16)
 
+/* fc_pw_gemm's scratch, in elements: a k x nr sliver, an mr x nr block, mr biases, and
+ * room to align the sliver to 64 bytes (nr = pw_nv vectors, mr = pw_mr of the set). */
+#define FC_PW_BUF(k, nr, mr, itemsize) ((k) * (nr) + (mr) * (nr) + (mr) + 64 / (itemsize))
+
 typedef struct {
     const char *name;
     int vbytes;      /* vector width in bytes */
     int kb;          /* output channels per conv register block */
     int mr;          /* rows per fc_kvec block */
     int nvk;         /* vectors per fc_kvec block */
+    int pw_mr;       /* rows per fc_pw_gemm block */
+    int pw_nv;       /* vectors per fc_pw_gemm block */
     void (*conv_f32)(const float *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
                      const float *, float *, ptrdiff_t, int);
     void (*conv_f64)(const double *, ptrdiff_t, ptrdiff_t, const ptrdiff_t *, ptrdiff_t,
@@ -94,6 +105,12 @@ typedef struct {
     void (*dww_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *,
                     ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, ptrdiff_t, ptrdiff_t, double *,
                     double *);
+    void (*pw_pack_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *);
+    void (*pw_pack_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *);
+    void (*pw_gemm_f32)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *,
+                        ptrdiff_t, float *, ptrdiff_t, const float *, int, float *);
+    void (*pw_gemm_f64)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, const double *,
+                        ptrdiff_t, double *, ptrdiff_t, const double *, int, double *);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best

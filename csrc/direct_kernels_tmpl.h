@@ -457,6 +457,8 @@ void FC_CAT3(fc_dww, TS, FC_SUFFIX)(const T *x, ptrdiff_t xs_h, ptrdiff_t Hi, pt
 #undef DWW_BLOCK
 #undef DWW_PLANE
 
+#include "pointwise_kernels_tmpl.h"
+
 #undef V
 #undef VL
 #undef LOAD

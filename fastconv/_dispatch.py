@@ -51,6 +51,16 @@ own threads (``engines/_products``):
   ``POINTWISE_FEW_POSITIONS`` positions per image and several images: each image's
   product packs the whole filter matrix for a 7x7 map (2048 <- 512 channels, N=8:
   14.1 / 19.4; at N=1 im2col still wins, 512 <- 2048: 4.8 / 2.5).
+* Then the direct engine got products of its own for NCHW pointwise layers (1x1,
+  stride 1, unpadded; csrc/pointwise_kernels_tmpl.h), and their forward and grad_input
+  came back to it on maps of at least ``POINTWISE_DIRECT_POSITIONS`` positions (direct /
+  im2col ms, best of two medians of 7): resnet_c2_1x1 8.3 / 10.3 forward, 8.4 / 10.9
+  grad_input; 64->256 at 56x56 8.5 / 10.0, 10.3 / 11.7; 128->512 at 28x28 7.6 / 9.1,
+  8.4 / 9.7; MobileNetV2's 144->24 at 56x56 2.8 / 3.2, 2.1 / 2.9. On 14x14 they are even
+  (256->1024: 8.7 / 7.6, 8.3 / 8.5) and on 7x7 im2col's forward wins (512->2048:
+  10.6 / 9.5), where a filter matrix larger than L2 streams once per column sliver;
+  grad_input there stays direct through the few-positions rule above (2048 <- 512:
+  12.4 / 18.4). NHWC and strided 1x1 layers stay with im2col, and so does grad_weight.
 * On machines without AVX-512, strided grad_input onto maps of at least
   ``STRIDED_GRAD_INPUT_POSITIONS`` output positions goes to im2col as well (its col2im
   beats the AVX2 direct kernels there): resnet_c3_3x3s2 39.3 / 24.5, ResNet-18's
@@ -78,6 +88,9 @@ WGRAD_MIN_FILTERS = 16
 # least POINTWISE_FEW_IMAGES images, stays with the direct engine.
 POINTWISE_FEW_POSITIONS = 64
 POINTWISE_FEW_IMAGES = 4
+# NCHW stride-1 1x1 forward and grad_input on at least this many positions per image
+# go to the direct engine's pointwise products.
+POINTWISE_DIRECT_POSITIONS = 400
 # Without AVX-512: strided grad_input with at least this many output positions per
 # image goes to im2col.
 STRIDED_GRAD_INPUT_POSITIONS = 196
@@ -114,7 +127,9 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     if g.R == g.S == 1 and not (g.pad_top or g.pad_bottom or g.pad_left or g.pad_right):
         few = (not strided and positions < POINTWISE_FEW_POSITIONS
                and g.N >= POINTWISE_FEW_IMAGES)
-        return {"forward": "im2col", "grad_input": "direct" if few else "im2col",
+        products = not strided and not g.nhwc and positions >= POINTWISE_DIRECT_POSITIONS
+        return {"forward": "direct" if products else "im2col",
+                "grad_input": "direct" if few or products else "im2col",
                 "grad_weight": "im2col"}
     wide_strided = (strided and positions >= STRIDED_GRAD_INPUT_POSITIONS
                     and (simd or simd_variant()) != "avx512")

@@ -41,6 +41,12 @@ EDGE_CASES = [
     dict(x=(2, 2, 7, 33), w=(2, 1, 3, 3), stride=1, pad=3, groups=2),
     dict(x=(1, 5, 13, 18), w=(5, 1, 2, 4), stride=1, pad=0, groups=5),
     dict(x=(1, 2, 10, 9), w=(2, 1, 7, 7), stride=1, pad=(3, 2), groups=2),
+    # Pointwise, stride 1 (NCHW: the pointwise products): filters and channels that
+    # leave a partial row block (13, 26/3), maps that leave a partial column sliver
+    # (45, 66 positions) or are narrower than one (6), one input channel.
+    dict(x=(2, 7, 5, 9), w=(13, 7, 1, 1), stride=1, pad=0),
+    dict(x=(1, 12, 6, 11), w=(27, 4, 1, 1), stride=1, pad=0, groups=3),
+    dict(x=(3, 1, 2, 3), w=(5, 1, 1, 1), stride=1, pad=0),
 ]
 
 CHILD = textwrap.dedent("""

@@ -149,3 +149,46 @@ def test_strided_depthwise_planes(x_shape, stride, dilation, pad, kernel, dtype,
     assert_close(got.x, ref.x, dtype, "grad_x")
     assert_close(grad_w, ref.w, dtype, "grad_w")
     assert_close(got.b, ref.b, dtype, "grad_b")
+
+
+@pytest.fixture(params=["plain", "streamed"])
+def pointwise_stores(request):
+    """The pointwise products with their stores as the size rule gives them, and with
+    every output streamed (non-temporal stores), however small."""
+    _direct._set_pointwise(True, 2**62 if request.param == "plain" else 0)
+    yield request.param
+    _direct._set_pointwise(True)
+
+
+def _misaligned(a):
+    """A C-contiguous copy of a whose data starts 4 bytes past a 64-byte line (NumPy
+    aligns to 16; a caller's slice can be anywhere)."""
+    raw = np.empty(a.nbytes + 64 + a.itemsize, np.uint8)
+    start = (-raw.ctypes.data % 64) + 4
+    out = raw[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c, k, h, w, groups", [
+    (3, 70, 37, 20, 103, 1),  # 2 threads; 37 filters: a partial row block; 2060 columns
+    (1, 24, 30, 9, 7, 3),     # one image cut into column chunks; groups; 63 positions
+    (2, 5, 64, 1, 1, 1),      # one position per image: a sliver of one column
+])
+def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, dtype, rng):
+    """The NCHW pointwise products (forward and grad_input) against the reference, on
+    aligned and misaligned operands, bitwise equal across thread counts."""
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c // groups, 1, 1)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    kw = dict(groups=groups)
+    y_ref = fastconv.conv2d(x, wt, bias=b, backend="reference", **kw)
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    gx_ref = fastconv.conv2d_backward(gy, x, wt, wrt="x", backend="reference", **kw).x
+    for xs, gys in ((x, gy), (_misaligned(x), _misaligned(gy))):
+        y = same_bits_on_threads(lambda: fastconv.conv2d(xs, wt, bias=b, backend="direct", **kw))
+        gx = same_bits_on_threads(
+            lambda: fastconv.conv2d_backward(gys, xs, wt, wrt="x", backend="direct", **kw).x)
+        assert_close(y, y_ref, dtype, "y")
+        assert_close(gx, gx_ref, dtype, "grad_x")

@@ -105,7 +105,7 @@ EXPECTED_CHOICES = {
     "lenet_c5": ("im2col", "im2col", "im2col"),
     "batch1_c4": ("direct", "direct", "im2col"),
     "lenet_c1": ("direct", "direct", "direct"),
-    "resnet_c2_1x1": ("im2col", "im2col", "im2col"),
+    "resnet_c2_1x1": ("direct", "direct", "im2col"),
 }
 # Where a machine without AVX-512 is answered otherwise: strided grad_input onto a large
 # map goes to im2col.
@@ -131,8 +131,22 @@ def test_choose_backend_on_the_suite(name, simd):
     ((8, 512, 14, 14), (1024, 512, 1, 1), 2, "im2col"),  # a strided projection
     ((8, 256, 14, 14), (512, 256, 3, 3), 2, "direct"),   # strided onto 7x7 maps
     ((8, 128, 28, 28), (256, 128, 3, 3), 2, "im2col"),   # strided onto 14x14 maps
+    ((8, 256, 14, 14), (1024, 256, 1, 1), 1, "im2col"),  # pointwise onto 14x14 maps
+    ((8, 512, 28, 28), (128, 512, 1, 1), 1, "direct"),   # pointwise onto 28x28 maps
 ])
 def test_grad_input_choices_without_avx512(x_shape, w_shape, stride, expected):
     pad = 1 if w_shape[2] == 3 else 0
     g = geometry(x_shape, w_shape, stride, pad, 1, 1, 0)
     assert fastconv.choose_backend(g, np.float32, 2, simd="avx2")["grad_input"] == expected
+
+
+@pytest.mark.parametrize("layout, x_shape, expected", [
+    (0, (8, 64, 56, 56), "direct"),   # NCHW: the direct engine's pointwise products
+    (0, (8, 64, 14, 14), "im2col"),   # NCHW onto a 14x14 map
+    (1, (8, 56, 56, 64), "im2col"),   # NHWC
+])
+def test_pointwise_forward_choice(layout, x_shape, expected):
+    w_shape = (256, 64, 1, 1) if layout == 0 else (1, 1, 64, 256)
+    g = geometry(x_shape, w_shape, 1, 0, 1, 1, layout)
+    for simd in ("avx512", "avx2", "baseline"):
+        assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["forward"] == expected

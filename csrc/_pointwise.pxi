@@ -1,0 +1,97 @@
+# Included by _direct.pyx (it shares _Conv, _K and the helpers there).
+#
+# ---------------------------------------------------------------------------------------
+# Pointwise layers (1x1, stride 1, unpadded) in NCHW are matrix products, one per image
+# and group, with the image itself as the right-hand side: forward
+# y_n,g (Kg x HW) = W_g (Kg x Cg) . x_n,g (Cg x HW), grad_input
+# dx_n,g (Cg x HW) = W_g^T (Cg x Kg) . dy_n,g (Kg x HW). fc_pw_gemm
+# (csrc/pointwise_kernels_tmpl.h) runs them: packed filters, the image read in column
+# slivers, no tile and no im2col. Each thread takes whole (image, group, column chunk)
+# units and every output element is one dot product in a fixed order, so results are
+# bitwise the same for any thread count. _PW_MODE: 0 auto, 1 never (tests and
+# measurements of the tiled path).
+cdef int _PW_MODE = 0
+# Outputs at least this large are streamed past the caches (non-temporal stores): they
+# would not stay cached anyway, and their lines are then never read for ownership.
+# Measured (Zen 3, 2 threads, resnet_c2_1x1 through conv2d, one run): forward 8.5 ms
+# streamed, 9.5 not; grad_input (25.7 MB out) 7.6 / 10.2.
+cdef Py_ssize_t _PW_STREAM_BYTES = 2 * 1024 * 1024
+# The narrowest column chunk a unit takes, in slivers of fc_pw_gemm's width.
+cdef Py_ssize_t _PW_MIN_SLIVERS = 4
+
+
+def _set_pointwise(bint on, Py_ssize_t stream_bytes=2 * 1024 * 1024):
+    """Testing and tuning hook: allow (True) or forbid the pointwise product path, and
+    the output size from which it streams its stores."""
+    global _PW_MODE, _PW_STREAM_BYTES
+    _PW_MODE = 0 if on else 1
+    _PW_STREAM_BYTES = stream_bytes
+
+
+cdef bint _pw_fits(const _Conv* cv, int layout) noexcept:
+    return (_PW_MODE == 0 and layout == LAYOUT_NCHW and cv.R == 1 and cv.S == 1
+            and cv.stride_h == 1 and cv.stride_w == 1 and cv.pad_top == 0
+            and cv.pad_left == 0 and cv.P == cv.H and cv.Q == cv.W)
+
+
+cdef Py_ssize_t _pw_chunks(Py_ssize_t units, Py_ssize_t slivers, Py_ssize_t T) noexcept:
+    """Column chunks per (image, group): as few as give every thread the same number
+    of units (or at least 4 each), none narrower than _PW_MIN_SLIVERS slivers."""
+    cdef Py_ssize_t c = 1
+    while ((units * c) % T != 0 and units * c < 4 * T
+           and slivers // (c + 1) >= _PW_MIN_SLIVERS):
+        c += 1
+    return c
+
+
+cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
+                 const floating* b, const floating* bias, floating* c, Py_ssize_t m,
+                 Py_ssize_t k, Py_ssize_t HW, Py_ssize_t N, Py_ssize_t G,
+                 int n_threads) except -1:
+    # c[n, g*m + i, :] = bias[g*m + i] + sum_{p<k} A_g[i, p] * b[n, g*k + p, :], with
+    # A_g[i, p] = a[g*gs + i*rs + p*cs]: b has G*k rows of HW per image, c has G*m.
+    cdef:
+        Py_ssize_t isz = sizeof(floating)
+        Py_ssize_t mr = _K.pw_mr, nr = _K.pw_nv * _K.vbytes // isz
+        Py_ssize_t apk = (m + mr - 1) // mr * mr * k  # one group's packed filters
+        Py_ssize_t slivers = (HW + nr - 1) // nr
+        Py_ssize_t units = N * G, chunks, per_chunk, u, n, g, j0, j1, tid, nthr
+        Py_ssize_t bufsz = FC_PW_BUF(k, nr, mr, isz)
+        int nt = N * G * m * HW * isz >= _PW_STREAM_BYTES
+        unsigned csr
+        floating* ap
+        floating* buf
+    nthr = max(1, n_threads)
+    chunks = _pw_chunks(units, slivers, nthr)
+    per_chunk = (slivers + chunks - 1) // chunks * nr
+    units *= chunks
+    nthr = min(nthr, units)
+    ap = <floating*>malloc((G * apk + nthr * bufsz) * isz)
+    if ap == NULL:
+        raise MemoryError()
+    buf = ap + G * apk
+    for g in range(G):
+        if floating is float:
+            _K.pw_pack_f32(a + g * gs, rs, cs, m, k, ap + g * apk)
+        else:
+            _K.pw_pack_f64(a + g * gs, rs, cs, m, k, ap + g * apk)
+    with nogil, parallel(num_threads=nthr):
+        tid = threadid()
+        csr = fc_ftz_enter()
+        for u in prange(units, schedule='static'):
+            n = u // (G * chunks)
+            g = u // chunks % G
+            j0 = u % chunks * per_chunk
+            j1 = min(HW, j0 + per_chunk)
+            if j0 < j1:
+                if floating is float:
+                    _K.pw_gemm_f32(m, j1 - j0, k, ap + g * apk, b + (n * G + g) * k * HW + j0,
+                                   HW, c + (n * G + g) * m * HW + j0, HW,
+                                   bias + g * m if bias != NULL else NULL, nt, buf + tid * bufsz)
+                else:
+                    _K.pw_gemm_f64(m, j1 - j0, k, ap + g * apk, b + (n * G + g) * k * HW + j0,
+                                   HW, c + (n * G + g) * m * HW + j0, HW,
+                                   bias + g * m if bias != NULL else NULL, nt, buf + tid * bufsz)
+        fc_ftz_leave(csr)
+    free(ap)
+    return 0

@@ -1,0 +1,157 @@
+/* The pointwise product C (m x n) = A (m x k) . B (k x n) + bias, for one element type;
+ * included by direct_kernels.c after direct_kernels_tmpl.h (which defines V, VL, LOAD,
+ * STORE, SPLAT for T). Not a public header.
+ *
+ * A pointwise (1x1, stride 1, unpadded) NCHW convolution is one such product per image
+ * and group: forward y_n (K x HW) = W (K x C) . x_n (C x HW), grad_input
+ * dx_n (C x HW) = W^T (C x K) . dy_n (K x HW). A is the filters, packed once per call
+ * by fc_pw_pack into blocks of FC_PW_MR rows; B is the image, read in place.
+ *
+ * Blocking (measured on a 2-core AMD EPYC Zen 3, AVX2, float32, K=66 C=256 HW=3136,
+ * GFLOP/s of one core unless stated; the host is noisy, +-10%):
+ *   - Register block FC_PW_MR rows x FC_PW_NV vectors of columns, BLIS's shape: 6 x 2
+ *     (12 of the 16 ymm) with AVX2, 12 x 2 (24 of 32 zmm) with AVX-512. On data in L1,
+ *     6 x 2 ran at 74, 4 x 3 at 70, 3 x 4 at 39 (the ratio of loads to FMAs).
+ *   - B read in place by the micro-kernel: 50, and no better with any prefetch hint or
+ *     reduction block: the rows of one column sliver are HW*4 bytes apart, so they fall
+ *     in a few L1 sets and evict each other between the m-blocks that reuse them.
+ *   - So each sliver of NR columns is first copied into a contiguous per-thread buffer
+ *     (k x NR, in L1), which every m-block then reads: 55.
+ *   - The next sliver's source rows are prefetched (into L2) a few at a time from
+ *     inside the micro-kernels of this one, so the memory reads overlap the FMAs
+ *     instead of stalling the copy.
+ *   - Results are streamed to C with non-temporal stores when the output is larger than
+ *     the caches will keep (the caller says): no read-for-ownership of C's lines and no
+ *     eviction of B. With both: 61-67 on one core, 110-127 on two, in a C harness with
+ *     64-byte aligned arrays (OpenBLAS's sgemm on the same product: 53 on one core).
+ *   - NumPy aligns large arrays to 16 bytes only. A sliver row that starts mid-line
+ *     spans two lines, and prefetching only the first left the engine at 57-63 GFLOP/s
+ *     on two cores (resnet_c2_1x1 forward); prefetching both and giving the outputs
+ *     64-byte aligned rows (engines/direct.py) took it to 95-115.
+ * Every element of C is one dot product taken in a fixed order, whatever the split of
+ * the columns between threads: results are bitwise the same for any thread count.
+ */
+
+#define PW_NR (FC_PW_NV * VL)
+#define PW_STEP FC_CAT3(fc_pw_step, TS, FC_SUFFIX)
+#define PW_BLOCK FC_CAT3(fc_pw_block, TS, FC_SUFFIX)
+#define PW_STREAM FC_CAT3(fc_pw_stream, TS, FC_SUFFIX)
+
+/* A non-temporal store of one vector (fc_stream_f32/f64: direct_kernels.c, per ISA). */
+FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
+
+/* One step of the reduction: acc += ap[0..MR) (broadcast) x bp[0..NR). */
+#define PW_STEP_BODY(ap, bp)                                                      \
+    do {                                                                          \
+        V b_[FC_PW_NV];                                                           \
+        for (int j_ = 0; j_ < FC_PW_NV; j_++) b_[j_] = LOAD((bp) + j_ * VL);      \
+        for (int i_ = 0; i_ < FC_PW_MR; i_++) {                                   \
+            const V a_ = SPLAT((ap)[i_]);                                         \
+            for (int j_ = 0; j_ < FC_PW_NV; j_++) acc[i_][j_] += a_ * b_[j_];     \
+        }                                                                         \
+    } while (0)
+
+/* c[i*ldc + j] = bias[i] (0 without bias) + sum_p ap[p*MR + i] * bp[p*NR + j] for
+ * i < MR, j < NR, streamed when nt. Meanwhile prefetches pf + q*pfld, q < npf (the next
+ * sliver's rows), spread evenly over the k steps. */
+FC_INLINE void PW_BLOCK(const T *restrict ap, const T *restrict bp, ptrdiff_t k,
+                        const T *bias, T *c, ptrdiff_t ldc, int nt, const T *pf,
+                        ptrdiff_t pfld, ptrdiff_t npf)
+{
+    V acc[FC_PW_MR][FC_PW_NV];
+    for (int i = 0; i < FC_PW_MR; i++) {
+        const V b0 = bias ? SPLAT(bias[i]) : (V){0};
+        for (int j = 0; j < FC_PW_NV; j++) acc[i][j] = b0;
+    }
+    ptrdiff_t p = 0, q = 0;
+    for (; p + 4 <= k; p += 4) {
+        while (q < npf && q * k < (p + 4) * npf) {
+            /* every line of the row's NR elements: a row that does not start on a line
+             * (NumPy's large arrays are 16-byte aligned) spans one line more */
+            const char *row = (const char *)(pf + q * pfld);
+            for (int l = 0; l < PW_NR * (int)sizeof(T); l += 64) __builtin_prefetch(row + l, 0, 2);
+            __builtin_prefetch(row + PW_NR * sizeof(T) - 1, 0, 2);
+            q++;
+        }
+        PW_STEP_BODY(ap + (p + 0) * FC_PW_MR, bp + (p + 0) * PW_NR);
+        PW_STEP_BODY(ap + (p + 1) * FC_PW_MR, bp + (p + 1) * PW_NR);
+        PW_STEP_BODY(ap + (p + 2) * FC_PW_MR, bp + (p + 2) * PW_NR);
+        PW_STEP_BODY(ap + (p + 3) * FC_PW_MR, bp + (p + 3) * PW_NR);
+    }
+    for (; p < k; p++) PW_STEP_BODY(ap + p * FC_PW_MR, bp + p * PW_NR);
+    if (nt) {
+        for (int i = 0; i < FC_PW_MR; i++)
+            for (int j = 0; j < FC_PW_NV; j++) PW_STREAM(c + i * ldc + j * VL, acc[i][j]);
+    } else {
+        for (int i = 0; i < FC_PW_MR; i++)
+            for (int j = 0; j < FC_PW_NV; j++) STORE(c + i * ldc + j * VL, acc[i][j]);
+    }
+}
+
+/* ap[(ib*k + p)*MR + i] = a[(ib*MR + i)*rs + p*cs] for ib*MR + i < m, 0 beyond:
+ * ceil(m / MR) * MR * k elements. */
+void FC_CAT3(fc_pw_pack, TS, FC_SUFFIX)(const T *a, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t m,
+                                        ptrdiff_t k, T *ap)
+{
+    const ptrdiff_t mb = (m + FC_PW_MR - 1) / FC_PW_MR;
+    for (ptrdiff_t ib = 0; ib < mb; ib++)
+        for (ptrdiff_t p = 0; p < k; p++)
+            for (int i = 0; i < FC_PW_MR; i++) {
+                const ptrdiff_t r = ib * FC_PW_MR + i;
+                ap[(ib * k + p) * FC_PW_MR + i] = r < m ? a[r * rs + p * cs] : (T)0;
+            }
+}
+
+/* c[i*ldc + j] = bias[i] (if bias) + sum_{p<k} A[i, p] * b[p*ldb + j] for i < m, j < n,
+ * A packed by fc_pw_pack. buf: FC_PW_BUF(k, NR, MR) elements of scratch (this thread's).
+ * nt: stream C's full blocks past the caches (when C is aligned for it). */
+void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *ap,
+                                        const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,
+                                        const T *bias, int nt, T *buf)
+{
+    T *bp = (T *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);  /* the sliver, k x NR */
+    T *tmp = bp + k * PW_NR;                                /* a partial block, MR x NR */
+    T *bz = tmp + FC_PW_MR * PW_NR;                         /* a partial block's bias */
+    const ptrdiff_t mb = (m + FC_PW_MR - 1) / FC_PW_MR;
+    const ptrdiff_t per = (k + mb - 1) / mb;  /* next-sliver rows each block prefetches */
+    nt = nt && (uintptr_t)c % FC_VBYTES == 0 && (ldc * (ptrdiff_t)sizeof(T)) % FC_VBYTES == 0;
+    for (ptrdiff_t j = 0; j < n; j += PW_NR) {
+        const ptrdiff_t w = n - j < PW_NR ? n - j : PW_NR;
+        const T *src = b + j;
+        if (w == PW_NR) {
+            for (ptrdiff_t p = 0; p < k; p++)
+                for (int v = 0; v < FC_PW_NV; v++)
+                    STORE(bp + p * PW_NR + v * VL, LOAD(src + p * ldb + v * VL));
+        } else {
+            for (ptrdiff_t p = 0; p < k; p++)
+                for (int v = 0; v < PW_NR; v++) bp[p * PW_NR + v] = v < w ? src[p * ldb + v] : (T)0;
+        }
+        const int next = j + PW_NR < n;
+        for (ptrdiff_t ib = 0; ib < mb; ib++) {
+            const ptrdiff_t rows = m - ib * FC_PW_MR < FC_PW_MR ? m - ib * FC_PW_MR : FC_PW_MR;
+            const T *bi = bias ? bias + ib * FC_PW_MR : NULL;
+            if (bias && rows < FC_PW_MR) {
+                for (int i = 0; i < FC_PW_MR; i++) bz[i] = i < rows ? bi[i] : (T)0;
+                bi = bz;
+            }
+            const ptrdiff_t r0 = ib * per < k ? ib * per : k;
+            const ptrdiff_t npf = next ? (k - r0 < per ? k - r0 : per) : 0;
+            const T *pf = b + r0 * ldb + j + PW_NR;
+            T *cb = c + ib * FC_PW_MR * ldc + j;
+            if (rows == FC_PW_MR && w == PW_NR) {
+                PW_BLOCK(ap + ib * FC_PW_MR * k, bp, k, bi, cb, ldc, nt, pf, ldb, npf);
+            } else {
+                PW_BLOCK(ap + ib * FC_PW_MR * k, bp, k, bi, tmp, PW_NR, 0, pf, ldb, npf);
+                for (ptrdiff_t i = 0; i < rows; i++)
+                    memcpy(cb + i * ldc, tmp + i * PW_NR, w * sizeof(T));
+            }
+        }
+    }
+    if (nt) FC_SFENCE();  /* streamed stores are weakly ordered: done before we return */
+}
+
+#undef PW_STEP_BODY
+#undef PW_NR
+#undef PW_STEP
+#undef PW_BLOCK
+#undef PW_STREAM
