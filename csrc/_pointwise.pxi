@@ -85,13 +85,15 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
             j1 = min(HW, j0 + per_chunk)
             if j0 < j1:
                 if floating is float:
-                    _K.pw_gemm_f32(m, j1 - j0, k, ap + g * apk, b + (n * G + g) * k * HW + j0,
-                                   HW, c + (n * G + g) * m * HW + j0, HW,
-                                   bias + g * m if bias != NULL else NULL, nt, buf + tid * bufsz)
+                    _K.pw_gemm_f32(m, j1 - j0, k, ap + g * apk, mr * k, b + (n * G + g) * k * HW + j0,
+                                   HW, NULL, c + (n * G + g) * m * HW + j0, HW,
+                                   bias + g * m if bias != NULL else NULL, 0, nt,
+                                   buf + tid * bufsz)
                 else:
-                    _K.pw_gemm_f64(m, j1 - j0, k, ap + g * apk, b + (n * G + g) * k * HW + j0,
-                                   HW, c + (n * G + g) * m * HW + j0, HW,
-                                   bias + g * m if bias != NULL else NULL, nt, buf + tid * bufsz)
+                    _K.pw_gemm_f64(m, j1 - j0, k, ap + g * apk, mr * k, b + (n * G + g) * k * HW + j0,
+                                   HW, NULL, c + (n * G + g) * m * HW + j0, HW,
+                                   bias + g * m if bias != NULL else NULL, 0, nt,
+                                   buf + tid * bufsz)
         fc_ftz_leave(csr)
     free(ap)
     return 0

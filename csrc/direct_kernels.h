@@ -39,8 +39,10 @@
     void fc_pw_pack_##TS##_##SUFFIX(const T *a, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t m,  \
                                     ptrdiff_t k, T *ap);                                   \
     void fc_pw_gemm_##TS##_##SUFFIX(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *ap,   \
-                                    const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,        \
-                                    const T *bias, int nt, T *buf);
+                                    ptrdiff_t ablock, const T *b, ptrdiff_t ldb,           \
+                                    const ptrdiff_t *rowoff,                               \
+                                    T *c, ptrdiff_t ldc, const T *bias, int accumulate,    \
+                                    int nt, T *buf);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -107,10 +109,14 @@ typedef struct {
                     double *);
     void (*pw_pack_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *);
     void (*pw_pack_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *);
-    void (*pw_gemm_f32)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const float *,
-                        ptrdiff_t, float *, ptrdiff_t, const float *, int, float *);
-    void (*pw_gemm_f64)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, const double *,
-                        ptrdiff_t, double *, ptrdiff_t, const double *, int, double *);
+    void (*pw_gemm_f32)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
+                        const float *,
+                        ptrdiff_t, const ptrdiff_t *, float *, ptrdiff_t, const float *, int,
+                        int, float *);
+    void (*pw_gemm_f64)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, ptrdiff_t,
+                        const double *,
+                        ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *, int,
+                        int, double *);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best

@@ -51,24 +51,26 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
         }                                                                         \
     } while (0)
 
-/* c[i*ldc + j] = bias[i] (0 without bias) + sum_p ap[p*MR + i] * bp[p*NR + j] for
- * i < MR, j < NR, streamed when nt. Meanwhile prefetches pf + q*pfld, q < npf (the next
- * sliver's rows), spread evenly over the k steps. */
+/* c[i*ldc + j] = bias[i] (0 without bias; with accumulate, c's own value) +
+ * sum_p ap[p*MR + i] * bp[p*NR + j] for i < MR, j < NR, streamed when nt. Meanwhile
+ * prefetches pf + (pfoff ? pfoff[q] : q*pfld), q < npf (the next sliver's rows), spread
+ * evenly over the k steps. */
 FC_INLINE void PW_BLOCK(const T *restrict ap, const T *restrict bp, ptrdiff_t k,
-                        const T *bias, T *c, ptrdiff_t ldc, int nt, const T *pf,
-                        ptrdiff_t pfld, ptrdiff_t npf)
+                        const T *bias, T *c, ptrdiff_t ldc, int nt, int accumulate,
+                        const T *pf, const ptrdiff_t *pfoff, ptrdiff_t pfld, ptrdiff_t npf)
 {
     V acc[FC_PW_MR][FC_PW_NV];
     for (int i = 0; i < FC_PW_MR; i++) {
         const V b0 = bias ? SPLAT(bias[i]) : (V){0};
-        for (int j = 0; j < FC_PW_NV; j++) acc[i][j] = b0;
+        for (int j = 0; j < FC_PW_NV; j++)
+            acc[i][j] = accumulate ? LOAD(c + i * ldc + j * VL) : b0;
     }
     ptrdiff_t p = 0, q = 0;
     for (; p + 4 <= k; p += 4) {
         while (q < npf && q * k < (p + 4) * npf) {
             /* every line of the row's NR elements: a row that does not start on a line
              * (NumPy's large arrays are 16-byte aligned) spans one line more */
-            const char *row = (const char *)(pf + q * pfld);
+            const char *row = (const char *)(pf + (pfoff ? pfoff[q] : q * pfld));
             for (int l = 0; l < PW_NR * (int)sizeof(T); l += 64) __builtin_prefetch(row + l, 0, 2);
             __builtin_prefetch(row + PW_NR * sizeof(T) - 1, 0, 2);
             q++;
@@ -102,12 +104,17 @@ void FC_CAT3(fc_pw_pack, TS, FC_SUFFIX)(const T *a, ptrdiff_t rs, ptrdiff_t cs, 
             }
 }
 
-/* c[i*ldc + j] = bias[i] (if bias) + sum_{p<k} A[i, p] * b[p*ldb + j] for i < m, j < n,
- * A packed by fc_pw_pack. buf: FC_PW_BUF(k, NR, MR) elements of scratch (this thread's).
- * nt: stream C's full blocks past the caches (when C is aligned for it). */
+/* c[i*ldc + j] = bias[i] (if bias; with accumulate, c's own value) +
+ * sum_{p<k} A[i, p] * B[p, j] for i < m, j < n, A packed by fc_pw_pack (row block ib at
+ * ap + ib*ablock, ablock = MR*k for a whole pack; a larger one reads a chunk of a pack's
+ * reduction) and row p of B at b + (rowoff ? rowoff[p] : p*ldb). buf: FC_PW_BUF(k, NR,
+ * MR) elements of scratch (this thread's). nt: stream C's full blocks past the caches
+ * (when C is aligned for it). */
 void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *ap,
-                                        const T *b, ptrdiff_t ldb, T *c, ptrdiff_t ldc,
-                                        const T *bias, int nt, T *buf)
+                                        ptrdiff_t ablock, const T *b, ptrdiff_t ldb,
+                                        const ptrdiff_t *rowoff,
+                                        T *c, ptrdiff_t ldc, const T *bias, int accumulate,
+                                        int nt, T *buf)
 {
     T *bp = (T *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);  /* the sliver, k x NR */
     T *tmp = bp + k * PW_NR;                                /* a partial block, MR x NR */
@@ -119,12 +126,15 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
         const ptrdiff_t w = n - j < PW_NR ? n - j : PW_NR;
         const T *src = b + j;
         if (w == PW_NR) {
-            for (ptrdiff_t p = 0; p < k; p++)
-                for (int v = 0; v < FC_PW_NV; v++)
-                    STORE(bp + p * PW_NR + v * VL, LOAD(src + p * ldb + v * VL));
+            for (ptrdiff_t p = 0; p < k; p++) {
+                const T *row = src + (rowoff ? rowoff[p] : p * ldb);
+                for (int v = 0; v < FC_PW_NV; v++) STORE(bp + p * PW_NR + v * VL, LOAD(row + v * VL));
+            }
         } else {
-            for (ptrdiff_t p = 0; p < k; p++)
-                for (int v = 0; v < PW_NR; v++) bp[p * PW_NR + v] = v < w ? src[p * ldb + v] : (T)0;
+            for (ptrdiff_t p = 0; p < k; p++) {
+                const T *row = src + (rowoff ? rowoff[p] : p * ldb);
+                for (int v = 0; v < PW_NR; v++) bp[p * PW_NR + v] = v < w ? row[v] : (T)0;
+            }
         }
         const int next = j + PW_NR < n;
         for (ptrdiff_t ib = 0; ib < mb; ib++) {
@@ -136,12 +146,18 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
             }
             const ptrdiff_t r0 = ib * per < k ? ib * per : k;
             const ptrdiff_t npf = next ? (k - r0 < per ? k - r0 : per) : 0;
-            const T *pf = b + r0 * ldb + j + PW_NR;
+            const T *pf = rowoff ? b + j + PW_NR : b + r0 * ldb + j + PW_NR;
+            const ptrdiff_t *pfoff = rowoff ? rowoff + r0 : NULL;
             T *cb = c + ib * FC_PW_MR * ldc + j;
             if (rows == FC_PW_MR && w == PW_NR) {
-                PW_BLOCK(ap + ib * FC_PW_MR * k, bp, k, bi, cb, ldc, nt, pf, ldb, npf);
+                PW_BLOCK(ap + ib * ablock, bp, k, bi, cb, ldc, nt, accumulate, pf, pfoff,
+                         ldb, npf);
             } else {
-                PW_BLOCK(ap + ib * FC_PW_MR * k, bp, k, bi, tmp, PW_NR, 0, pf, ldb, npf);
+                if (accumulate)
+                    for (ptrdiff_t i = 0; i < rows; i++)
+                        memcpy(tmp + i * PW_NR, cb + i * ldc, w * sizeof(T));
+                PW_BLOCK(ap + ib * ablock, bp, k, bi, tmp, PW_NR, 0, accumulate, pf, pfoff,
+                         ldb, npf);
                 for (ptrdiff_t i = 0; i < rows; i++)
                     memcpy(cb + i * ldc, tmp + i * PW_NR, w * sizeof(T));
             }

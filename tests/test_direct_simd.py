@@ -64,13 +64,17 @@ CHILD = textwrap.dedent("""
         kw = dict(flip=p["flip"], **p["opts"])
         check_case(p["x"], p["w"], p["b"], p["gy"], p["dtype"], kw)
     rng = np.random.default_rng(7)
-    # The K-vectorised kernel on and off; then tiny budgets: row blocks of the tiles,
-    # chunked kvec reductions and grad_weight position chunks on these small shapes.
-    for mode, budgets in (("auto", dict()), ("always", dict()), ("never", dict()),
-                          ("auto", dict(tile=2048, kvec_chunk=256, wgrad_chunk=512)),
-                          ("always", dict(tile=2048, kvec_chunk=256, wgrad_chunk=512))):
+    # The K-vectorised kernel on and off, the tiles through fc_pw_gemm or fc_conv; then
+    # tiny budgets: row blocks of the tiles, chunked kvec reductions and grad_weight
+    # position chunks on these small shapes.
+    tiny = dict(tile=2048, kvec_chunk=256, wgrad_chunk=512)
+    for mode, budgets, gemm in (("auto", dict(), True), ("always", dict(), True),
+                                ("never", dict(), True), ("never", dict(), False),
+                                ("auto", tiny, True), ("auto", tiny, False),
+                                ("always", tiny, True)):
         _direct._set_kvec(mode)
         _direct._set_budgets(**budgets)
+        _direct._set_gemm_tiles(gemm)
         for case in EDGE_CASES:
             for layout in ("NCHW", "NHWC"):
                 for dtype in (np.float32, np.float64):

@@ -1,6 +1,7 @@
-"""Both direct-engine paths on the same problems: the position-vectorised kernels
-(fc_conv) and the K-vectorised one (fc_kvec), each forced on through
-``_direct._set_kvec``, against the reference engine in both layouts and dtypes."""
+"""The direct engine's paths on the same problems: the tiles through fc_pw_gemm or the
+position-vectorised fc_conv, and the K-vectorised fc_kvec, each forced on through
+``_direct._set_kvec`` and ``_direct._set_gemm_tiles``, against the reference engine in
+both layouts and dtypes; then the pointwise products."""
 import numpy as np
 import pytest
 from conftest import assert_close, random_problem, same_bits_on_threads
@@ -10,11 +11,14 @@ import fastconv
 from fastconv import _direct
 
 
-@pytest.fixture(params=["always", "never"])
+@pytest.fixture(params=["always", "never", "never-fc_conv"])
 def kvec_mode(request):
-    _direct._set_kvec(request.param)
+    """The K-vectorised kernel, or the tiles through fc_pw_gemm, or through fc_conv."""
+    _direct._set_kvec(request.param.split("-")[0])
+    _direct._set_gemm_tiles(not request.param.endswith("fc_conv"))
     yield request.param
     _direct._set_kvec("auto")
+    _direct._set_gemm_tiles(True)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -192,3 +196,31 @@ def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, dtype, rng)
             lambda: fastconv.conv2d_backward(gys, xs, wt, wrt="x", backend="direct", **kw).x)
         assert_close(y, y_ref, dtype, "y")
         assert_close(gx, gx_ref, dtype, "grad_x")
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_tiles_long_reduction(layout, dtype, rng):
+    """Reductions longer than one chunk of fc_pw_gemm's rows (40 x 9 = 360 forward,
+    33 x 9 = 297 for grad_input), so chunks accumulate, against the reference and
+    bitwise equal across thread counts; stride 2 gives grad_input its phases."""
+    _direct._set_kvec("never")
+    try:
+        for stride in (1, 2):
+            xs, ws = (2, 40, 13, 21), (33, 40, 3, 3)
+            if layout == "NHWC":
+                xs, ws = (xs[0], xs[2], xs[3], xs[1]), (ws[2], ws[3], ws[1], ws[0])
+            x = rng.standard_normal(xs).astype(dtype)
+            w = rng.standard_normal(ws).astype(dtype)
+            kw = dict(stride=stride, pad=1, layout=layout)
+            b = rng.standard_normal(33).astype(dtype)
+            y_ref = fastconv.conv2d(x, w, bias=b, backend="reference", **kw)
+            gy = rng.standard_normal(y_ref.shape).astype(dtype)
+            gx_ref = fastconv.conv2d_backward(gy, x, w, wrt="x", backend="reference", **kw).x
+            y = same_bits_on_threads(lambda: fastconv.conv2d(x, w, bias=b, backend="direct", **kw))
+            gx = same_bits_on_threads(
+                lambda: fastconv.conv2d_backward(gy, x, w, wrt="x", backend="direct", **kw).x)
+            assert_close(y, y_ref, dtype, f"y stride {stride}")
+            assert_close(gx, gx_ref, dtype, f"grad_x stride {stride}")
+    finally:
+        _direct._set_kvec("auto")

@@ -15,18 +15,7 @@ import numpy as np
 from .. import _direct
 from .._geometry import ConvGeometry
 from .._threads import threads_for
-
-
-def _empty(shape, dtype) -> np.ndarray:
-    """An uninitialised array whose data starts on a 64-byte cache line. NumPy aligns
-    large arrays to 16 bytes only; the pointwise products stream their stores to
-    vector-aligned rows only, and every row that starts mid-line spans one line more.
-    (A network's next layer then also reads aligned input.)"""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
+from ._alloc import output
 
 
 def _dims(g: ConvGeometry) -> tuple[int, ...]:
@@ -36,7 +25,7 @@ def _dims(g: ConvGeometry) -> tuple[int, ...]:
 
 
 def forward(x, w, bias, g: ConvGeometry):
-    y = _empty(g.y_shape, x.dtype)
+    y = output(g.y_shape, x.dtype)
     has_bias = bias is not None
     if not has_bias:
         bias = np.zeros(1, dtype=x.dtype)  # the kernel needs a buffer; it is never read
@@ -46,7 +35,7 @@ def forward(x, w, bias, g: ConvGeometry):
 
 
 def grad_input(grad_y, w, g: ConvGeometry):
-    grad_x = _empty(g.x_shape, grad_y.dtype)
+    grad_x = output(g.x_shape, grad_y.dtype)
     _direct.grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1), *_dims(g),
                        threads_for(g.flops))
     return grad_x

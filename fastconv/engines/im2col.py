@@ -54,6 +54,7 @@ from .._blas import single_threaded
 from .._geometry import ConvGeometry
 from .._threads import kernel_threads, threads_for
 from .._workspace import get_workspace_limit
+from ._alloc import output
 from ._cblas import NOTRANS, TRANS, gemm, gemm_for
 from ._fpmode import FLUSHES, ftz_enter, ftz_leave
 from ._products import plan as _products_plan
@@ -724,7 +725,7 @@ def _products(g: ConvGeometry, pass_name: str, arrays: dict, out, bias=None):
 
 def forward(x, w, bias, g: ConvGeometry):
     x, w = _readable(x, w)
-    y = np.empty(g.y_shape, x.dtype)
+    y = output(g.y_shape, x.dtype)
     if _dense(g) or g.is_pointwise:
         return _products(g, "forward", {"x": x, "w": w}, y, bias)
     if g.nhwc:
@@ -821,9 +822,9 @@ def grad_input(grad_y, w, g: ConvGeometry):
     crs = g.C * g.R * g.S
     if _dense(g) or g.is_pointwise:
         return _products(g, "grad_input", {"y": grad_y, "w": w},
-                         np.empty(g.x_shape, grad_y.dtype))
+                         output(g.x_shape, grad_y.dtype))
     if g.nhwc:
-        gx = np.empty(g.x_shape, grad_y.dtype)
+        gx = output(g.x_shape, grad_y.dtype)
         if g.stride_h == g.stride_w == 1:  # a forward convolution: see the NCHW case
             _forward_pieces_nhwc(grad_y, w, None, gx, _grad_input_geometry(g), flip_swap=True)
             return gx
@@ -836,7 +837,7 @@ def grad_input(grad_y, w, g: ConvGeometry):
                                  per, _parts, *_taps(g))
         return gx
 
-    gx = np.empty(g.x_shape, grad_y.dtype)
+    gx = output(g.x_shape, grad_y.dtype)
     if g.stride_h == g.stride_w == 1:
         # At stride 1, grad_input is itself a forward convolution: of dY, with the
         # filters flipped and their K and C swapped, padded by dil*(R-1) - pad (negative
