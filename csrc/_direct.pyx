@@ -504,6 +504,28 @@ cdef void _unstage(
                     dst[j * cr.ys_q] = src[j] + bk
 
 
+ctypedef struct _Item:
+    # One work item of the tiled correlation: filter chunk kc, image n, group g, the
+    # output rows p0 .. p0 + PBe and columns q0 .. q0 + Qv.
+    Py_ssize_t kc, n, g, p0, PBe, q0, Qv
+
+
+cdef inline _Item _item_of(const _Corr* cr, Py_ssize_t item) noexcept nogil:
+    # Items run filter chunk (outermost) x image x group x row block x column block.
+    cdef _Item it
+    cdef Py_ssize_t base = cr.N * cr.G * cr.npb * cr.nqb, rest = item % base
+    it.kc = item // base
+    it.q0 = rest % cr.nqb * cr.QB
+    it.Qv = min(cr.QB, cr.Qo - it.q0)
+    rest = rest // cr.nqb
+    it.p0 = rest % cr.npb * cr.PB
+    it.PBe = min(cr.PB, cr.Po - it.p0)
+    rest = rest // cr.npb
+    it.g = rest % cr.G
+    it.n = rest // cr.G
+    return it
+
+
 cdef void _corr_item(
     const floating* x,     # IN: source
     const floating* wp,    # IN: packed weights
@@ -514,27 +536,18 @@ cdef void _corr_item(
     floating* tile, floating* st,  # per-thread scratch
 ) noexcept nogil:
     cdef:
-        Py_ssize_t p0, base = cr.N * cr.G * cr.npb * cr.nqb
-        Py_ssize_t kc = item // base, rest = item % base
-        Py_ssize_t qb = rest % cr.nqb, q0 = qb * cr.QB, Qv = min(cr.QB, cr.Qo - q0)
-        Py_ssize_t pb, g, n, nvt, nch, ich
-        Py_ssize_t PBe, M, m0, nv, nk, kbi, kb_lo, kb_hi, step
+        _Item it = _item_of(cr, item)
+        Py_ssize_t g = it.g, Qv = it.Qv, nvt, nch, ich
+        Py_ssize_t M, m0, nv, nk, kbi, kb_lo, kb_hi, step
         Py_ssize_t nkb = (cr.Ko + kb - 1) // kb
         Py_ssize_t wblock = cr.Ci * cr.ntaps * kb
         floating* yb
         const floating* bb = NULL
-    rest = rest // cr.nqb
-    pb = rest % cr.npb
-    rest = rest // cr.npb
-    g = rest % cr.G
-    n = rest // cr.G
-    p0 = pb * cr.PB
-    PBe = min(cr.PB, cr.Po - p0)
-    _pack_tile(x, cr, n, g, p0, q0, PBe + cr.Ti - cr.PB, tile)
-    M = PBe * cr.L
-    yb = y + cr.y_off + n * cr.ys_n + p0 * cr.ys_p + q0 * cr.ys_q
-    kb_lo = kc * nkb // nkc
-    kb_hi = (kc + 1) * nkb // nkc
+    _pack_tile(x, cr, it.n, g, it.p0, it.q0, it.PBe + cr.Ti - cr.PB, tile)
+    M = it.PBe * cr.L
+    yb = y + cr.y_off + it.n * cr.ys_n + it.p0 * cr.ys_p + it.q0 * cr.ys_q
+    kb_lo = it.kc * nkb // nkc
+    kb_hi = (it.kc + 1) * nkb // nkc
     step = vl * (FC_NV1 if kb == 1 else FC_NV)
     for kbi in range(kb_lo, kb_hi):
         nk = min(kb, cr.Ko - kbi * kb)
@@ -599,30 +612,22 @@ cdef void _corr_item_gemm(
     floating* tile, floating* st, floating* gbuf,  # per-thread scratch
 ) noexcept nogil:
     cdef:
-        Py_ssize_t base = cr.N * cr.G * cr.npb * cr.nqb
-        Py_ssize_t kc = item // base, rest = item % base
-        Py_ssize_t qb = rest % cr.nqb, q0 = qb * cr.QB, Qv = min(cr.QB, cr.Qo - q0)
-        Py_ssize_t pb, g, n, p0, PBe, M, nkb = (cr.Ko + kb - 1) // kb
+        _Item it = _item_of(cr, item)
+        Py_ssize_t g = it.g, M, nkb = (cr.Ko + kb - 1) // kb
         Py_ssize_t nct = cr.Ci * cr.ntaps, kb_lo, kb_hi, o0, m, j0, nj, r0, nr
         floating* yb
         const floating* bb = NULL
         const floating* ap
-    rest = rest // cr.nqb
-    pb = rest % cr.npb
-    rest = rest // cr.npb
-    g = rest % cr.G
-    n = rest // cr.G
-    p0 = pb * cr.PB
-    PBe = min(cr.PB, cr.Po - p0)
-    kb_lo = kc * nkb // nkc
-    kb_hi = (kc + 1) * nkb // nkc
+    kb_lo = it.kc * nkb // nkc
+    kb_hi = (it.kc + 1) * nkb // nkc
     o0 = kb_lo * kb
     m = min(cr.Ko, kb_hi * kb) - o0
     if m <= 0:
         return
-    _pack_tile(x, cr, n, g, p0, q0, PBe + cr.Ti - cr.PB, tile)
-    M = PBe * cr.L
-    yb = y + cr.y_off + n * cr.ys_n + p0 * cr.ys_p + q0 * cr.ys_q + (g * cr.Ko + o0) * cr.ys_k
+    _pack_tile(x, cr, it.n, g, it.p0, it.q0, it.PBe + cr.Ti - cr.PB, tile)
+    M = it.PBe * cr.L
+    yb = (y + cr.y_off + it.n * cr.ys_n + it.p0 * cr.ys_p + it.q0 * cr.ys_q
+          + (g * cr.Ko + o0) * cr.ys_k)
     ap = wp + (g * nkb + kb_lo) * nct * kb
     if bias != NULL:
         bb = bias + g * cr.Ko + o0
@@ -639,7 +644,7 @@ cdef void _corr_item_gemm(
                 _K.pw_gemm_f64(m, nj, nr, ap + r0 * kb, nct * kb, tile + j0, 0, xoff + r0,
                                st, ncol, bb if r0 == 0 else NULL, r0 > 0, 0, gbuf)
             r0 += kcr
-        _unstage(st, ncol, m, j0, nj, Qv, cr, NULL, yb)
+        _unstage(st, ncol, m, j0, nj, it.Qv, cr, NULL, yb)
         j0 += ncol
 
 
