@@ -19,6 +19,8 @@ Where things live:
   ``fastconv/_conv1d.py``
 * ``conv_matrix``, ``linear_to_conv``, ``conv_to_linear``: ``fastconv/_matrix.py``
 * the layers ``Conv2d`` and ``Conv1d``: ``fastconv/layers.py``
+* the engines' output arrays (aligned, large ones reused; ``release_memory``):
+  ``fastconv/engines/_alloc.py``
 """
 from ._api import ConvGrads, conv2d, conv2d_backward, output_shape
 from ._config import show_config
@@ -30,6 +32,7 @@ from ._tune import clear_cache as clear_tuning_cache
 from ._tune import tune
 from ._version import __version__
 from ._workspace import get_workspace_limit, set_workspace_limit, workspace_limit
+from .engines._alloc import release_memory
 from .layers import Conv1d, Conv2d
 
 
@@ -52,5 +55,5 @@ __all__ = [
     "conv1d_backward", "Conv2d", "conv2d", "conv2d_backward", "conv_matrix",
     "conv_to_linear", "ConvGrads", "convolve", "correlate", "get_num_threads",
     "get_workspace_limit", "linear_to_conv", "num_threads", "output_shape",
-    "set_num_threads", "set_workspace_limit", "show_config", "tune", "workspace_limit",
+    "release_memory", "set_num_threads", "set_workspace_limit", "show_config", "tune", "workspace_limit",
 ]

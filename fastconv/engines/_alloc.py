@@ -1,27 +1,111 @@
-"""The engines' output arrays, 64-byte aligned.
+"""The engines' output arrays: 64-byte aligned, and large ones reused.
 
 NumPy aligns large arrays to 16 bytes only; the direct engine's pointwise products
 stream their stores to vector-aligned rows only, and every row that starts mid-line
 spans one cache line more (a network's next layer then also reads aligned input).
 
-They come from NumPy's allocator, with its huge-page advice for large arrays. Tried and
-dropped: giving outputs of 1 MiB and more anonymous mappings of their own without that
-advice, to escape the memory compaction a huge-page fault may start (MobileNetV2 at
-batch 8, Zen 3: its first writes to 38.5 MB outputs cost features.2.conv.1.0 grad_input
-48.6 ms in the network against 17-20 ms alone). Faulting in 4 KiB pages cost far more:
-the network's forward went from 141 to 340 ms.
+Large outputs are the other cost. glibc gives every allocation above 32 MiB a fresh
+mapping and unmaps it on free, so each such output is faulted in again, page by page,
+and on a VM whose memory the host has not backed yet each fault is slower still.
+MobileNetV2 at batch 8 (Zen 3, 2 threads) ran its forward and grad_input 1.37x slower
+in the network than the same calls alone, most of it in the first writes to its two
+38.5 MB outputs (features.2.conv.0.0 forward 49 ms in the network, 11 alone; PyTorch
+47 there too). So outputs of ``POOL_BYTES`` and more get a mapping of their own (with
+NumPy's huge-page advice), and when the last array that uses it is freed the mapping
+goes to a small pool instead of back to the kernel; the next output that fits takes it
+with its pages already in place, as a caching allocator does. The pool holds at most
+``POOL_LIMIT`` bytes, dropping the least recently freed first; ``release_memory()``
+empties it. Smaller outputs come from NumPy's heap, where glibc already reuses them.
 """
 from __future__ import annotations
+
+import collections
+import mmap
+import threading
+import weakref
 
 import numpy as np
 
 LINE = 64
+POOL_BYTES = 8 << 20
+POOL_LIMIT = 1 << 30
+# A pooled mapping serves a request this much smaller than itself at most.
+SLACK = 1.25
+
+_lock = threading.Lock()
+_free: collections.OrderedDict = collections.OrderedDict()  # id -> mapping, oldest first
+_free_bytes = 0
+# Mappings whose last array died, not yet in _free. The finalizer only appends here: it
+# may run inside a garbage collection that interrupts a thread holding _lock.
+_returned: list = []
+
+
+def _drain() -> None:
+    """Move the returned mappings into the pool, dropping the oldest over POOL_LIMIT
+    (called with _lock held)."""
+    global _free_bytes
+    while _returned:
+        m = _returned.pop()
+        _free[id(m)] = m
+        _free_bytes += len(m)
+    while _free_bytes > POOL_LIMIT:
+        _, old = _free.popitem(last=False)
+        _free_bytes -= len(old)
+        old.close()
+
+
+def _take(nbytes: int) -> mmap.mmap:
+    """A pooled mapping of nbytes to nbytes * SLACK bytes (the smallest), or a new one."""
+    global _free_bytes
+    with _lock:
+        _drain()
+        fits = [m for m in _free.values() if nbytes <= len(m) <= nbytes * SLACK]
+        if fits:
+            m = min(fits, key=len)
+            del _free[id(m)]
+            _free_bytes -= len(m)
+            return m
+    try:
+        m = mmap.mmap(-1, nbytes)
+    except OSError as e:
+        raise MemoryError(f"cannot map {nbytes} bytes for an output: {e}") from None
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        m.madvise(mmap.MADV_HUGEPAGE)  # as NumPy advises its own large arrays
+    return m
+
+
+def pooled_bytes() -> int:
+    """Bytes of output buffers held for reuse."""
+    with _lock:
+        _drain()
+        return _free_bytes
+
+
+def release_memory() -> int:
+    """Unmap the output buffers fastconv holds for reuse (freed outputs of 8 MiB and
+    more, at most 1 GiB); returns the bytes released. Outputs still in use are kept."""
+    global _free_bytes
+    with _lock:
+        _drain()
+        released = _free_bytes
+        for m in _free.values():
+            m.close()
+        _free.clear()
+        _free_bytes = 0
+    return released
 
 
 def output(shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on a 64-byte line."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes >= POOL_BYTES:
+        mapping = _take(nbytes)
+        flat = np.frombuffer(mapping, dtype, nbytes // dtype.itemsize)
+        # flat.base is the buffer NumPy made of the mapping: every view of the output
+        # keeps it alive, so it dies (and the mapping is reused) only with the last one.
+        weakref.finalize(flat.base, _returned.append, mapping)
+        return flat.reshape(shape)
     raw = np.empty(nbytes + LINE, np.uint8)
     start = -raw.ctypes.data % LINE
     return raw[start:start + nbytes].view(dtype).reshape(shape)
