@@ -6,6 +6,9 @@
  * and group: forward y_n (K x HW) = W (K x C) . x_n (C x HW), grad_input
  * dx_n (C x HW) = W^T (C x K) . dy_n (K x HW). A is the filters, packed once per call
  * by fc_pw_pack into blocks of FC_PW_MR rows; B is the image, read in place.
+ * The direct engine's tiled correlation (_direct.pyx, _corr_item_gemm) is the same
+ * product with B's rows at arbitrary offsets (rowoff: a tile's channel and tap rows)
+ * and its reduction cut into chunks that accumulate into C.
  *
  * Blocking (measured on a 2-core AMD EPYC Zen 3, AVX2, float32, K=66 C=256 HW=3136,
  * GFLOP/s of one core unless stated; the host is noisy, +-10%):
