@@ -1356,6 +1356,10 @@ def forward(
         _pw_run(&w[0], cv.Cg, 1, cv.Kg * cv.Cg, &x[0], &bias[0] if has_bias else NULL,
                 &y[0], cv.Kg, cv.Cg, H * W, N, groups, n_threads)
         return
+    if _pw_strided_fits(&cv, layout):  # y_n,g = W_g . x_n,g[:, ::sh, ::sw]
+        _pws_run(0, &w[0], cv.Cg, 1, &x[0], &bias[0] if has_bias else NULL, &y[0],
+                 cv.Kg, cv.Cg, &cv, n_threads)
+        return
     if _dw_strided_fits(&cv, layout) and Q >= _DWS_FORWARD_MIN_Q:
         _dws_run(0, &x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cv, n_threads)
         return
@@ -1402,6 +1406,10 @@ def grad_input(
     if _pw_fits(&cv, layout):  # dx_n,g = W_g^T . dy_n,g
         _pw_run(&w[0], 1, cv.Cg, cv.Kg * cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0],
                 cv.Cg, cv.Kg, H * W, N, groups, n_threads)
+        return
+    if _pw_strided_fits(&cv, layout):  # dx_n,g on the stride grid = W_g^T . dy_n,g
+        _pws_run(1, &w[0], 1, cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0], cv.Cg, cv.Kg,
+                 &cv, n_threads)
         return
     # Phase (a, b) is grad_x[a::sh, b::sw]. Input row h = a + i*sh meets tap r from
     # output row p = i + e_r, e_r = (a + pt - r*dh) / sh, when that division is exact.

@@ -97,3 +97,112 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
         fc_ftz_leave(csr)
     free(ap)
     return 0
+
+
+# Strided pointwise layers (1x1, stride > 1, unpadded: ResNet's downsampling projections)
+# are the same products on the stride grid: the forward gathers each unit's input
+# positions (whole output rows of one image and group) into a per-thread buffer and
+# multiplies it; grad_input multiplies into that buffer and scatters the result onto
+# the grid, writing zeros everywhere else. They used to go to im2col, whose column
+# matrix is the same gather.
+cdef bint _pw_strided_fits(const _Conv* cv, int layout) noexcept:
+    return (_PW_MODE == 0 and layout == LAYOUT_NCHW and cv.R == 1 and cv.S == 1
+            and (cv.stride_h > 1 or cv.stride_w > 1) and cv.pad_top == 0
+            and cv.pad_left == 0 and cv.P == (cv.H - 1) // cv.stride_h + 1
+            and cv.Q == (cv.W - 1) // cv.stride_w + 1)
+
+
+cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
+                  const floating* src, const floating* bias, floating* dst, Py_ssize_t m,
+                  Py_ssize_t k, const _Conv* cv, int n_threads) except -1:
+    # which 0, forward: src = x (N, G*k, H, W), dst = y (N, G*m, P, Q),
+    #     y_n,g = A_g . x_n,g[:, ::sh, ::sw];
+    # which 1, grad_input: src = grad_y (N, G*k, P, Q), dst = grad_x (N, G*m, H, W),
+    #     grad_x_n,g[:, ::sh, ::sw] = A_g . grad_y_n,g, zero elsewhere.
+    # A_g[i, p] = a[g*m*k + i*rs + p*cs]. A unit is a band of output rows of one image
+    # and group; it owns the matching input rows, so every element is written once.
+    cdef:
+        Py_ssize_t isz = sizeof(floating)
+        Py_ssize_t mr = _K.pw_mr, nr = _K.pw_nv * _K.vbytes // isz
+        Py_ssize_t apk = (m + mr - 1) // mr * mr * k
+        Py_ssize_t H = cv.H, W = cv.W, P = cv.P, Q = cv.Q, PQ = cv.P * cv.Q, HW = cv.H * cv.W
+        Py_ssize_t sh = cv.stride_h, sw = cv.stride_w, G = cv.C // cv.Cg
+        Py_ssize_t units = cv.N * G, chunks = 1, rows_per, u, n, g, p0, p1, ncols
+        Py_ssize_t c, p, q, h, tid, nthr, gbufsz = _round_up(FC_PW_BUF(k, nr, mr, isz), 16)
+        Py_ssize_t per
+        int nt = which == 0 and units * m * PQ * isz >= _PW_STREAM_BYTES
+        unsigned csr
+        floating* ap
+        floating* buf
+        floating* st
+        floating* o
+        floating* row
+        const floating* xc
+        const floating* srow
+    nthr = max(1, n_threads)
+    while (units * chunks) % nthr != 0 and units * chunks < 4 * nthr and chunks < P:
+        chunks += 1
+    rows_per = (P + chunks - 1) // chunks
+    per = gbufsz + _round_up((m if which else k) * rows_per * Q, 16)
+    units *= chunks
+    nthr = min(nthr, units)
+    ap = <floating*>malloc((G * apk + nthr * per) * isz)
+    if ap == NULL:
+        raise MemoryError()
+    buf = ap + G * apk
+    for g in range(G):
+        if floating is float:
+            _K.pw_pack_f32(a + g * m * k, rs, cs, m, k, ap + g * apk)
+        else:
+            _K.pw_pack_f64(a + g * m * k, rs, cs, m, k, ap + g * apk)
+    with nogil, parallel(num_threads=nthr):
+        tid = threadid()
+        csr = fc_ftz_enter()
+        for u in prange(units, schedule='static'):
+            n = u // (G * chunks)
+            g = u // chunks % G
+            p0 = u % chunks * rows_per
+            p1 = min(P, p0 + rows_per)
+            if p0 >= p1:
+                continue
+            ncols = (p1 - p0) * Q
+            st = buf + tid * per + gbufsz
+            if which == 0:
+                for c in range(k):
+                    xc = src + ((n * G + g) * k + c) * HW
+                    for p in range(p0, p1):
+                        srow = xc + p * sh * W
+                        o = st + c * ncols + (p - p0) * Q
+                        for q in range(Q):
+                            o[q] = srow[q * sw]
+                if floating is float:
+                    _K.pw_gemm_f32(m, ncols, k, ap + g * apk, mr * k, st, ncols, NULL,
+                                   dst + (n * G + g) * m * PQ + p0 * Q, PQ,
+                                   bias + g * m if bias != NULL else NULL, 0, nt,
+                                   buf + tid * per)
+                else:
+                    _K.pw_gemm_f64(m, ncols, k, ap + g * apk, mr * k, st, ncols, NULL,
+                                   dst + (n * G + g) * m * PQ + p0 * Q, PQ,
+                                   bias + g * m if bias != NULL else NULL, 0, nt,
+                                   buf + tid * per)
+            else:
+                if floating is float:
+                    _K.pw_gemm_f32(m, ncols, k, ap + g * apk, mr * k,
+                                   src + (n * G + g) * k * PQ + p0 * Q, PQ, NULL, st, ncols,
+                                   NULL, 0, 0, buf + tid * per)
+                else:
+                    _K.pw_gemm_f64(m, ncols, k, ap + g * apk, mr * k,
+                                   src + (n * G + g) * k * PQ + p0 * Q, PQ, NULL, st, ncols,
+                                   NULL, 0, 0, buf + tid * per)
+                for c in range(m):
+                    for h in range(p0 * sh, min(H, p1 * sh)):
+                        row = dst + ((n * G + g) * m + c) * HW + h * W
+                        if h % sh != 0 or sw > 1:
+                            memset(row, 0, W * isz)
+                        if h % sh == 0:
+                            o = st + c * ncols + (h // sh - p0) * Q
+                            for q in range(Q):
+                                row[q * sw] = o[q]
+        fc_ftz_leave(csr)
+    free(ap)
+    return 0

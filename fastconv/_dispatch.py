@@ -60,7 +60,13 @@ own threads (``engines/_products``):
   (256->1024: 8.7 / 7.6, 8.3 / 8.5) and on 7x7 im2col's forward wins (512->2048:
   10.6 / 9.5), where a filter matrix larger than L2 streams once per column sliver;
   grad_input there stays direct through the few-positions rule above (2048 <- 512:
-  12.4 / 18.4). NHWC and strided 1x1 layers stay with im2col, and so does grad_weight.
+  12.4 / 18.4). NHWC layers stay with im2col, and so does grad_weight.
+* The strided 1x1 projections (NCHW, unpadded) got the same products on the stride
+  grid: their grad_input goes to the direct engine at every size (64->128 at 56x56/2:
+  2.0 / 2.7 ms; 512->1024 at 28x28/2: 17.3 / 23.6; 1024->2048 at 14x14/2, 7x7 out:
+  32.3 / 48.6) and their forward by the same ``POINTWISE_DIRECT_POSITIONS`` rule
+  (64->128 at 56x56/2: 2.3 / 2.8; 512->1024 onto 14x14: 17.4 / 15.8; onto 7x7:
+  25.7 / 18.4).
 * On machines without AVX-512, strided grad_input onto maps of at least
   ``STRIDED_GRAD_INPUT_POSITIONS`` output positions goes to im2col as well (its col2im
   beats the AVX2 direct kernels there): resnet_c3_3x3s2 39.3 / 24.5, ResNet-18's
@@ -127,9 +133,10 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     if g.R == g.S == 1 and not (g.pad_top or g.pad_bottom or g.pad_left or g.pad_right):
         few = (not strided and positions < POINTWISE_FEW_POSITIONS
                and g.N >= POINTWISE_FEW_IMAGES)
-        products = not strided and not g.nhwc and positions >= POINTWISE_DIRECT_POSITIONS
+        products = not g.nhwc and positions >= POINTWISE_DIRECT_POSITIONS
         return {"forward": "direct" if products else "im2col",
-                "grad_input": "direct" if few or products else "im2col",
+                "grad_input": "direct" if few or products or (strided and not g.nhwc)
+                else "im2col",
                 "grad_weight": "im2col"}
     wide_strided = (strided and positions >= STRIDED_GRAD_INPUT_POSITIONS
                     and (simd or simd_variant()) != "avx512")

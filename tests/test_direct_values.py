@@ -175,25 +175,38 @@ def _misaligned(a):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n, c, k, h, w, groups", [
-    (3, 70, 37, 20, 103, 1),  # 2 threads; 37 filters: a partial row block; 2060 columns
-    (1, 24, 30, 9, 7, 3),     # one image cut into column chunks; groups; 63 positions
-    (2, 5, 64, 1, 1, 1),      # one position per image: a sliver of one column
+@pytest.mark.parametrize("n, c, k, h, w, groups, stride", [
+    (3, 70, 37, 20, 103, 1, 1),  # 2 threads; 37 filters: a partial row block; 2060 columns
+    (1, 24, 30, 9, 7, 3, 1),     # one image cut into column chunks; groups; 63 positions
+    (2, 5, 64, 1, 1, 1, 1),      # one position per image: a sliver of one column
+    (3, 40, 37, 21, 58, 1, 2),   # strided: 2 threads, odd rows, a grid that ends early
+    (1, 12, 9, 10, 13, 3, (3, 1)),  # one image in row bands; groups; rows skipped
+    (2, 6, 20, 7, 9, 1, (1, 4)),    # columns skipped
 ])
-def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, dtype, rng):
-    """The NCHW pointwise products (forward and grad_input) against the reference, on
-    aligned and misaligned operands, bitwise equal across thread counts."""
+def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, stride, dtype, rng):
+    """The NCHW pointwise products (forward and grad_input, at stride 1 and on a stride
+    grid) against the reference, on aligned and misaligned operands, bitwise equal
+    across thread counts."""
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((k, c // groups, 1, 1)).astype(dtype)
     b = rng.standard_normal(k).astype(dtype)
-    kw = dict(groups=groups)
+    kw = dict(groups=groups, stride=stride)
     y_ref = fastconv.conv2d(x, wt, bias=b, backend="reference", **kw)
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref = fastconv.conv2d_backward(gy, x, wt, wrt="x", backend="reference", **kw).x
+    def poisoned(fn, nbytes):
+        # Free a block of NaNs the size of the output first, so that an element the
+        # kernel fails to write (grad_input off the stride grid) reads NaN, not a
+        # fresh page's zero: NumPy's allocator hands the block straight back.
+        np.full(nbytes // 8 + 8, np.nan)
+        return fn()
+
     for xs, gys in ((x, gy), (_misaligned(x), _misaligned(gy))):
-        y = same_bits_on_threads(lambda: fastconv.conv2d(xs, wt, bias=b, backend="direct", **kw))
-        gx = same_bits_on_threads(
-            lambda: fastconv.conv2d_backward(gys, xs, wt, wrt="x", backend="direct", **kw).x)
+        y = same_bits_on_threads(lambda: poisoned(
+            lambda: fastconv.conv2d(xs, wt, bias=b, backend="direct", **kw), y_ref.nbytes))
+        gx = same_bits_on_threads(lambda: poisoned(
+            lambda: fastconv.conv2d_backward(gys, xs, wt, wrt="x", backend="direct", **kw).x,
+            x.nbytes))
         assert_close(y, y_ref, dtype, "y")
         assert_close(gx, gx_ref, dtype, "grad_x")
 

@@ -128,7 +128,7 @@ def test_choose_backend_on_the_suite(name, simd):
 @pytest.mark.parametrize("x_shape, w_shape, stride, expected", [
     ((8, 2048, 7, 7), (512, 2048, 1, 1), 1, "direct"),   # 7x7 maps, 8 images
     ((1, 512, 7, 7), (2048, 512, 1, 1), 1, "im2col"),    # 7x7, one image
-    ((8, 512, 14, 14), (1024, 512, 1, 1), 2, "im2col"),  # a strided projection
+    ((8, 512, 14, 14), (1024, 512, 1, 1), 2, "direct"),  # a strided projection
     ((8, 256, 14, 14), (512, 256, 3, 3), 2, "direct"),   # strided onto 7x7 maps
     ((8, 128, 28, 28), (256, 128, 3, 3), 2, "im2col"),   # strided onto 14x14 maps
     ((8, 256, 14, 14), (1024, 256, 1, 1), 1, "im2col"),  # pointwise onto 14x14 maps
@@ -145,8 +145,11 @@ def test_grad_input_choices_without_avx512(x_shape, w_shape, stride, expected):
     (0, (8, 64, 14, 14), "im2col"),   # NCHW onto a 14x14 map
     (1, (8, 56, 56, 64), "im2col"),   # NHWC
 ])
-def test_pointwise_forward_choice(layout, x_shape, expected):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_forward_choice(layout, x_shape, expected, stride):
+    """By the positions of the output: 56x56 (or 28x28 at stride 2) direct, 14x14 (7x7)
+    im2col."""
     w_shape = (256, 64, 1, 1) if layout == 0 else (1, 1, 64, 256)
-    g = geometry(x_shape, w_shape, 1, 0, 1, 1, layout)
+    g = geometry(x_shape, w_shape, stride, 0, 1, 1, layout)
     for simd in ("avx512", "avx2", "baseline"):
         assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["forward"] == expected
