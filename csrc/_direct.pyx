@@ -579,8 +579,8 @@ cdef void _corr_item(
             m0 += nv * vl
 
 
-# The tiled correlation through fc_pw_gemm (_GEMM_TILES, the default where the filters
-# are more than one per group): the tile's (channel, tap) rows are the rows of B, the
+# The tiled correlation through fc_pw_gemm (_GEMM_TILES, the default where a group has
+# at least a register block's rows of filters, pw_mr): the tile's (channel, tap) rows are the rows of B, the
 # item's filters (packed by _pack_weights in blocks of pw_mr, the layout fc_pw_pack
 # writes) are A, and the flattened output positions are the columns. The reduction is
 # cut into chunks of kcr rows so that a column sliver (kcr x NR) stays in L1; the
@@ -600,6 +600,18 @@ def _set_gemm_tiles(bint on):
     through fc_conv."""
     global _GEMM_TILES
     _GEMM_TILES = on
+
+
+cdef inline void _pw_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* ap,
+                          Py_ssize_t ablock, const floating* b, Py_ssize_t ldb,
+                          const ptrdiff_t* rowoff, floating* c, Py_ssize_t ldc,
+                          const floating* bias, bint accumulate, bint nt,
+                          floating* buf) noexcept nogil:
+    # fc_pw_gemm of the element type (csrc/pointwise_kernels_tmpl.h says what it computes).
+    if floating is float:
+        _K.pw_gemm_f32(m, n, k, ap, ablock, b, ldb, rowoff, c, ldc, bias, accumulate, nt, buf)
+    else:
+        _K.pw_gemm_f64(m, n, k, ap, ablock, b, ldb, rowoff, c, ldc, bias, accumulate, nt, buf)
 
 
 cdef void _corr_item_gemm(
@@ -637,12 +649,8 @@ cdef void _corr_item_gemm(
         r0 = 0
         while r0 < nct:
             nr = min(kcr, nct - r0)
-            if floating is float:
-                _K.pw_gemm_f32(m, nj, nr, ap + r0 * kb, nct * kb, tile + j0, 0, xoff + r0,
-                               st, ncol, bb if r0 == 0 else NULL, r0 > 0, 0, gbuf)
-            else:
-                _K.pw_gemm_f64(m, nj, nr, ap + r0 * kb, nct * kb, tile + j0, 0, xoff + r0,
-                               st, ncol, bb if r0 == 0 else NULL, r0 > 0, 0, gbuf)
+            _pw_gemm(m, nj, nr, ap + r0 * kb, nct * kb, tile + j0, 0, xoff + r0, st, ncol,
+                     bb if r0 == 0 else NULL, r0 > 0, False, gbuf)
             r0 += kcr
         _unstage(st, ncol, m, j0, nj, it.Qv, cr, NULL, yb)
         j0 += ncol

@@ -44,6 +44,27 @@ cdef Py_ssize_t _pw_chunks(Py_ssize_t units, Py_ssize_t slivers, Py_ssize_t T) n
     return c
 
 
+cdef inline Py_ssize_t _pw_apk(Py_ssize_t m, Py_ssize_t k) noexcept nogil:
+    """Elements of one group's packed filters: m rows rounded up to register blocks."""
+    return (m + _K.pw_mr - 1) // _K.pw_mr * _K.pw_mr * k
+
+
+cdef floating* _pw_packed(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
+                          Py_ssize_t m, Py_ssize_t k, Py_ssize_t G, Py_ssize_t extra) except NULL:
+    # A new buffer: every group's filters A_g[i, p] = a[g*gs + i*rs + p*cs] packed by
+    # fc_pw_pack (G * _pw_apk(m, k) elements), then `extra` elements of scratch.
+    cdef Py_ssize_t g, apk = _pw_apk(m, k)
+    cdef floating* ap = <floating*>malloc((G * apk + extra) * sizeof(floating))
+    if ap == NULL:
+        raise MemoryError()
+    for g in range(G):
+        if floating is float:
+            _K.pw_pack_f32(a + g * gs, rs, cs, m, k, ap + g * apk)
+        else:
+            _K.pw_pack_f64(a + g * gs, rs, cs, m, k, ap + g * apk)
+    return ap
+
+
 cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
                  const floating* b, const floating* bias, floating* c, Py_ssize_t m,
                  Py_ssize_t k, Py_ssize_t HW, Py_ssize_t N, Py_ssize_t G,
@@ -53,7 +74,7 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
     cdef:
         Py_ssize_t isz = sizeof(floating)
         Py_ssize_t mr = _K.pw_mr, nr = _K.pw_nv * _K.vbytes // isz
-        Py_ssize_t apk = (m + mr - 1) // mr * mr * k  # one group's packed filters
+        Py_ssize_t apk = _pw_apk(m, k)
         Py_ssize_t slivers = (HW + nr - 1) // nr
         Py_ssize_t units = N * G, chunks, per_chunk, u, n, g, j0, j1, tid, nthr
         Py_ssize_t bufsz = FC_PW_BUF(k, nr, mr, isz)
@@ -66,15 +87,8 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
     per_chunk = (slivers + chunks - 1) // chunks * nr
     units *= chunks
     nthr = min(nthr, units)
-    ap = <floating*>malloc((G * apk + nthr * bufsz) * isz)
-    if ap == NULL:
-        raise MemoryError()
+    ap = _pw_packed(a, rs, cs, gs, m, k, G, nthr * bufsz)
     buf = ap + G * apk
-    for g in range(G):
-        if floating is float:
-            _K.pw_pack_f32(a + g * gs, rs, cs, m, k, ap + g * apk)
-        else:
-            _K.pw_pack_f64(a + g * gs, rs, cs, m, k, ap + g * apk)
     with nogil, parallel(num_threads=nthr):
         tid = threadid()
         csr = fc_ftz_enter()
@@ -84,16 +98,9 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
             j0 = u % chunks * per_chunk
             j1 = min(HW, j0 + per_chunk)
             if j0 < j1:
-                if floating is float:
-                    _K.pw_gemm_f32(m, j1 - j0, k, ap + g * apk, mr * k, b + (n * G + g) * k * HW + j0,
-                                   HW, NULL, c + (n * G + g) * m * HW + j0, HW,
-                                   bias + g * m if bias != NULL else NULL, 0, nt,
-                                   buf + tid * bufsz)
-                else:
-                    _K.pw_gemm_f64(m, j1 - j0, k, ap + g * apk, mr * k, b + (n * G + g) * k * HW + j0,
-                                   HW, NULL, c + (n * G + g) * m * HW + j0, HW,
-                                   bias + g * m if bias != NULL else NULL, 0, nt,
-                                   buf + tid * bufsz)
+                _pw_gemm(m, j1 - j0, k, ap + g * apk, mr * k, b + (n * G + g) * k * HW + j0,
+                         HW, NULL, c + (n * G + g) * m * HW + j0, HW,
+                         bias + g * m if bias != NULL else NULL, False, nt, buf + tid * bufsz)
         fc_ftz_leave(csr)
     free(ap)
     return 0
@@ -124,7 +131,7 @@ cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
     cdef:
         Py_ssize_t isz = sizeof(floating)
         Py_ssize_t mr = _K.pw_mr, nr = _K.pw_nv * _K.vbytes // isz
-        Py_ssize_t apk = (m + mr - 1) // mr * mr * k
+        Py_ssize_t apk = _pw_apk(m, k)
         Py_ssize_t H = cv.H, W = cv.W, P = cv.P, Q = cv.Q, PQ = cv.P * cv.Q, HW = cv.H * cv.W
         Py_ssize_t sh = cv.stride_h, sw = cv.stride_w, G = cv.C // cv.Cg
         Py_ssize_t units = cv.N * G, chunks = 1, rows_per, u, n, g, p0, p1, ncols
@@ -146,15 +153,8 @@ cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
     per = gbufsz + _round_up((m if which else k) * rows_per * Q, 16)
     units *= chunks
     nthr = min(nthr, units)
-    ap = <floating*>malloc((G * apk + nthr * per) * isz)
-    if ap == NULL:
-        raise MemoryError()
+    ap = _pw_packed(a, rs, cs, m * k, m, k, G, nthr * per)
     buf = ap + G * apk
-    for g in range(G):
-        if floating is float:
-            _K.pw_pack_f32(a + g * m * k, rs, cs, m, k, ap + g * apk)
-        else:
-            _K.pw_pack_f64(a + g * m * k, rs, cs, m, k, ap + g * apk)
     with nogil, parallel(num_threads=nthr):
         tid = threadid()
         csr = fc_ftz_enter()
@@ -175,25 +175,12 @@ cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
                         o = st + c * ncols + (p - p0) * Q
                         for q in range(Q):
                             o[q] = srow[q * sw]
-                if floating is float:
-                    _K.pw_gemm_f32(m, ncols, k, ap + g * apk, mr * k, st, ncols, NULL,
-                                   dst + (n * G + g) * m * PQ + p0 * Q, PQ,
-                                   bias + g * m if bias != NULL else NULL, 0, nt,
-                                   buf + tid * per)
-                else:
-                    _K.pw_gemm_f64(m, ncols, k, ap + g * apk, mr * k, st, ncols, NULL,
-                                   dst + (n * G + g) * m * PQ + p0 * Q, PQ,
-                                   bias + g * m if bias != NULL else NULL, 0, nt,
-                                   buf + tid * per)
+                _pw_gemm(m, ncols, k, ap + g * apk, mr * k, st, ncols, NULL,
+                         dst + (n * G + g) * m * PQ + p0 * Q, PQ,
+                         bias + g * m if bias != NULL else NULL, False, nt, buf + tid * per)
             else:
-                if floating is float:
-                    _K.pw_gemm_f32(m, ncols, k, ap + g * apk, mr * k,
-                                   src + (n * G + g) * k * PQ + p0 * Q, PQ, NULL, st, ncols,
-                                   NULL, 0, 0, buf + tid * per)
-                else:
-                    _K.pw_gemm_f64(m, ncols, k, ap + g * apk, mr * k,
-                                   src + (n * G + g) * k * PQ + p0 * Q, PQ, NULL, st, ncols,
-                                   NULL, 0, 0, buf + tid * per)
+                _pw_gemm(m, ncols, k, ap + g * apk, mr * k, src + (n * G + g) * k * PQ + p0 * Q,
+                         PQ, NULL, st, ncols, NULL, False, False, buf + tid * per)
                 for c in range(m):
                     for h in range(p0 * sh, min(H, p1 * sh)):
                         row = dst + ((n * G + g) * m + c) * HW + h * W

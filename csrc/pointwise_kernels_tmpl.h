@@ -36,7 +36,6 @@
  */
 
 #define PW_NR (FC_PW_NV * VL)
-#define PW_STEP FC_CAT3(fc_pw_step, TS, FC_SUFFIX)
 #define PW_BLOCK FC_CAT3(fc_pw_block, TS, FC_SUFFIX)
 #define PW_STREAM FC_CAT3(fc_pw_stream, TS, FC_SUFFIX)
 
@@ -171,6 +170,5 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 
 #undef PW_STEP_BODY
 #undef PW_NR
-#undef PW_STEP
 #undef PW_BLOCK
 #undef PW_STREAM

@@ -94,8 +94,9 @@ WGRAD_MIN_FILTERS = 16
 # least POINTWISE_FEW_IMAGES images, stays with the direct engine.
 POINTWISE_FEW_POSITIONS = 64
 POINTWISE_FEW_IMAGES = 4
-# NCHW stride-1 1x1 forward and grad_input on at least this many positions per image
-# go to the direct engine's pointwise products.
+# NCHW 1x1 (unpadded, any stride) forward and grad_input with at least this many output
+# positions per image go to the direct engine's pointwise products (strided grad_input
+# goes there at any size).
 POINTWISE_DIRECT_POSITIONS = 400
 # Without AVX-512: strided grad_input with at least this many output positions per
 # image goes to im2col.
