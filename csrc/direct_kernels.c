@@ -98,16 +98,28 @@
 /* ---------------------------------------------------------------- float32 */
 #define T float
 #define TS f32
+#define FC_ASM_SFX "ps"
+#define FC_ASM_BCAST "vbroadcastss"
+#define FC_ASM_ESZ "4"
 #include "direct_kernels_tmpl.h"
 #undef T
 #undef TS
+#undef FC_ASM_SFX
+#undef FC_ASM_BCAST
+#undef FC_ASM_ESZ
 
 /* ---------------------------------------------------------------- float64 */
 #define T double
 #define TS f64
+#define FC_ASM_SFX "pd"
+#define FC_ASM_BCAST "vbroadcastsd"
+#define FC_ASM_ESZ "8"
 #include "direct_kernels_tmpl.h"
 #undef T
 #undef TS
+#undef FC_ASM_SFX
+#undef FC_ASM_BCAST
+#undef FC_ASM_ESZ
 
 /* The table entry for this ISA, read by direct_dispatch.c. */
 #define FC_TABLE_NAME FC_CAT3(fc, table, FC_SUFFIX)
