@@ -743,6 +743,9 @@ cdef void _corrk_item(
             g0 += ng
 
 
+include "_packs.pxi"
+
+
 cdef void _pack_weights(
     const floating* w,  # IN: one group's filters
     const _Corr* cr, const ptrdiff_t* toff,  # toff[t]: tap t's offset in a filter
@@ -786,6 +789,7 @@ cdef int _run_corr(
     Py_ssize_t* pha, Py_ssize_t* phb,
     Py_ssize_t w_g, Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r, Py_ssize_t w_s,
     int n_threads,
+    object packs,          # a dict of packed filters kept across calls, or None (_packs.pxi)
 ) except -1:
     cdef:
         Py_ssize_t vl = _K.vbytes // sizeof(floating)
@@ -808,6 +812,8 @@ cdef int _run_corr(
         floating* wp = NULL
         floating* buf = NULL
         floating* wq
+        _Pack pk = None
+        object key = None
     try:
         if tapoff == NULL:
             raise MemoryError()
@@ -883,22 +889,30 @@ cdef int _run_corr(
             nbt = nkb
             for kbi in range(nkb + 1):
                 bo[kbi] = kbi * kb
-        wp = <floating*>malloc((cr.G * bo[nbt] * nct + 1) * sizeof(floating))
-        if wp == NULL:
-            raise MemoryError()
         items = base * nkc
         nthr = min(n_threads, items)
         # Pack the filters once: wp[g][block][c][t][i] = w[g, bo[block] + i, c, tap t],
         # zero past the last filter, the order fc_conv and fc_kvec read them in. In
         # threads, one block each (serial, it took 14% of resnet_c5's forward). Measured,
         # no gain (resnet_c5 forward, 2 threads, 8.39 ms either way): each thread packing
-        # the chunks it reads inside the compute region, into its own L2.
-        with nogil, parallel(num_threads=min(n_threads, cr.G * nbt)):
-            for it in prange(cr.G * nbt, schedule='static'):
-                g = it // nbt
-                kbi = it % nbt
-                _pack_weights(w + g * w_g, cr, woff, bo[kbi], bo[kbi + 1] - bo[kbi],
-                              w_o, w_c, wp + (g * bo[nbt] + bo[kbi]) * nct)
+        # the chunks it reads inside the compute region, into its own L2. The pack is
+        # kept in `packs` under what it depends on (_packs.pxi).
+        if packs is not None:
+            key = ("corr", sizeof(floating), <size_t>w, w_g, w_o, w_c, cr.Ci, cr.Ko, cr.G,
+                   tuple([woff[t] for t in range(cr.ntaps)]),
+                   tuple([bo[kbi] for kbi in range(nbt + 1)]))
+        pk = _pack_lookup(packs, key)
+        if pk is None:
+            pk = _Pack((cr.G * bo[nbt] * nct + 1) * sizeof(floating))
+            wp = <floating*>pk.data
+            with nogil, parallel(num_threads=min(n_threads, cr.G * nbt)):
+                for it in prange(cr.G * nbt, schedule='static'):
+                    g = it // nbt
+                    kbi = it % nbt
+                    _pack_weights(w + g * w_g, cr, woff, bo[kbi], bo[kbi + 1] - bo[kbi],
+                                  w_o, w_c, wp + (g * bo[nbt] + bo[kbi]) * nct)
+            _pack_keep(packs, key, pk)
+        wp = <floating*>pk.data
         if kpath:
             per = _round_up(ib_n * cr.Ci * cr.cs + cr.cs + 256 + _KVEC_GROUP * kb, 16)
             pbuf = <ptrdiff_t*>malloc((2 * nthr * npos_max + nthr) * sizeof(ptrdiff_t))
@@ -942,7 +956,6 @@ cdef int _run_corr(
     finally:
         free(tapoff)
         free(bo)
-        free(wp)
         free(buf)
         free(pbuf)
     return 0
@@ -1347,6 +1360,7 @@ def forward(
     int layout,
     bint has_bias,
     int n_threads,
+    object packs=None,         # a dict that keeps packed filters across calls (_packs.pxi)
 ):
     """y = conv(x, w) + bias, every element of y written."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, R, S, P, Q, groups, stride_h, stride_w,
@@ -1362,11 +1376,11 @@ def forward(
         return
     if _pw_fits(&cv, layout):  # y_n,g = W_g . x_n,g
         _pw_run(&w[0], cv.Cg, 1, cv.Kg * cv.Cg, &x[0], &bias[0] if has_bias else NULL,
-                &y[0], cv.Kg, cv.Cg, H * W, N, groups, n_threads)
+                &y[0], cv.Kg, cv.Cg, H * W, N, groups, n_threads, packs)
         return
     if _pw_strided_fits(&cv, layout):  # y_n,g = W_g . x_n,g[:, ::sh, ::sw]
         _pws_run(0, &w[0], cv.Cg, 1, &x[0], &bias[0] if has_bias else NULL, &y[0],
-                 cv.Kg, cv.Cg, &cv, n_threads)
+                 cv.Kg, cv.Cg, &cv, n_threads, packs)
         return
     if _dw_strided_fits(&cv, layout) and Q >= _DWS_FORWARD_MIN_Q:
         _dws_run(0, &x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cv, n_threads)
@@ -1375,7 +1389,7 @@ def forward(
     cdef _Taps tp = _forward_taps(&cv)
     _run_corr(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cr,
               tp.dr, tp.ds, tp.tr, tp.ts, tp.pa, tp.pb,
-              cv.Kg * cv.ws_k, cv.ws_k, cv.ws_c, cv.ws_r, cv.ws_s, n_threads)
+              cv.Kg * cv.ws_k, cv.ws_k, cv.ws_c, cv.ws_r, cv.ws_s, n_threads, packs)
 
 
 def grad_input(
@@ -1388,6 +1402,7 @@ def grad_input(
     Py_ssize_t dil_h, Py_ssize_t dil_w, Py_ssize_t pad_top, Py_ssize_t pad_left,
     int layout,
     int n_threads,
+    object packs=None,           # as for forward
 ):
     """grad_x = d(loss)/dx given grad_y = d(loss)/dy, every element of grad_x written."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, R, S, P, Q, groups, stride_h, stride_w,
@@ -1413,11 +1428,11 @@ def grad_input(
         return
     if _pw_fits(&cv, layout):  # dx_n,g = W_g^T . dy_n,g
         _pw_run(&w[0], 1, cv.Cg, cv.Kg * cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0],
-                cv.Cg, cv.Kg, H * W, N, groups, n_threads)
+                cv.Cg, cv.Kg, H * W, N, groups, n_threads, packs)
         return
     if _pw_strided_fits(&cv, layout):  # dx_n,g on the stride grid = W_g^T . dy_n,g
         _pws_run(1, &w[0], 1, cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0], cv.Cg, cv.Kg,
-                 &cv, n_threads)
+                 &cv, n_threads, packs)
         return
     # Phase (a, b) is grad_x[a::sh, b::sw]. Input row h = a + i*sh meets tap r from
     # output row p = i + e_r, e_r = (a + pt - r*dh) / sh, when that division is exact.
@@ -1449,7 +1464,7 @@ def grad_input(
             # The filters transposed: output channel c, reduction over k.
             _run_corr(&grad_y[0], &w[0], <floating*>NULL, &grad_x[0], &cr,
                       tp.dr, tp.ds, tp.tr, tp.ts, tp.pa, tp.pb,
-                      cv.Kg * cv.ws_k, cv.ws_c, cv.ws_k, cv.ws_r, cv.ws_s, n_threads)
+                      cv.Kg * cv.ws_k, cv.ws_c, cv.ws_k, cv.ws_r, cv.ws_s, n_threads, packs)
 
 
 def grad_weight(

@@ -49,26 +49,32 @@ cdef inline Py_ssize_t _pw_apk(Py_ssize_t m, Py_ssize_t k) noexcept nogil:
     return (m + _K.pw_mr - 1) // _K.pw_mr * _K.pw_mr * k
 
 
-cdef floating* _pw_packed(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
-                          Py_ssize_t m, Py_ssize_t k, Py_ssize_t G, Py_ssize_t extra) except NULL:
-    # A new buffer: every group's filters A_g[i, p] = a[g*gs + i*rs + p*cs] packed by
-    # fc_pw_pack (G * _pw_apk(m, k) elements), then `extra` elements of scratch.
+cdef _Pack _pw_packed(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
+                      Py_ssize_t m, Py_ssize_t k, Py_ssize_t G, object packs):
+    # Every group's filters A_g[i, p] = a[g*gs + i*rs + p*cs] packed by fc_pw_pack
+    # (G * _pw_apk(m, k) elements), found in or kept in packs (_packs.pxi).
     cdef Py_ssize_t g, apk = _pw_apk(m, k)
-    cdef floating* ap = <floating*>malloc((G * apk + extra) * sizeof(floating))
-    if ap == NULL:
-        raise MemoryError()
+    cdef object key = None
+    if packs is not None:
+        key = ("pw", sizeof(floating), <size_t>a, rs, cs, gs, m, k, G, _K.pw_mr)
+    cdef _Pack pk = _pack_lookup(packs, key)
+    if pk is not None:
+        return pk
+    pk = _Pack(G * apk * sizeof(floating))
+    cdef floating* ap = <floating*>pk.data
     for g in range(G):
         if floating is float:
             _K.pw_pack_f32(a + g * gs, rs, cs, m, k, ap + g * apk)
         else:
             _K.pw_pack_f64(a + g * gs, rs, cs, m, k, ap + g * apk)
-    return ap
+    _pack_keep(packs, key, pk)
+    return pk
 
 
 cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
                  const floating* b, const floating* bias, floating* c, Py_ssize_t m,
                  Py_ssize_t k, Py_ssize_t HW, Py_ssize_t N, Py_ssize_t G,
-                 int n_threads) except -1:
+                 int n_threads, object packs) except -1:
     # c[n, g*m + i, :] = bias[g*m + i] + sum_{p<k} A_g[i, p] * b[n, g*k + p, :], with
     # A_g[i, p] = a[g*gs + i*rs + p*cs]: b has G*k rows of HW per image, c has G*m.
     cdef:
@@ -80,6 +86,7 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
         Py_ssize_t bufsz = FC_PW_BUF(k, nr, mr, isz)
         int nt = N * G * m * HW * isz >= _PW_STREAM_BYTES
         unsigned csr
+        _Pack pk
         floating* ap
         floating* buf
     nthr = max(1, n_threads)
@@ -87,8 +94,11 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
     per_chunk = (slivers + chunks - 1) // chunks * nr
     units *= chunks
     nthr = min(nthr, units)
-    ap = _pw_packed(a, rs, cs, gs, m, k, G, nthr * bufsz)
-    buf = ap + G * apk
+    pk = _pw_packed(a, rs, cs, gs, m, k, G, packs)
+    ap = <floating*>pk.data
+    buf = <floating*>malloc(nthr * bufsz * sizeof(floating))
+    if buf == NULL:
+        raise MemoryError()
     with nogil, parallel(num_threads=nthr):
         tid = threadid()
         csr = fc_ftz_enter()
@@ -102,7 +112,7 @@ cdef int _pw_run(const floating* a, Py_ssize_t rs, Py_ssize_t cs, Py_ssize_t gs,
                          HW, NULL, c + (n * G + g) * m * HW + j0, HW,
                          bias + g * m if bias != NULL else NULL, False, nt, buf + tid * bufsz)
         fc_ftz_leave(csr)
-    free(ap)
+    free(buf)
     return 0
 
 
@@ -121,7 +131,7 @@ cdef bint _pw_strided_fits(const _Conv* cv, int layout) noexcept:
 
 cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
                   const floating* src, const floating* bias, floating* dst, Py_ssize_t m,
-                  Py_ssize_t k, const _Conv* cv, int n_threads) except -1:
+                  Py_ssize_t k, const _Conv* cv, int n_threads, object packs) except -1:
     # which 0, forward: src = x (N, G*k, H, W), dst = y (N, G*m, P, Q),
     #     y_n,g = A_g . x_n,g[:, ::sh, ::sw];
     # which 1, grad_input: src = grad_y (N, G*k, P, Q), dst = grad_x (N, G*m, H, W),
@@ -139,6 +149,7 @@ cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
         Py_ssize_t per
         int nt = which == 0 and units * m * PQ * isz >= _PW_STREAM_BYTES
         unsigned csr
+        _Pack pk
         floating* ap
         floating* buf
         floating* st
@@ -153,8 +164,11 @@ cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
     per = gbufsz + _round_up((m if which else k) * rows_per * Q, 16)
     units *= chunks
     nthr = min(nthr, units)
-    ap = _pw_packed(a, rs, cs, m * k, m, k, G, nthr * per)
-    buf = ap + G * apk
+    pk = _pw_packed(a, rs, cs, m * k, m, k, G, packs)
+    ap = <floating*>pk.data
+    buf = <floating*>malloc(nthr * per * sizeof(floating))
+    if buf == NULL:
+        raise MemoryError()
     with nogil, parallel(num_threads=nthr):
         tid = threadid()
         csr = fc_ftz_enter()
@@ -191,5 +205,5 @@ cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
                             for q in range(Q):
                                 row[q * sw] = o[q]
         fc_ftz_leave(csr)
-    free(ap)
+    free(buf)
     return 0

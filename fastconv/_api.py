@@ -59,6 +59,7 @@ class _Problem:
         self.flip = v.flag(flip, "flip")
         x = v.as_array(x, x_name)
         w = v.as_array(w, "w")
+        w_given = w
         extra = [None if a is None else v.as_array(a, n) for a, n in extra]
         x4, self.unbatched = v.batched(x, x_name, self.layout)
         self.g: ConvGeometry = v.geometry(x4.shape, w.shape, stride, pad, dilation, groups,
@@ -67,6 +68,9 @@ class _Problem:
         self.x = v.contiguous(x4, self.dtype)
         w = v.contiguous(w, self.dtype)
         self.w = v.contiguous(_flip(w, self.layout), self.dtype) if self.flip else w
+        # Whether the engines read the caller's own array (no conversion, copy or flip):
+        # only then may filters packed from it in earlier calls be used (_conv2d).
+        self.w_is_callers = self.w is w_given
         self.extra = [None if a is None else v.contiguous(a, self.dtype) for a in extra]
 
     def engine(self, pass_name: str):
@@ -112,6 +116,14 @@ def conv2d(x, w, stride=1, pad=0, *, bias=None, dilation=1, groups=1, layout="NC
         A fresh C-contiguous array, ``(N, K, P, Q)`` or ``(N, P, Q, K)``, of the
         promoted dtype (float32 stays float32; ints and bools become float64).
     """
+    return _conv2d(x, w, stride, pad, bias, dilation, groups, layout, flip, backend, None)
+
+
+def _conv2d(x, w, stride, pad, bias, dilation, groups, layout, flip, backend, packs):
+    """conv2d, with ``packs``: a dict in which the direct engine keeps packed filters
+    from call to call (None: pack per call). The caller vouches that ``w``'s values are
+    those of the call that filled it; it is used only when the engine reads ``w``
+    itself, not a converted, copied or flipped array made for this call."""
     pr = _Problem(x, w, stride, pad, dilation, groups, layout, flip, backend,
                   extra=[(bias, "bias")])
     g = pr.g
@@ -121,7 +133,7 @@ def conv2d(x, w, stride=1, pad=0, *, bias=None, dilation=1, groups=1, layout="NC
     _check_memory(g.y_shape, pr.dtype, "the output")
     if g.N == 0:
         return pr.unbatch(np.zeros(g.y_shape, dtype=pr.dtype))
-    y = pr.engine("forward").forward(pr.x, pr.w, b, g)
+    y = pr.engine("forward").forward(pr.x, pr.w, b, g, packs if pr.w_is_callers else None)
     return pr.unbatch(y)
 
 

@@ -15,7 +15,7 @@ import operator
 import numpy as np
 
 from . import _validate as v
-from ._api import ConvGrads, conv2d, conv2d_backward
+from ._api import ConvGrads, _conv2d, conv2d, conv2d_backward
 from ._geometry import out_size
 
 # The 1-D layout names and the 2-D layouts they run on.
@@ -134,8 +134,14 @@ def conv1d(x, w, stride=1, pad=0, *, bias=None, dilation=1, groups=1, layout="NC
     y : ndarray
         ``(N, K, Q)`` or ``(N, Q, K)``, fresh and C-contiguous, of the promoted dtype.
     """
+    return _conv1d(x, w, stride, pad, bias, dilation, groups, layout, flip, backend, None)
+
+
+def _conv1d(x, w, stride, pad, bias, dilation, groups, layout, flip, backend, packs):
+    """conv1d with ``packs``, as ``_api._conv2d``: w4 is a view of the caller's w."""
     pr = _Problem1d(x, w, stride, pad, dilation, groups, layout)
-    y = conv2d(pr.x4, pr.w4, bias=bias, flip=flip, backend=backend, **pr.opts)
+    y = _conv2d(pr.x4, pr.w4, pr.opts["stride"], pr.opts["pad"], bias, pr.opts["dilation"],
+                pr.opts["groups"], pr.opts["layout"], flip, backend, packs)
     return pr.unbatch(y.reshape(pr.y_shape))
 
 

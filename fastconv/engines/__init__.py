@@ -1,9 +1,14 @@
 """The convolution engines. Each module exposes the same four functions:
 
-    forward(x, w, bias, g)      -> y       (g: ConvGeometry)
-    grad_input(grad_y, w, g)    -> grad_x
-    grad_weight(grad_y, x, g)   -> grad_w
-    grad_bias(grad_y, g)        -> grad_b
+    forward(x, w, bias, g, packs=None)      -> y       (g: ConvGeometry)
+    grad_input(grad_y, w, g, packs=None)    -> grad_x
+    grad_weight(grad_y, x, g)               -> grad_w
+    grad_bias(grad_y, g)                    -> grad_b
+
+``packs`` is a dict an engine may keep reordered copies of ``w`` in from call to call
+(the caller guarantees ``w`` is the same array with the same values as when the dict
+was filled; a layer in inference does), or None. Only the direct engine packs its
+filters; the others ignore it.
 
 Contract (the API in ``fastconv._api`` guarantees it, so engines do not re-check):
   * every array is 4-D, C-contiguous, and of one dtype, float32 or float64;

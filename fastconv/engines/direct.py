@@ -24,20 +24,22 @@ def _dims(g: ConvGeometry) -> tuple[int, ...]:
             g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.layout)
 
 
-def forward(x, w, bias, g: ConvGeometry):
+def forward(x, w, bias, g: ConvGeometry, packs=None):
+    """packs: a dict the kernels keep packed filters in across calls (a layer's, in
+    inference; csrc/_packs.pxi), or None to pack them for this call only."""
     y = output(g.y_shape, x.dtype)
     has_bias = bias is not None
     if not has_bias:
         bias = np.zeros(1, dtype=x.dtype)  # the kernel needs a buffer; it is never read
     _direct.forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_dims(g),
-                    int(has_bias), threads_for(g.flops))
+                    int(has_bias), threads_for(g.flops), packs)
     return y
 
 
-def grad_input(grad_y, w, g: ConvGeometry):
+def grad_input(grad_y, w, g: ConvGeometry, packs=None):
     grad_x = output(g.x_shape, grad_y.dtype)
     _direct.grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1), *_dims(g),
-                       threads_for(g.flops))
+                       threads_for(g.flops), packs)
     return grad_x
 
 

@@ -723,7 +723,7 @@ def _products(g: ConvGeometry, pass_name: str, arrays: dict, out, bias=None):
     return out
 
 
-def forward(x, w, bias, g: ConvGeometry):
+def forward(x, w, bias, g: ConvGeometry, packs=None):  # packs: unused (no packing)
     x, w = _readable(x, w)
     y = output(g.y_shape, x.dtype)
     if _dense(g) or g.is_pointwise:
@@ -816,7 +816,7 @@ def _image_band(g: ConvGeometry, itemsize: int, T: int) -> int:
     return _balanced(g.P, pb)
 
 
-def grad_input(grad_y, w, g: ConvGeometry):
+def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
     grad_y, w = _readable(grad_y, w)
     G, Q, isz = g.groups, g.Q, grad_y.itemsize
     crs = g.C * g.R * g.S

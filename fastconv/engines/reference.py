@@ -50,7 +50,7 @@ def _groups(g: ConvGeometry):
             for i in range(g.groups)]
 
 
-def forward(x, w, bias, g: ConvGeometry):
+def forward(x, w, bias, g: ConvGeometry, packs=None):  # packs: unused (no packing)
     xp = _pad(_to_nchw(x, g), g)
     w = _w_to_oihw(w, g)
     y = np.zeros((g.N, g.K, g.P, g.Q), dtype=x.dtype)
@@ -64,7 +64,7 @@ def forward(x, w, bias, g: ConvGeometry):
     return _from_nchw(y, g)
 
 
-def grad_input(grad_y, w, g: ConvGeometry):
+def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
     gy = _to_nchw(grad_y, g)
     w = _w_to_oihw(w, g)
     gxp = np.zeros((g.N, g.C, g.H + g.pad_top + g.pad_bottom, g.W + g.pad_left + g.pad_right),
