@@ -206,13 +206,13 @@ cdef extern from "direct_kernels.h" nogil:
         void (*pw_pack_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                             double *) noexcept nogil
         void (*pw_gemm_f32)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
-                            const float *,
+                            ptrdiff_t, const float *,
                             ptrdiff_t, const ptrdiff_t *, float *, ptrdiff_t, const float *,
-                            int, int, float *) noexcept nogil
+                            const float *, int, int, float *) noexcept nogil
         void (*pw_gemm_f64)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, ptrdiff_t,
-                            const double *,
+                            ptrdiff_t, const double *,
                             ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *,
-                            int, int, double *) noexcept nogil
+                            const double *, int, int, double *) noexcept nogil
     unsigned fc_ftz_enter()
     void fc_ftz_leave(unsigned old)
     const fc_kernels *fc_select(const char *request)
@@ -606,12 +606,16 @@ cdef inline void _pw_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floati
                           Py_ssize_t ablock, const floating* b, Py_ssize_t ldb,
                           const ptrdiff_t* rowoff, floating* c, Py_ssize_t ldc,
                           const floating* bias, bint accumulate, bint nt,
-                          floating* buf) noexcept nogil:
-    # fc_pw_gemm of the element type (csrc/pointwise_kernels_tmpl.h says what it computes).
+                          floating* buf, const floating* cbias=NULL,
+                          Py_ssize_t lda=0) noexcept nogil:
+    # fc_pw_gemm of the element type (csrc/pointwise_kernels_tmpl.h says what it computes):
+    # bias is per row of c, cbias per column; lda > 0 reads A in place, rows lda apart.
     if floating is float:
-        _K.pw_gemm_f32(m, n, k, ap, ablock, b, ldb, rowoff, c, ldc, bias, accumulate, nt, buf)
+        _K.pw_gemm_f32(m, n, k, ap, ablock, lda, b, ldb, rowoff, c, ldc, bias, cbias,
+                       accumulate, nt, buf)
     else:
-        _K.pw_gemm_f64(m, n, k, ap, ablock, b, ldb, rowoff, c, ldc, bias, accumulate, nt, buf)
+        _K.pw_gemm_f64(m, n, k, ap, ablock, lda, b, ldb, rowoff, c, ldc, bias, cbias,
+                       accumulate, nt, buf)
 
 
 cdef void _corr_item_gemm(
@@ -1378,6 +1382,10 @@ def forward(
         _pw_run(&w[0], cv.Cg, 1, cv.Kg * cv.Cg, &x[0], &bias[0] if has_bias else NULL,
                 &y[0], cv.Kg, cv.Cg, H * W, N, groups, n_threads, packs)
         return
+    if _pwh_fits(&cv, layout):  # y (NHW x K) = x (NHW x C) . W (C x K), per group
+        _pwh_run(&x[0], C, cv.Cg, &w[0], K, cv.Kg, &bias[0] if has_bias else NULL, &y[0],
+                 K, cv.Kg, N * H * W, groups, n_threads)
+        return
     if _pw_strided_fits(&cv, layout):  # y_n,g = W_g . x_n,g[:, ::sh, ::sw]
         _pws_run(0, &w[0], cv.Cg, 1, &x[0], &bias[0] if has_bias else NULL, &y[0],
                  cv.Kg, cv.Cg, &cv, n_threads, packs)
@@ -1415,6 +1423,7 @@ def grad_input(
         Py_ssize_t sh = stride_h, sw = stride_w
         _Corr cr
         _Taps tp
+        _Pack pk
         list rows, cols
 
     if _dw_fits(&cv, layout):
@@ -1429,6 +1438,11 @@ def grad_input(
     if _pw_fits(&cv, layout):  # dx_n,g = W_g^T . dy_n,g
         _pw_run(&w[0], 1, cv.Cg, cv.Kg * cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0],
                 cv.Cg, cv.Kg, H * W, N, groups, n_threads, packs)
+        return
+    if _pwh_fits(&cv, layout):  # dx (NHW x C) = dy (NHW x K) . W^T (K x C), per group
+        pk = _pwh_transposed(&w[0], cv.Cg, cv.Kg, K, groups, packs)
+        _pwh_run(&grad_y[0], K, cv.Kg, <floating*>pk.data, cv.Cg, cv.Kg * cv.Cg,
+                 <floating*>NULL, &grad_x[0], C, cv.Cg, N * H * W, groups, n_threads)
         return
     if _pw_strided_fits(&cv, layout):  # dx_n,g on the stride grid = W_g^T . dy_n,g
         _pws_run(1, &w[0], 1, cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0], cv.Cg, cv.Kg,

@@ -39,10 +39,11 @@
     void fc_pw_pack_##TS##_##SUFFIX(const T *a, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t m,  \
                                     ptrdiff_t k, T *ap);                                   \
     void fc_pw_gemm_##TS##_##SUFFIX(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *ap,   \
-                                    ptrdiff_t ablock, const T *b, ptrdiff_t ldb,           \
+                                    ptrdiff_t ablock, ptrdiff_t lda, const T *b,           \
+                                    ptrdiff_t ldb,                                         \
                                     const ptrdiff_t *rowoff,                               \
-                                    T *c, ptrdiff_t ldc, const T *bias, int accumulate,    \
-                                    int nt, T *buf);
+                                    T *c, ptrdiff_t ldc, const T *bias, const T *cbias,    \
+                                    int accumulate, int nt, T *buf);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -68,9 +69,12 @@ FC_DECLARE_ISA(avx512)
 #define FC_DW_PITCH(S, Q, VL) ((((Q) + (VL) - 1) / (VL) * (VL) + (S) - 1 + 15) / 16 * 16)
 #define FC_DW_RING(R, S, Q, VL) ((2 * FC_DW_RB + (R)) * FC_DW_PITCH(S, Q, VL) + 2 * (VL) * FC_DW_RB + 16)
 
-/* fc_pw_gemm's scratch, in elements: a k x nr sliver, an mr x nr block, mr biases, and
- * room to align the sliver to 64 bytes (nr = pw_nv vectors, mr = pw_mr of the set). */
-#define FC_PW_BUF(k, nr, mr, itemsize) ((k) * (nr) + (mr) * (nr) + (mr) + 64 / (itemsize))
+/* fc_pw_gemm's scratch, in elements: a k x nr sliver, an mr x nr block, mr row biases,
+ * nr column biases, a packed mr x k row block (A in place: its partial last block), and
+ * room to align the sliver and that block to 64 bytes (nr = pw_nv vectors, mr = pw_mr
+ * of the set). */
+#define FC_PW_BUF(k, nr, mr, itemsize) \
+    ((k) * (nr) + (mr) * (nr) + (mr) + (nr) + (k) * (mr) + 128 / (itemsize))
 
 typedef struct {
     const char *name;
@@ -110,13 +114,13 @@ typedef struct {
     void (*pw_pack_f32)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *);
     void (*pw_pack_f64)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *);
     void (*pw_gemm_f32)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, ptrdiff_t,
-                        const float *,
-                        ptrdiff_t, const ptrdiff_t *, float *, ptrdiff_t, const float *, int,
-                        int, float *);
+                        ptrdiff_t, const float *,
+                        ptrdiff_t, const ptrdiff_t *, float *, ptrdiff_t, const float *,
+                        const float *, int, int, float *);
     void (*pw_gemm_f64)(ptrdiff_t, ptrdiff_t, ptrdiff_t, const double *, ptrdiff_t,
-                        const double *,
-                        ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *, int,
-                        int, double *);
+                        ptrdiff_t, const double *,
+                        ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *,
+                        const double *, int, int, double *);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best

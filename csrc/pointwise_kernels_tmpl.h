@@ -53,6 +53,17 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
         }                                                                         \
     } while (0)
 
+/* The same step with A read in place: row i at a + i*lda (a: this step's column). */
+#define PW_STEP_ROWS_BODY(a, lda, bp)                                             \
+    do {                                                                          \
+        V b_[FC_PW_NV];                                                           \
+        for (int j_ = 0; j_ < FC_PW_NV; j_++) b_[j_] = LOAD((bp) + j_ * VL);      \
+        for (int i_ = 0; i_ < FC_PW_MR; i_++) {                                   \
+            const V a_ = SPLAT((a)[i_ * (lda)]);                                  \
+            for (int j_ = 0; j_ < FC_PW_NV; j_++) acc[i_][j_] += a_ * b_[j_];     \
+        }                                                                         \
+    } while (0)
+
 /* The same step written out for AVX2 (6 x 2 ymm accumulators, two B loads into ymm12-13,
  * broadcasts alternating in ymm14-15), where GCC 12's own schedule of PW_STEP_BODY,
  * unrolled four times, copied accumulators between registers and spilled one to the
@@ -78,23 +89,51 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
               [c41] "+x"(acc[4][1]), [c50] "+x"(acc[5][0]), [c51] "+x"(acc[5][1])       \
             : [a] "r"(ap), [b] "r"(bp)                                                   \
             : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
+/* The in-place step: rows 0..5 at a, a+s, a+2s, a3 = a+3s, a+4s, a3+2s (s = lda in
+ * bytes), x86's scaled addressing. */
+#define PW_ASM_FMA2R(r, addr, i)                                                    \
+    FC_ASM_BCAST " " addr ", %%" r "\n\t"                                             \
+    "vfmadd231" FC_ASM_SFX " %%ymm12, %%" r ", %[c" #i "0]\n\t"                        \
+    "vfmadd231" FC_ASM_SFX " %%ymm13, %%" r ", %[c" #i "1]\n\t"
+#define PW_STEP_ROWS(arow, lda, bp)                                                       \
+    __asm__("vmovups (%[b]), %%ymm12\n\t"                                                \
+            "vmovups 32(%[b]), %%ymm13\n\t"                                              \
+            PW_ASM_FMA2R("ymm14", "(%[a])", 0) PW_ASM_FMA2R("ymm15", "(%[a],%[s],1)", 1)  \
+            PW_ASM_FMA2R("ymm14", "(%[a],%[s],2)", 2) PW_ASM_FMA2R("ymm15", "(%[a3])", 3) \
+            PW_ASM_FMA2R("ymm14", "(%[a],%[s],4)", 4)                                    \
+            PW_ASM_FMA2R("ymm15", "(%[a3],%[s],2)", 5)                                   \
+            : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]),      \
+              [c11] "+x"(acc[1][1]), [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]),      \
+              [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1]), [c40] "+x"(acc[4][0]),      \
+              [c41] "+x"(acc[4][1]), [c50] "+x"(acc[5][0]), [c51] "+x"(acc[5][1])       \
+            : [a] "r"(arow), [a3] "r"((arow) + 3 * (lda)),                              \
+              [s] "r"((lda) * (ptrdiff_t)sizeof(T)),                                     \
+              [b] "r"(bp)                                                                \
+            : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
 #else
 #define PW_STEP(ap, bp) PW_STEP_BODY(ap, bp)
+#define PW_STEP_ROWS(a, lda, bp) PW_STEP_ROWS_BODY(a, lda, bp)
 #endif
 
-/* c[i*ldc + j] = bias[i] (0 without bias; with accumulate, c's own value) +
- * sum_p ap[p*MR + i] * bp[p*NR + j] for i < MR, j < NR, streamed when nt. Meanwhile
- * prefetches pf + (pfoff ? pfoff[q] : q*pfld), q < npf (the next sliver's rows), spread
- * evenly over the k steps. */
-FC_INLINE void PW_BLOCK(const T *restrict ap, const T *restrict bp, ptrdiff_t k,
-                        const T *bias, T *c, ptrdiff_t ldc, int nt, int accumulate,
-                        const T *pf, const ptrdiff_t *pfoff, ptrdiff_t pfld, ptrdiff_t npf)
+/* c[i*ldc + j] = bias[i] + cbias[j] (each 0 when NULL; with accumulate, c's own value) +
+ * sum_p A[i, p] * bp[p*NR + j] for i < MR, j < NR, streamed when nt, A packed
+ * (A[i, p] = ap[p*MR + i], lda 0) or in place (ap[i*lda + p]). Meanwhile prefetches
+ * pf + (pfoff ? pfoff[q] : q*pfld), q < npf (the next sliver's rows), spread evenly over
+ * the k steps, and (apf, in place: the next row block's rows, apl lines each) every line
+ * of rows apf + i*lda, i < MR. */
+FC_INLINE void PW_BLOCK(const T *restrict ap, const ptrdiff_t lda, const T *restrict bp,
+                        ptrdiff_t k, const T *bias, const T *cbias, T *c, ptrdiff_t ldc,
+                        int nt, int accumulate, const T *pf, const ptrdiff_t *pfoff,
+                        ptrdiff_t pfld, ptrdiff_t npf, const T *apf, ptrdiff_t apl)
 {
+    const ptrdiff_t napf = apf ? FC_PW_MR * apl : 0;
+    ptrdiff_t qa = 0;
     V acc[FC_PW_MR][FC_PW_NV];
     for (int i = 0; i < FC_PW_MR; i++) {
         const V b0 = bias ? SPLAT(bias[i]) : (V){0};
         for (int j = 0; j < FC_PW_NV; j++)
-            acc[i][j] = accumulate ? LOAD(c + i * ldc + j * VL) : b0;
+            acc[i][j] = accumulate ? LOAD(c + i * ldc + j * VL)
+                                   : (cbias ? b0 + LOAD(cbias + j * VL) : b0);
     }
     ptrdiff_t p = 0, q = 0;
     for (; p + 4 <= k; p += 4) {
@@ -106,12 +145,28 @@ FC_INLINE void PW_BLOCK(const T *restrict ap, const T *restrict bp, ptrdiff_t k,
             __builtin_prefetch(row + PW_NR * sizeof(T) - 1, 0, 2);
             q++;
         }
-        PW_STEP(ap + (p + 0) * FC_PW_MR, bp + (p + 0) * PW_NR);
-        PW_STEP(ap + (p + 1) * FC_PW_MR, bp + (p + 1) * PW_NR);
-        PW_STEP(ap + (p + 2) * FC_PW_MR, bp + (p + 2) * PW_NR);
-        PW_STEP(ap + (p + 3) * FC_PW_MR, bp + (p + 3) * PW_NR);
+        while (qa < napf && qa * k < (p + 4) * napf) {
+            __builtin_prefetch((const char *)(apf + qa / apl * lda) + qa % apl * 64, 0, 2);
+            qa++;
+        }
+        if (lda) {
+            PW_STEP_ROWS(ap + p + 0, lda, bp + (p + 0) * PW_NR);
+            PW_STEP_ROWS(ap + p + 1, lda, bp + (p + 1) * PW_NR);
+            PW_STEP_ROWS(ap + p + 2, lda, bp + (p + 2) * PW_NR);
+            PW_STEP_ROWS(ap + p + 3, lda, bp + (p + 3) * PW_NR);
+        } else {
+            PW_STEP(ap + (p + 0) * FC_PW_MR, bp + (p + 0) * PW_NR);
+            PW_STEP(ap + (p + 1) * FC_PW_MR, bp + (p + 1) * PW_NR);
+            PW_STEP(ap + (p + 2) * FC_PW_MR, bp + (p + 2) * PW_NR);
+            PW_STEP(ap + (p + 3) * FC_PW_MR, bp + (p + 3) * PW_NR);
+        }
     }
-    for (; p < k; p++) PW_STEP(ap + p * FC_PW_MR, bp + p * PW_NR);
+    for (; p < k; p++) {
+        if (lda)
+            PW_STEP_ROWS(ap + p, lda, bp + p * PW_NR);
+        else
+            PW_STEP(ap + p * FC_PW_MR, bp + p * PW_NR);
+    }
     if (nt) {
         for (int i = 0; i < FC_PW_MR; i++)
             for (int j = 0; j < FC_PW_NV; j++) PW_STREAM(c + i * ldc + j * VL, acc[i][j]);
@@ -135,21 +190,26 @@ void FC_CAT3(fc_pw_pack, TS, FC_SUFFIX)(const T *a, ptrdiff_t rs, ptrdiff_t cs, 
             }
 }
 
-/* c[i*ldc + j] = bias[i] (if bias; with accumulate, c's own value) +
- * sum_{p<k} A[i, p] * B[p, j] for i < m, j < n, A packed by fc_pw_pack (row block ib at
+/* c[i*ldc + j] = bias[i] + cbias[j] (each only if not NULL; with accumulate, c's own
+ * value) + sum_{p<k} A[i, p] * B[p, j] for i < m, j < n. With lda > 0 A is read in place,
+ * A[i, p] = ap[i*lda + p] (a partial last row block is packed into buf); with lda 0 A is
+ * packed by fc_pw_pack (row block ib at
  * ap + ib*ablock, ablock = MR*k for a whole pack; a larger one reads a chunk of a pack's
  * reduction) and row p of B at b + (rowoff ? rowoff[p] : p*ldb). buf: FC_PW_BUF(k, NR,
  * MR) elements of scratch (this thread's). nt: stream C's full blocks past the caches
  * (when C is aligned for it). */
 void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *ap,
-                                        ptrdiff_t ablock, const T *b, ptrdiff_t ldb,
+                                        ptrdiff_t ablock, ptrdiff_t lda, const T *b,
+                                        ptrdiff_t ldb,
                                         const ptrdiff_t *rowoff,
-                                        T *c, ptrdiff_t ldc, const T *bias, int accumulate,
-                                        int nt, T *buf)
+                                        T *c, ptrdiff_t ldc, const T *bias,
+                                        const T *cbias, int accumulate, int nt, T *buf)
 {
     T *bp = (T *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);  /* the sliver, k x NR */
     T *tmp = bp + k * PW_NR;                                /* a partial block, MR x NR */
     T *bz = tmp + FC_PW_MR * PW_NR;                         /* a partial block's bias */
+    T *cz = bz + FC_PW_MR;                                  /* a partial sliver's cbias */
+    T *az = (T *)(((uintptr_t)(cz + PW_NR) + 63) & ~(uintptr_t)63); /* lda: last block */
     const ptrdiff_t mb = (m + FC_PW_MR - 1) / FC_PW_MR;
     const ptrdiff_t per = (k + mb - 1) / mb;  /* next-sliver rows each block prefetches */
     nt = nt && (uintptr_t)c % FC_VBYTES == 0 && (ldc * (ptrdiff_t)sizeof(T)) % FC_VBYTES == 0;
@@ -168,6 +228,11 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
             }
         }
         const int next = j + PW_NR < n;
+        const T *cj = cbias ? cbias + j : NULL;
+        if (cbias && w < PW_NR) {
+            for (int v = 0; v < PW_NR; v++) cz[v] = v < w ? cj[v] : (T)0;
+            cj = cz;
+        }
         for (ptrdiff_t ib = 0; ib < mb; ib++) {
             const ptrdiff_t rows = m - ib * FC_PW_MR < FC_PW_MR ? m - ib * FC_PW_MR : FC_PW_MR;
             const T *bi = bias ? bias + ib * FC_PW_MR : NULL;
@@ -180,15 +245,38 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
             const T *pf = rowoff ? b + j + PW_NR : b + r0 * ldb + j + PW_NR;
             const ptrdiff_t *pfoff = rowoff ? rowoff + r0 : NULL;
             T *cb = c + ib * FC_PW_MR * ldc + j;
+            /* In place, the first sliver reads each row block from memory: short rows
+             * (lda apart) the hardware prefetcher does not follow; the next block's are
+             * fetched meanwhile (prefetches never fault: a block past m is harmless). */
+            const T *apf = lda && j == 0 && ib + 1 < mb ? ap + (ib + 1) * FC_PW_MR * lda : NULL;
+            const ptrdiff_t apl = (k * (ptrdiff_t)sizeof(T) + 63) / 64 + 1;
+            const T *ai = lda ? ap + ib * FC_PW_MR * lda : ap + ib * ablock;
+            ptrdiff_t ldai = lda;
+            if (lda && rows < FC_PW_MR) {  /* rows past m must not be read: packed, zeros */
+                if (j == 0)
+                    for (ptrdiff_t p = 0; p < k; p++)
+                        for (int i = 0; i < FC_PW_MR; i++)
+                            az[p * FC_PW_MR + i] = i < rows ? ai[i * lda + p] : (T)0;
+                ai = az;
+                ldai = 0;
+            }
             if (rows == FC_PW_MR && w == PW_NR) {
-                PW_BLOCK(ap + ib * ablock, bp, k, bi, cb, ldc, nt, accumulate, pf, pfoff,
-                         ldb, npf);
+                if (ldai)
+                    PW_BLOCK(ai, ldai, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
+                             npf, apf, apl);
+                else
+                    PW_BLOCK(ai, 0, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
+                             npf, apf, apl);
             } else {
                 if (accumulate)
                     for (ptrdiff_t i = 0; i < rows; i++)
                         memcpy(tmp + i * PW_NR, cb + i * ldc, w * sizeof(T));
-                PW_BLOCK(ap + ib * ablock, bp, k, bi, tmp, PW_NR, 0, accumulate, pf, pfoff,
-                         ldb, npf);
+                if (ldai)
+                    PW_BLOCK(ai, ldai, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff,
+                             ldb, npf, apf, apl);
+                else
+                    PW_BLOCK(ai, 0, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff, ldb,
+                             npf, apf, apl);
                 for (ptrdiff_t i = 0; i < rows; i++)
                     memcpy(cb + i * ldc, tmp + i * PW_NR, w * sizeof(T));
             }
@@ -200,6 +288,9 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 #undef PW_STEP_BODY
 #undef PW_STEP
 #undef PW_ASM_FMA2
+#undef PW_STEP_ROWS_BODY
+#undef PW_STEP_ROWS
+#undef PW_ASM_FMA2R
 #undef PW_NR
 #undef PW_BLOCK
 #undef PW_STREAM

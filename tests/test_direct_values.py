@@ -174,6 +174,7 @@ def _misaligned(a):
     return out
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n, c, k, h, w, groups, stride", [
     (3, 70, 37, 20, 103, 1, 1),  # 2 threads; 37 filters: a partial row block; 2060 columns
@@ -183,14 +184,18 @@ def _misaligned(a):
     (1, 12, 9, 10, 13, 3, (3, 1)),  # one image in row bands; groups; rows skipped
     (2, 6, 20, 7, 9, 1, (1, 4)),    # columns skipped
 ])
-def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, stride, dtype, rng):
-    """The NCHW pointwise products (forward and grad_input, at stride 1 and on a stride
-    grid) against the reference, on aligned and misaligned operands, bitwise equal
-    across thread counts."""
+def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, stride, dtype, layout,
+                            rng):
+    """The pointwise products (NCHW: forward and grad_input, at stride 1 and on a stride
+    grid; NHWC at stride 1, positions as rows: 16 and 20 filters per group leave partial
+    column slivers, 2060 positions partial row blocks) against the reference, on aligned
+    and misaligned operands, bitwise equal across thread counts."""
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((k, c // groups, 1, 1)).astype(dtype)
+    if layout == "NHWC":
+        x, wt = np.ascontiguousarray(x.transpose(0, 2, 3, 1)), np.ascontiguousarray(wt.T)
     b = rng.standard_normal(k).astype(dtype)
-    kw = dict(groups=groups, stride=stride)
+    kw = dict(groups=groups, stride=stride, layout=layout)
     y_ref = fastconv.conv2d(x, wt, bias=b, backend="reference", **kw)
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref = fastconv.conv2d_backward(gy, x, wt, wrt="x", backend="reference", **kw).x
