@@ -1440,7 +1440,7 @@ def grad_input(
                 cv.Cg, cv.Kg, H * W, N, groups, n_threads, packs)
         return
     if _pwh_fits(&cv, layout):  # dx (NHW x C) = dy (NHW x K) . W^T (K x C), per group
-        pk = _pwh_transposed(&w[0], cv.Cg, cv.Kg, K, groups, packs)
+        pk = _pwh_transposed(&w[0], cv.Cg, cv.Kg, K, groups, n_threads, packs)
         _pwh_run(&grad_y[0], K, cv.Kg, <floating*>pk.data, cv.Cg, cv.Kg * cv.Cg,
                  <floating*>NULL, &grad_x[0], C, cv.Cg, N * H * W, groups, n_threads)
         return

@@ -214,11 +214,11 @@ cdef int _pws_run(int which, const floating* a, Py_ssize_t rs, Py_ssize_t cs,
 # are; grad_input dx (NHW x C) = dy (NHW x K) . W^T, W^T copied once per call (or kept
 # in packs). fc_pw_gemm reads the rows of x (or dy) in place, six at a time, as the
 # broadcast operand (packing them first took 20% of resnet_c2_1x1's forward: C harness,
-# Zen 3, a 126 x 256 block: pack 12.5 us, product 48.7 us). A unit is a block of
-# positions of one group, about _PWH_BLOCK_BYTES of its rows, which stay in L2 while the
-# filters' column slivers sweep them; every output is one dot product in a fixed order:
-# bitwise the same for any thread count. They used to go to im2col (OpenBLAS's gemm)
-# or the tiled path, 1.3-2.2x slower than NCHW.
+# Zen 3, a 126 x 256 block: pack 12.5 us, product 48.7 us). A unit's block of positions
+# is about _PWH_BLOCK_BYTES of a reduction chunk, in L2 while the filters' column
+# slivers sweep it; every output is one dot product in a fixed order (the chunks do not
+# depend on the threads): bitwise the same for any thread count. They used to go to
+# im2col (OpenBLAS's gemm) or the tiled path, 1.3-2.2x slower than NCHW.
 cdef Py_ssize_t _PWH_BLOCK_BYTES = 128 * 1024
 
 
@@ -235,20 +235,30 @@ cdef int _pwh_run(const floating* a, Py_ssize_t lda, Py_ssize_t k,
     # For every group g < G, row i < M and column j < n:
     #   c[i*ldc + g*n + j] = cbias[g*n + j] (when not NULL)
     #                        + sum_{p<k} a[i*lda + g*k + p] * b[g*b_g + p*ldb + j].
+    # A unit is (group, block of mc rows, chunk of nc columns); the reduction runs in
+    # chunks of kc rows of b (a column sliver of kc rows stays in L1) that accumulate
+    # into c in order. Each unit copies its columns' slivers once per chunk, so units
+    # have many rows; where there are few rows (7 x 7 maps) the columns are split to
+    # give the threads work instead.
     cdef:
         Py_ssize_t isz = sizeof(floating)
         Py_ssize_t mr = _K.pw_mr, nr = _K.pw_nv * _K.vbytes // isz
-        Py_ssize_t mc, nblk, units, u, g, i0, tid, nthr
-        Py_ssize_t gbufsz = _round_up(FC_PW_BUF(k, nr, mr, isz), 16)
-        int nt = M * G * n * isz >= _PW_STREAM_BYTES
+        Py_ssize_t kc = min(k, max(8, _GEMM_SLIVER_BYTES // (nr * isz)))
+        Py_ssize_t mc, nc, nblk, ncb, units, u, g, i0, j0, ir, r0, tid, nthr
+        Py_ssize_t slivers = (n + nr - 1) // nr
+        Py_ssize_t gbufsz = _round_up(FC_PW_BUF(kc, nr, mr, isz), 16)
+        int nt = k <= kc and M * G * n * isz >= _PW_STREAM_BYTES
         unsigned csr
         floating* buf
     nthr = max(1, n_threads)
-    mc = max(mr, _PWH_BLOCK_BYTES // (k * isz) // mr * mr)
-    while mc > mr and (M + mc - 1) // mc * G < 4 * nthr:  # enough units for the threads
-        mc -= mr
+    mc = max(mr, _PWH_BLOCK_BYTES // (kc * isz) // mr * mr)
     nblk = (M + mc - 1) // mc
-    units = nblk * G
+    ncb = 1
+    while nblk * G * ncb < 4 * nthr and ncb * 2 <= slivers:  # too few row blocks
+        ncb *= 2
+    nc = (slivers + ncb - 1) // ncb * nr
+    ncb = (n + nc - 1) // nc
+    units = nblk * ncb * G
     nthr = min(nthr, units)
     buf = <floating*>malloc(nthr * gbufsz * isz)
     if buf == NULL:
@@ -257,20 +267,26 @@ cdef int _pwh_run(const floating* a, Py_ssize_t lda, Py_ssize_t k,
         tid = threadid()
         csr = fc_ftz_enter()
         for u in prange(units, schedule='static'):
-            g = u // nblk
-            i0 = u % nblk * mc
-            _pw_gemm(min(mc, M - i0), n, k, a + i0 * lda + g * k, 0, b + g * b_g, ldb, NULL,
-                     c + i0 * ldc + g * n, ldc, NULL, False, nt, buf + tid * gbufsz,
-                     cbias + g * n if cbias != NULL else NULL, lda)
+            g = u // (nblk * ncb)
+            i0 = u // ncb % nblk * mc
+            j0 = u % ncb * nc
+            for ir in range((k + kc - 1) // kc):
+                r0 = ir * kc
+                _pw_gemm(min(mc, M - i0), min(nc, n - j0), min(kc, k - r0),
+                         a + i0 * lda + g * k + r0, 0, b + g * b_g + r0 * ldb + j0, ldb, NULL,
+                         c + i0 * ldc + g * n + j0, ldc, NULL, r0 > 0, nt, buf + tid * gbufsz,
+                         cbias + g * n + j0 if cbias != NULL and r0 == 0 else NULL, lda)
         fc_ftz_leave(csr)
     free(buf)
     return 0
 
 
 cdef _Pack _pwh_transposed(const floating* w, Py_ssize_t Cg, Py_ssize_t Kg, Py_ssize_t K,
-                           Py_ssize_t G, object packs):
+                           Py_ssize_t G, int n_threads, object packs):
     # wt[g][p][j] = w[j*K + g*Kg + p] (p < Kg, j < Cg): each group's HWIO filters
-    # transposed, grad_input's right-hand side; found in or kept in packs.
+    # transposed, grad_input's right-hand side; found in or kept in packs. In 16 x 16
+    # tiles, whose 16 destination rows stay in L1 (element by element, every store of a
+    # 2048 x 512 transpose went to a new line: 8 of grad_input's 20 ms).
     cdef object key = None
     if packs is not None:
         key = ("pwh_t", sizeof(floating), <size_t>w, Cg, Kg, K, G)
@@ -279,11 +295,14 @@ cdef _Pack _pwh_transposed(const floating* w, Py_ssize_t Cg, Py_ssize_t Kg, Py_s
         return pk
     pk = _Pack(G * Kg * Cg * sizeof(floating))
     cdef floating* wt = <floating*>pk.data
-    cdef Py_ssize_t g, p, j
-    with nogil:
-        for g in range(G):
-            for j in range(Cg):
-                for p in range(Kg):
-                    wt[(g * Kg + p) * Cg + j] = w[j * K + g * Kg + p]
+    cdef Py_ssize_t g, p, j, jb, pb, t, nj = (Cg + 15) // 16, npb = (Kg + 15) // 16
+    with nogil, parallel(num_threads=max(1, min(n_threads, G * nj))):
+        for t in prange(G * nj, schedule='static'):
+            g = t // nj
+            jb = t % nj * 16
+            for pb in range(0, npb * 16, 16):
+                for j in range(jb, min(jb + 16, Cg)):
+                    for p in range(pb, min(pb + 16, Kg)):
+                        wt[(g * Kg + p) * Cg + j] = w[j * K + g * Kg + p]
     _pack_keep(packs, key, pk)
     return pk

@@ -60,7 +60,15 @@ own threads (``engines/_products``):
   (256->1024: 8.7 / 7.6, 8.3 / 8.5) and on 7x7 im2col's forward wins (512->2048:
   10.6 / 9.5), where a filter matrix larger than L2 streams once per column sliver;
   grad_input there stays direct through the few-positions rule above (2048 <- 512:
-  12.4 / 18.4). NHWC layers stay with im2col, and so does grad_weight.
+  12.4 / 18.4). grad_weight stays with im2col.
+* NHWC pointwise layers at stride 1 got products too (positions as rows, the filters
+  as they are), and the same positions rule sends their forward and grad_input to the
+  direct engine (2026-12-02, Zen 3, medians of 7 paired runs, direct / im2col ms):
+  256->64 at 56x56 9.5 / 11.5 forward, 8.8 / 14.9 grad_input; 64->256 9.0 / 15.4,
+  9.7 / 10.8; 144->24 4.2 / 5.9, 3.0 / 7.6; 32->192 at 28x28 1.4 / 2.2, 1.5 / 1.9; onto
+  14x14 im2col keeps them (256->1024: 7.4 / 8.1, 9.3 / 7.1), and onto 7x7 (512->2048:
+  14.1 / 8.4, 11.8 / 7.7), the few-positions rule being NCHW's alone. Strided NHWC
+  1x1 layers stay with im2col.
 * The strided 1x1 projections (NCHW, unpadded) got the same products on the stride
   grid: their grad_input goes to the direct engine at every size (64->128 at 56x56/2:
   2.0 / 2.7 ms; 512->1024 at 28x28/2: 17.3 / 23.6; 1024->2048 at 14x14/2, 7x7 out:
@@ -132,9 +140,10 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     strided = g.stride_h > 1 or g.stride_w > 1
     positions = g.P * g.Q
     if g.R == g.S == 1 and not (g.pad_top or g.pad_bottom or g.pad_left or g.pad_right):
-        few = (not strided and positions < POINTWISE_FEW_POSITIONS
+        few = (not g.nhwc and not strided and positions < POINTWISE_FEW_POSITIONS
                and g.N >= POINTWISE_FEW_IMAGES)
-        products = not g.nhwc and positions >= POINTWISE_DIRECT_POSITIONS
+        products = (positions >= POINTWISE_DIRECT_POSITIONS
+                    and not (g.nhwc and strided))
         return {"forward": "direct" if products else "im2col",
                 "grad_input": "direct" if few or products or (strided and not g.nhwc)
                 else "im2col",

@@ -140,15 +140,18 @@ def test_grad_input_choices_without_avx512(x_shape, w_shape, stride, expected):
     assert fastconv.choose_backend(g, np.float32, 2, simd="avx2")["grad_input"] == expected
 
 
-@pytest.mark.parametrize("layout, x_shape, expected", [
-    (0, (8, 64, 56, 56), "direct"),   # NCHW: the direct engine's pointwise products
-    (0, (8, 64, 14, 14), "im2col"),   # NCHW onto a 14x14 map
-    (1, (8, 56, 56, 64), "im2col"),   # NHWC
+@pytest.mark.parametrize("layout, x_shape, stride, expected", [
+    (0, (8, 64, 56, 56), 1, "direct"),   # NCHW: the direct engine's pointwise products
+    (0, (8, 64, 56, 56), 2, "direct"),   # on the stride grid, 28x28 out
+    (0, (8, 64, 14, 14), 1, "im2col"),   # NCHW onto a 14x14 map
+    (0, (8, 64, 14, 14), 2, "im2col"),
+    (1, (8, 56, 56, 64), 1, "direct"),   # NHWC: products with positions as rows
+    (1, (8, 56, 56, 64), 2, "im2col"),   # NHWC strided: no products
+    (1, (8, 14, 14, 64), 1, "im2col"),   # NHWC onto a 14x14 map
 ])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_pointwise_forward_choice(layout, x_shape, expected, stride):
+def test_pointwise_forward_choice(layout, x_shape, stride, expected):
     """By the positions of the output: 56x56 (or 28x28 at stride 2) direct, 14x14 (7x7)
-    im2col."""
+    im2col; NHWC only at stride 1."""
     w_shape = (256, 64, 1, 1) if layout == 0 else (1, 1, 64, 256)
     g = geometry(x_shape, w_shape, stride, 0, 1, 1, layout)
     for simd in ("avx512", "avx2", "baseline"):
