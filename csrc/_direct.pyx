@@ -1504,6 +1504,10 @@ def grad_weight(
     if _dw_strided_fits(&cv, layout):
         _dws_run(2, &grad_y[0], &x[0], <floating*>NULL, &grad_w[0], &cv, n_threads)
         return
+    if _pwh_fits(&cv, layout):  # gW_g (Cg x Kg) = x_g^T . dy_g, over all N*H*W positions
+        _pwh_wgrad(&x[0], &grad_y[0], &grad_w[0], N * H * W, C, K, cv.Cg, cv.Kg, groups,
+                   n_threads)
+        return
     cdef:
         _Corr cr = _source_corr(&cv, groups)
         _Taps tp = _forward_taps(&cv)

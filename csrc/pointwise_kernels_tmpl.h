@@ -117,7 +117,8 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
 
 /* c[i*ldc + j] = bias[i] + cbias[j] (each 0 when NULL; with accumulate, c's own value) +
  * sum_p A[i, p] * bp[p*NR + j] for i < MR, j < NR, streamed when nt, A packed
- * (A[i, p] = ap[p*MR + i], lda 0) or in place (ap[i*lda + p]). Meanwhile prefetches
+ * (A[i, p] = ap[p*MR + i], lda 0), in place by rows (ap[i*lda + p], lda > 0) or by
+ * columns (ap[i - p*lda], lda < 0). Meanwhile prefetches
  * pf + (pfoff ? pfoff[q] : q*pfld), q < npf (the next sliver's rows), spread evenly over
  * the k steps, and (apf, in place: the next row block's rows, apl lines each) every line
  * of rows apf + i*lda, i < MR. */
@@ -127,6 +128,7 @@ FC_INLINE void PW_BLOCK(const T *restrict ap, const ptrdiff_t lda, const T *rest
                         ptrdiff_t pfld, ptrdiff_t npf, const T *apf, ptrdiff_t apl)
 {
     const ptrdiff_t napf = apf ? FC_PW_MR * apl : 0;
+    const ptrdiff_t acs = lda < 0 ? -lda : FC_PW_MR;  /* A's step, packed or by columns */
     ptrdiff_t qa = 0;
     V acc[FC_PW_MR][FC_PW_NV];
     for (int i = 0; i < FC_PW_MR; i++) {
@@ -149,23 +151,23 @@ FC_INLINE void PW_BLOCK(const T *restrict ap, const ptrdiff_t lda, const T *rest
             __builtin_prefetch((const char *)(apf + qa / apl * lda) + qa % apl * 64, 0, 2);
             qa++;
         }
-        if (lda) {
+        if (lda > 0) {
             PW_STEP_ROWS(ap + p + 0, lda, bp + (p + 0) * PW_NR);
             PW_STEP_ROWS(ap + p + 1, lda, bp + (p + 1) * PW_NR);
             PW_STEP_ROWS(ap + p + 2, lda, bp + (p + 2) * PW_NR);
             PW_STEP_ROWS(ap + p + 3, lda, bp + (p + 3) * PW_NR);
         } else {
-            PW_STEP(ap + (p + 0) * FC_PW_MR, bp + (p + 0) * PW_NR);
-            PW_STEP(ap + (p + 1) * FC_PW_MR, bp + (p + 1) * PW_NR);
-            PW_STEP(ap + (p + 2) * FC_PW_MR, bp + (p + 2) * PW_NR);
-            PW_STEP(ap + (p + 3) * FC_PW_MR, bp + (p + 3) * PW_NR);
+            PW_STEP(ap + (p + 0) * acs, bp + (p + 0) * PW_NR);
+            PW_STEP(ap + (p + 1) * acs, bp + (p + 1) * PW_NR);
+            PW_STEP(ap + (p + 2) * acs, bp + (p + 2) * PW_NR);
+            PW_STEP(ap + (p + 3) * acs, bp + (p + 3) * PW_NR);
         }
     }
     for (; p < k; p++) {
-        if (lda)
+        if (lda > 0)
             PW_STEP_ROWS(ap + p, lda, bp + p * PW_NR);
         else
-            PW_STEP(ap + p * FC_PW_MR, bp + p * PW_NR);
+            PW_STEP(ap + p * acs, bp + p * PW_NR);
     }
     if (nt) {
         for (int i = 0; i < FC_PW_MR; i++)
@@ -191,9 +193,10 @@ void FC_CAT3(fc_pw_pack, TS, FC_SUFFIX)(const T *a, ptrdiff_t rs, ptrdiff_t cs, 
 }
 
 /* c[i*ldc + j] = bias[i] + cbias[j] (each only if not NULL; with accumulate, c's own
- * value) + sum_{p<k} A[i, p] * B[p, j] for i < m, j < n. With lda > 0 A is read in place,
- * A[i, p] = ap[i*lda + p] (a partial last row block is packed into buf); with lda 0 A is
- * packed by fc_pw_pack (row block ib at
+ * value) + sum_{p<k} A[i, p] * B[p, j] for i < m, j < n. With lda != 0 A is read in place,
+ * by rows A[i, p] = ap[i*lda + p] (lda > 0) or by columns A[i, p] = ap[i - p*lda]
+ * (lda < 0), a partial last row block packed into buf; with lda 0 A is packed by
+ * fc_pw_pack (row block ib at
  * ap + ib*ablock, ablock = MR*k for a whole pack; a larger one reads a chunk of a pack's
  * reduction) and row p of B at b + (rowoff ? rowoff[p] : p*ldb). buf: FC_PW_BUF(k, NR,
  * MR) elements of scratch (this thread's). nt: stream C's full blocks past the caches
@@ -248,35 +251,38 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
             /* In place, the first sliver reads each row block from memory: short rows
              * (lda apart) the hardware prefetcher does not follow; the next block's are
              * fetched meanwhile (prefetches never fault: a block past m is harmless). */
-            const T *apf = lda && j == 0 && ib + 1 < mb ? ap + (ib + 1) * FC_PW_MR * lda : NULL;
+            const T *apf = lda > 0 && j == 0 && ib + 1 < mb ? ap + (ib + 1) * FC_PW_MR * lda
+                                                          : NULL;
             const ptrdiff_t apl = (k * (ptrdiff_t)sizeof(T) + 63) / 64 + 1;
-            const T *ai = lda ? ap + ib * FC_PW_MR * lda : ap + ib * ablock;
+            const T *ai = lda > 0 ? ap + ib * FC_PW_MR * lda
+                                  : (lda < 0 ? ap + ib * FC_PW_MR : ap + ib * ablock);
             ptrdiff_t ldai = lda;
             if (lda && rows < FC_PW_MR) {  /* rows past m must not be read: packed, zeros */
                 if (j == 0)
                     for (ptrdiff_t p = 0; p < k; p++)
                         for (int i = 0; i < FC_PW_MR; i++)
-                            az[p * FC_PW_MR + i] = i < rows ? ai[i * lda + p] : (T)0;
+                            az[p * FC_PW_MR + i] =
+                                i >= rows ? (T)0 : (lda > 0 ? ai[i * lda + p] : ai[i - p * lda]);
                 ai = az;
                 ldai = 0;
             }
             if (rows == FC_PW_MR && w == PW_NR) {
-                if (ldai)
+                if (ldai > 0)
                     PW_BLOCK(ai, ldai, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
                              npf, apf, apl);
                 else
-                    PW_BLOCK(ai, 0, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
+                    PW_BLOCK(ai, ldai, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
                              npf, apf, apl);
             } else {
                 if (accumulate)
                     for (ptrdiff_t i = 0; i < rows; i++)
                         memcpy(tmp + i * PW_NR, cb + i * ldc, w * sizeof(T));
-                if (ldai)
+                if (ldai > 0)
                     PW_BLOCK(ai, ldai, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff,
                              ldb, npf, apf, apl);
                 else
-                    PW_BLOCK(ai, 0, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff, ldb,
-                             npf, apf, apl);
+                    PW_BLOCK(ai, ldai, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff,
+                             ldb, npf, apf, apl);
                 for (ptrdiff_t i = 0; i < rows; i++)
                     memcpy(cb + i * ldc, tmp + i * PW_NR, w * sizeof(T));
             }

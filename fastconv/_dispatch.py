@@ -67,8 +67,11 @@ own threads (``engines/_products``):
   256->64 at 56x56 9.5 / 11.5 forward, 8.8 / 14.9 grad_input; 64->256 9.0 / 15.4,
   9.7 / 10.8; 144->24 4.2 / 5.9, 3.0 / 7.6; 32->192 at 28x28 1.4 / 2.2, 1.5 / 1.9; onto
   14x14 im2col keeps them (256->1024: 7.4 / 8.1, 9.3 / 7.1), and onto 7x7 (512->2048:
-  14.1 / 8.4, 11.8 / 7.7), the few-positions rule being NCHW's alone. Strided NHWC
-  1x1 layers stay with im2col.
+  14.1 / 8.4, 11.8 / 7.7), the few-positions rule being NCHW's alone. Their
+  grad_weight (a reduction over the positions, in fixed ranges) goes there by the same
+  rule: 256->64 at 56x56 14.4 / 23.0, 64->256 12.3 / 17.7, 144->24 3.1 / 9.6, 32->192
+  at 28x28 1.5 / 2.6; 256->1024 at 14x14 12.1 / 10.3. Strided NHWC 1x1 layers stay
+  with im2col.
 * The strided 1x1 projections (NCHW, unpadded) got the same products on the stride
   grid: their grad_input goes to the direct engine at every size (64->128 at 56x56/2:
   2.0 / 2.7 ms; 512->1024 at 28x28/2: 17.3 / 23.6; 1024->2048 at 14x14/2, 7x7 out:
@@ -147,7 +150,7 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
         return {"forward": "direct" if products else "im2col",
                 "grad_input": "direct" if few or products or (strided and not g.nhwc)
                 else "im2col",
-                "grad_weight": "im2col"}
+                "grad_weight": "direct" if products and g.nhwc else "im2col"}
     wide_strided = (strided and positions >= STRIDED_GRAD_INPUT_POSITIONS
                     and (simd or simd_variant()) != "avx512")
     return {

@@ -187,9 +187,10 @@ def _misaligned(a):
 def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, stride, dtype, layout,
                             rng):
     """The pointwise products (NCHW: forward and grad_input, at stride 1 and on a stride
-    grid; NHWC at stride 1, positions as rows: 16 and 20 filters per group leave partial
-    column slivers, 2060 positions partial row blocks) against the reference, on aligned
-    and misaligned operands, bitwise equal across thread counts."""
+    grid; NHWC at stride 1, positions as rows, and grad_weight over ranges of positions:
+    6180 of them make 6 ranges, 63 one; 37 filters leave partial column slivers, 70 and 8
+    channels per group partial row blocks) against the reference, on aligned and
+    misaligned operands, bitwise equal across thread counts."""
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((k, c // groups, 1, 1)).astype(dtype)
     if layout == "NHWC":
@@ -199,6 +200,7 @@ def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, stride, dty
     y_ref = fastconv.conv2d(x, wt, bias=b, backend="reference", **kw)
     gy = rng.standard_normal(y_ref.shape).astype(dtype)
     gx_ref = fastconv.conv2d_backward(gy, x, wt, wrt="x", backend="reference", **kw).x
+    gw_ref = fastconv.conv2d_backward(gy, x, wt, wrt="w", backend="reference", **kw).w
     def poisoned(fn, nbytes):
         # Free a block of NaNs the size of the output first, so that an element the
         # kernel fails to write (grad_input off the stride grid) reads NaN, not a
@@ -212,8 +214,12 @@ def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, stride, dty
         gx = same_bits_on_threads(lambda: poisoned(
             lambda: fastconv.conv2d_backward(gys, xs, wt, wrt="x", backend="direct", **kw).x,
             x.nbytes))
+        gw = same_bits_on_threads(lambda: poisoned(
+            lambda: fastconv.conv2d_backward(gys, xs, wt, wrt="w", backend="direct", **kw).w,
+            wt.nbytes))
         assert_close(y, y_ref, dtype, "y")
         assert_close(gx, gx_ref, dtype, "grad_x")
+        assert_close(gw, gw_ref, dtype, "grad_w")
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])

@@ -155,4 +155,8 @@ def test_pointwise_forward_choice(layout, x_shape, stride, expected):
     w_shape = (256, 64, 1, 1) if layout == 0 else (1, 1, 64, 256)
     g = geometry(x_shape, w_shape, stride, 0, 1, 1, layout)
     for simd in ("avx512", "avx2", "baseline"):
-        assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["forward"] == expected
+        choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
+        assert choice["forward"] == expected
+        # grad_weight: the NHWC products only (NCHW's stays with im2col)
+        assert choice["grad_weight"] == ("direct" if layout == 1 and expected == "direct"
+                                         else "im2col")
