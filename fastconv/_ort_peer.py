@@ -27,6 +27,7 @@ import functools
 from ._torch_peer import PeerProcess
 
 DTYPES = ("float32",)
+LAYOUTS = ("NCHW",)  # its Conv takes NCHW tensors only
 _OPSET = 17
 
 

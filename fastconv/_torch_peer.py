@@ -39,9 +39,12 @@ class PeerProcess:
             self.close()
             raise ImportError(self.version)
 
-    def load(self, x, w, gy, stride: int, pad: int, groups: int) -> None:
-        """The arrays of the next layer's cases (sent once, used by every pass)."""
-        self._conn.send(("load", (x, w, gy, stride, pad, groups)))
+    def load(self, x, w, gy, stride: int, pad: int, groups: int,
+             channels_last: bool = False) -> None:
+        """The arrays of the next layer's cases (sent once, used by every pass), NCHW;
+        ``channels_last``: the library is to run them in its NHWC memory format."""
+        extra = (True,) if channels_last else ()
+        self._conn.send(("load", (x, w, gy, stride, pad, groups) + extra))
 
     def time(self, pass_name: str, repeat: int):
         """(median seconds, result array) of one pass on the loaded arrays."""
@@ -79,11 +82,17 @@ class PeerProcess:
         self._conn.close()
 
 
-def torch_passes(torch, x, w, gy, stride: int, pad: int, groups: int) -> dict:
+def torch_passes(torch, x, w, gy, stride: int, pad: int, groups: int,
+                 channels_last: bool = False) -> dict:
     """{pass name: callable} running PyTorch's CPU kernels for one layer on NumPy arrays
-    (conv2d, nn.grad.conv2d_input, nn.grad.conv2d_weight). The peer calls it, and so do
-    the bench scripts that time PyTorch in their own process."""
-    tx, tw, tgy = (torch.from_numpy(a) for a in (x, w, gy))
+    (conv2d, nn.grad.conv2d_input, nn.grad.conv2d_weight), NCHW, or with
+    ``channels_last`` as channels_last tensors (PyTorch's NHWC: the same shapes, NHWC
+    strides), the format its oneDNN kernels prefer. The peer calls it, and so do the
+    bench scripts that time PyTorch in their own process."""
+    tx, tw, tgy = (None if a is None else torch.from_numpy(a) for a in (x, w, gy))
+    if channels_last:
+        tx, tw, tgy = (None if t is None else t.contiguous(memory_format=torch.channels_last)
+                       for t in (tx, tw, tgy))
     kw = dict(stride=stride, padding=pad, groups=groups)
     return {
         "forward": lambda: torch.nn.functional.conv2d(tx, tw, **kw),

@@ -63,6 +63,10 @@ def add_arguments(p) -> None:
                    help=f"comma-separated, from {', '.join(PASSES)}")
     p.add_argument("--threads", type=int, default=None, help="thread count (default: all cores)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--layout", default="NCHW", choices=("NCHW", "NHWC"),
+                   help="the layer suite's layout: NHWC runs our engines on NHWC inputs with "
+                   "HWIO filters and PyTorch on channels_last tensors (ONNX Runtime's Conv "
+                   "is NCHW only: not timed)"),
     p.add_argument("--repeat", type=int, default=None,
                    help="timed calls per case, median taken (default 9; 3 with --quick); "
                    "with --network, timed sequences (default 3)")
@@ -201,8 +205,9 @@ def sgemm_ceiling(dtype: str, n: int = 2048, repeat: int = 5) -> float:
     return 2 * n**3 / t / 1e9
 
 
-def _pass_fn(engine: str, pass_name: str, x, w, gy, layer):
-    kw = dict(stride=layer.stride, pad=layer.pad, groups=layer.groups, backend=engine)
+def _pass_fn(engine: str, pass_name: str, x, w, gy, layer, layout: str = "NCHW"):
+    kw = dict(stride=layer.stride, pad=layer.pad, groups=layer.groups, backend=engine,
+              layout=layout)
     if pass_name == "forward":
         return lambda: conv2d(x, w, **kw)
     if pass_name == "grad_input":
@@ -210,7 +215,8 @@ def _pass_fn(engine: str, pass_name: str, x, w, gy, layer):
     return lambda: conv2d_backward(gy, x, w, wrt="w", **kw).w
 
 
-def _start_peers(no_torch: bool, no_ort: bool, threads: int, dtype: str, passes):
+def _start_peers(no_torch: bool, no_ort: bool, threads: int, dtype: str, passes,
+                 layout: str = "NCHW"):
     """({name: running peer process}, [a one-line note per peer left out])."""
     from . import _ort_peer, _torch_peer
 
@@ -223,6 +229,8 @@ def _start_peers(no_torch: bool, no_ort: bool, threads: int, dtype: str, passes)
                 notes.append(f"{name}: not timed (--no-{name})")
             elif not set(passes) & set(PEER_PASSES[name]):
                 notes.append(f"{name}: not timed (it runs {', '.join(PEER_PASSES[name])} only)")
+            elif layout not in getattr(module, "LAYOUTS", (layout,)):
+                notes.append(f"{name}: not timed (its convolution is {module.LAYOUTS[0]} only)")
             elif dtype not in getattr(module, "DTYPES", (dtype,)):
                 notes.append(f"{name}: not timed (its CPU convolution has no {dtype} kernel)")
             elif (peer := module.start(threads)) is None:
@@ -305,12 +313,28 @@ def speedups(rows, peer: str) -> dict:
     return out
 
 
-def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict) -> dict:
+def _to_nhwc(x, w, gy):
+    """The NCHW case in NHWC: x and grad_y (N, H, W, C), w HWIO (R, S, C/groups, K)."""
+    return (np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
+            np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
+            np.ascontiguousarray(gy.transpose(0, 2, 3, 1)))
+
+
+def _from_nhwc(a, pass_name: str):
+    """An NHWC result in NCHW terms, to compare with an NCHW (or channels_last) one."""
+    return a.transpose(3, 2, 0, 1) if pass_name == "grad_weight" else a.transpose(0, 3, 1, 2)
+
+
+def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
+            layout: str = "NCHW") -> dict:
     """Time every engine on every layer and pass; returns the run as a JSON-able dict.
 
     ``peers`` maps "torch" and "ort" to running peer processes (``_torch_peer``,
     ``_ort_peer``), each timing a case right after our engines, on the same arrays.
+    With ``layout="NHWC"`` our engines get the arrays in NHWC (HWIO filters) and PyTorch
+    the same values as channels_last tensors.
     """
+    nhwc = layout == "NHWC"
     rng = np.random.default_rng(0)
     rows, failures = [], []
     bar = _progress(sum(len(ENGINES) + sum(p in PEER_PASSES[n] for n in peers)
@@ -320,15 +344,20 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict) 
         for name in layers:
             layer = LAYERS[name]
             x, w, gy = _layer_arrays(rng, layer, dtype)
-            g = geometry(x.shape, w.shape, layer.stride, layer.pad, 1, layer.groups, 0)
+            ours = _to_nhwc(x, w, gy) if nhwc else (x, w, gy)
+            g = geometry(ours[0].shape, ours[1].shape, layer.stride, layer.pad, 1,
+                         layer.groups, int(nhwc))
             for peer_name, peer in peers.items():
                 # a forward-only peer is not sent grad_y: no pipe copy of an unused array
                 peer_gy = None if PEER_PASSES[peer_name] == ("forward",) else gy
-                peer.load(x, w, peer_gy, layer.stride, layer.pad, layer.groups)
+                peer.load(x, w, peer_gy, layer.stride, layer.pad, layer.groups,
+                          channels_last=nhwc)
             for pass_name in passes:
                 bar.set_description(f"{name} {pass_name}")
-                fns = {e: _pass_fn(e, pass_name, x, w, gy, layer) for e in ENGINES}
+                fns = {e: _pass_fn(e, pass_name, *ours, layer, layout) for e in ENGINES}
                 timed = _median_times(fns, repeat)
+                if nhwc:
+                    timed = {e: (t, _from_nhwc(out, pass_name)) for e, (t, out) in timed.items()}
                 for peer_name, peer in peers.items():
                     if pass_name in PEER_PASSES[peer_name]:
                         timed[peer_name] = peer.time(pass_name, repeat)
@@ -353,6 +382,7 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict) 
         r["ceiling_share"] = {e: v / ceiling for e, v in r["gflops"].items()}
     bar.close()
     return {"machine": machine_info(threads, peers), "dtype": dtype, "threads": threads,
+            "layout": layout,
             "repeat": repeat, "sgemm_gflops": ceiling, "rows": rows, "failures": failures,
             "means": {f"vs_{n}": speedups(rows, n) for n in peers}}
 
@@ -387,7 +417,7 @@ def format_table(run: dict) -> str:
     rows = run["rows"]
     peers = [n for n in PEERS if any(r.get(f"vs_{n}") for r in rows)]
     engines = ENGINES + tuple(peers)
-    out = _header(run, f"median of {run['repeat']}")
+    out = _header(run, f"{run.get('layout', 'NCHW')}, median of {run['repeat']}")
     out += [f"SGEMM ceiling {run['sgemm_gflops']:.0f} GFLOP/s", ""]
     head = (f"{'layer':<16} {'pass':<11} " + "".join(f"{e + ' ms':>11}" for e in engines)
             + f" {'auto GF/s':>9} {'%ceil':>6}" + "".join(f" {'auto/' + n:>10}" for n in peers)
@@ -610,9 +640,10 @@ def run(args) -> int:
     if args.plot:
         _pyplot()  # fail before the run, not after it
     old = _load_compare(args.compare, "layer-suite")
-    peers, notes = _start_peers(args.no_torch, args.no_ort, threads, args.dtype, passes)
+    peers, notes = _start_peers(args.no_torch, args.no_ort, threads, args.dtype, passes,
+                                args.layout)
     try:
-        result = measure(layers, passes, args.dtype, threads, repeat, peers)
+        result = measure(layers, passes, args.dtype, threads, repeat, peers, args.layout)
     finally:
         _close(peers)
     result["notes"] = notes

@@ -102,6 +102,26 @@ def test_bench_suite_times_onnx_runtime_forward(tmp_path):
         _weighted(run["rows"], "ort", "im2col", "forward"))
 
 
+def test_bench_suite_in_nhwc_against_channels_last(tmp_path):
+    """--layout NHWC: our engines on NHWC arrays with HWIO filters, PyTorch (when
+    installed) on channels_last tensors of the same values; every result, brought back to
+    NCHW terms, agrees with im2col's; ONNX Runtime says why it is left out."""
+    out = tmp_path / "run.json"
+    proc = _bench_without_pauses("--layers", "cs231n,resnet_c2_1x1", "--layout", "NHWC",
+                                 "--repeat", "1", "--threads", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(out.read_text())
+    assert run["layout"] == "NHWC" and run["failures"] == []
+    assert "NHWC, median of 1" in proc.stdout
+    if _installed("onnxruntime", "onnx"):
+        assert "ort: not timed (its convolution is NCHW only)" in run["notes"]
+    assert len(run["rows"]) == 6 and all(r["median_s"]["auto"] > 0 for r in run["rows"])
+    if _installed("torch"):
+        assert all(r["median_s"]["torch"] > 0 for r in run["rows"])
+    # the pointwise layer's passes go to the direct engine's NHWC products
+    assert {r["auto_chose"] for r in run["rows"] if r["layer"] == "resnet_c2_1x1"} == {"direct"}
+
+
 def test_config_command():
     proc = subprocess.run([sys.executable, "-m", "fastconv", "config"], capture_output=True,
                           text=True, timeout=300)
