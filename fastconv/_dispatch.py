@@ -84,6 +84,14 @@ own threads (``engines/_products``):
   3x3/2 64->128 at 56x56 22.4 / 12.6, 128->256 at 28x28 15.6 / 13.6; onto 7x7 maps
   direct still wins (256->512 at 14x14: 17.4 / 31.2). With AVX-512 the direct engine
   wins them (Zen 4: resnet_c3_3x3s2 15.3 / 18.4).
+* NHWC, without AVX-512 (2026-12-02, Zen 3, ``fastconv bench --layout NHWC``, one run,
+  direct / im2col ms): the direct engine's tiles transpose every input row into channel
+  planes, and im2col's columns (contiguous channel runs in NHWC) win forward and
+  grad_input onto maps of at least ``NHWC_IM2COL_POSITIONS`` positions: vgg_conv1_2
+  98.1 / 67.9 and 93.0 / 69.1, resnet_c2_3x3 23.5 / 17.9 and 23.1 / 17.6,
+  resnet_c3_3x3s2 (28x28 out) 28.9 / 16.8 and 26.1 / 18.6; on 14x14 they tie
+  (resnet_c4_3x3 20.4 / 21.2, 22.4 / 22.0) and on 7x7 direct wins (resnet_c5_3x3
+  23.1 / 26.8). Their grad_weight stays direct (vgg_conv1_2 68.1 / 174.2).
 """
 from __future__ import annotations
 
@@ -112,6 +120,9 @@ POINTWISE_DIRECT_POSITIONS = 400
 # Without AVX-512: strided grad_input with at least this many output positions per
 # image goes to im2col.
 STRIDED_GRAD_INPUT_POSITIONS = 196
+# Without AVX-512: NHWC forward and grad_input (not pointwise, not thin groups) with at
+# least this many output positions per image go to im2col.
+NHWC_IM2COL_POSITIONS = 784
 
 
 def simd_variant() -> str:
@@ -151,11 +162,13 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
                 "grad_input": "direct" if few or products or (strided and not g.nhwc)
                 else "im2col",
                 "grad_weight": "direct" if products and g.nhwc else "im2col"}
-    wide_strided = (strided and positions >= STRIDED_GRAD_INPUT_POSITIONS
-                    and (simd or simd_variant()) != "avx512")
+    avx512 = (simd or simd_variant()) == "avx512"
+    wide_strided = strided and positions >= STRIDED_GRAD_INPUT_POSITIONS and not avx512
+    nhwc_wide = g.nhwc and positions >= NHWC_IM2COL_POSITIONS and not avx512
     return {
-        "forward": "direct",
-        "grad_input": "im2col" if strided and (g.Cg <= FEW_CHANNELS or wide_strided)
+        "forward": "im2col" if nhwc_wide else "direct",
+        "grad_input": "im2col" if nhwc_wide or (strided and (g.Cg <= FEW_CHANNELS
+                                                             or wide_strided))
         else "direct",
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
         or (g.Cg * g.R * g.S < SMALL_REDUCTION and g.Kg >= WGRAD_MIN_FILTERS) else "direct",

@@ -140,6 +140,23 @@ def test_grad_input_choices_without_avx512(x_shape, w_shape, stride, expected):
     assert fastconv.choose_backend(g, np.float32, 2, simd="avx2")["grad_input"] == expected
 
 
+@pytest.mark.parametrize("x_shape, stride, expected", [
+    ((8, 56, 56, 64), 1, "im2col"),    # resnet_c2_3x3 in NHWC
+    ((8, 56, 56, 128), 2, "im2col"),   # onto 28x28: 784 positions
+    ((8, 14, 14, 256), 1, "direct"),   # 14x14
+    ((8, 7, 7, 512), 1, "direct"),
+])
+def test_nhwc_choices_without_avx512(x_shape, stride, expected):
+    """NHWC forward and grad_input go to im2col on large maps without AVX-512; with it
+    they stay direct, and so does grad_weight (from DIRECT_MIN_POSITIONS on)."""
+    C = x_shape[3]
+    g = geometry(x_shape, (3, 3, C, C), stride, 1, 1, 1, 1)
+    for simd, want in (("avx2", expected), ("baseline", expected), ("avx512", "direct")):
+        choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
+        assert (choice["forward"], choice["grad_input"]) == (want, want), simd
+        assert choice["grad_weight"] == ("direct" if g.N * g.P * g.Q >= 1024 else "im2col")
+
+
 @pytest.mark.parametrize("layout, x_shape, stride, expected", [
     (0, (8, 64, 56, 56), 1, "direct"),   # NCHW: the direct engine's pointwise products
     (0, (8, 64, 56, 56), 2, "direct"),   # on the stride grid, 28x28 out
