@@ -91,7 +91,10 @@ own threads (``engines/_products``):
   98.1 / 67.9 and 93.0 / 69.1, resnet_c2_3x3 23.5 / 17.9 and 23.1 / 17.6,
   resnet_c3_3x3s2 (28x28 out) 28.9 / 16.8 and 26.1 / 18.6; on 14x14 they tie
   (resnet_c4_3x3 20.4 / 21.2, 22.4 / 22.0) and on 7x7 direct wins (resnet_c5_3x3
-  23.1 / 26.8). Their grad_weight stays direct (vgg_conv1_2 68.1 / 174.2).
+  23.1 / 26.8). Their grad_weight stays direct (vgg_conv1_2 68.1 / 174.2). Layers with
+  few channels keep the direct engine's forward (the stems: alexnet_conv1 18.9 / 28.9,
+  resnet_stem 26.1 / 44.1; lenet_c1 0.72 / 6.29), and in NHWC the short-reduction
+  grad_weight rule above does not hold: cs231n 1.58 / 4.29.
 """
 from __future__ import annotations
 
@@ -164,12 +167,14 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
                 "grad_weight": "direct" if products and g.nhwc else "im2col"}
     avx512 = (simd or simd_variant()) == "avx512"
     wide_strided = strided and positions >= STRIDED_GRAD_INPUT_POSITIONS and not avx512
-    nhwc_wide = g.nhwc and positions >= NHWC_IM2COL_POSITIONS and not avx512
+    nhwc_wide = (g.nhwc and positions >= NHWC_IM2COL_POSITIONS and g.Cg > FEW_CHANNELS
+                 and not avx512)
     return {
         "forward": "im2col" if nhwc_wide else "direct",
         "grad_input": "im2col" if nhwc_wide or (strided and (g.Cg <= FEW_CHANNELS
                                                              or wide_strided))
         else "direct",
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
-        or (g.Cg * g.R * g.S < SMALL_REDUCTION and g.Kg >= WGRAD_MIN_FILTERS) else "direct",
+        or (not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION and g.Kg >= WGRAD_MIN_FILTERS)
+        else "direct",
     }

@@ -157,6 +157,24 @@ def test_nhwc_choices_without_avx512(x_shape, stride, expected):
         assert choice["grad_weight"] == ("direct" if g.N * g.P * g.Q >= 1024 else "im2col")
 
 
+@pytest.mark.parametrize("name, expected", [
+    # layer: (forward, grad_input, grad_weight) in NHWC, without AVX-512
+    ("alexnet_conv1", ("direct", "im2col", "direct")),  # 3 channels: forward stays direct
+    ("resnet_stem", ("direct", "im2col", "direct")),
+    ("lenet_c1", ("direct", "direct", "direct")),
+    ("cs231n", ("direct", "im2col", "direct")),          # short reduction: NCHW's rule only
+    ("resnet_c2_3x3", ("im2col", "im2col", "direct")),
+])
+def test_nhwc_choices_on_the_suite(name, expected):
+    from fastconv.suite import LAYERS
+    layer = LAYERS[name]
+    n, c, h, w = layer.x_shape
+    k, cg, r, s = layer.w_shape
+    g = geometry((n, h, w, c), (r, s, cg, k), layer.stride, layer.pad, 1, layer.groups, 1)
+    choice = fastconv.choose_backend(g, np.float32, 2, simd="avx2")
+    assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == expected
+
+
 @pytest.mark.parametrize("layout, x_shape, stride, expected", [
     (0, (8, 64, 56, 56), 1, "direct"),   # NCHW: the direct engine's pointwise products
     (0, (8, 64, 56, 56), 2, "direct"),   # on the stride grid, 28x28 out
