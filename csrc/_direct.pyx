@@ -580,11 +580,11 @@ cdef void _corr_item(
 
 
 # The tiled correlation through fc_pw_gemm (_GEMM_TILES, the default where a group has
-# at least a register block's rows of filters, pw_mr): the tile's (channel, tap) rows are the rows of B, the
-# item's filters (packed by _pack_weights in blocks of pw_mr, the layout fc_pw_pack
-# writes) are A, and the flattened output positions are the columns. The reduction is
-# cut into chunks of kcr rows so that a column sliver (kcr x NR) stays in L1; the
-# columns into staging chunks of ncol, unstaged into y. Measured on a tile in L2 (C
+# at least a register block's rows of filters, pw_mr): the tile's (channel, tap) rows are
+# the rows of B, the item's filters (packed by _pack_weights in blocks of pw_mr, the
+# layout fc_pw_pack writes) are A, and the flattened output positions are the columns.
+# The reduction is cut into chunks of kcr rows so that a column sliver (kcr x NR) stays
+# in L1; the columns into staging chunks of ncol, unstaged into y. Measured on a tile in L2 (C
 # harness, Zen 3, AVX2, one core): 63-77 GFLOP/s against fc_conv's 36-60 (resnet_c2_3x3:
 # 63.8 / 55.6, 256 channels on 14 x 14: 68.2 / 36.1, VGG's 64 on 224 x 224: 77.5 / 60.2).
 cdef bint _GEMM_TILES = True
@@ -609,7 +609,8 @@ cdef inline void _pw_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floati
                           floating* buf, const floating* cbias=NULL,
                           Py_ssize_t lda=0) noexcept nogil:
     # fc_pw_gemm of the element type (csrc/pointwise_kernels_tmpl.h says what it computes):
-    # bias is per row of c, cbias per column; lda > 0 reads A in place, rows lda apart.
+    # bias is per row of c, cbias per column; lda > 0 reads A in place by rows lda apart,
+    # lda < 0 by columns -lda apart.
     if floating is float:
         _K.pw_gemm_f32(m, n, k, ap, ablock, lda, b, ldb, rowoff, c, ldc, bias, cbias,
                        accumulate, nt, buf)

@@ -228,6 +228,16 @@ cdef bint _pwh_fits(const _Conv* cv, int layout) noexcept:
             and cv.pad_left == 0 and cv.P == cv.H and cv.Q == cv.W)
 
 
+cdef Py_ssize_t _column_chunk(Py_ssize_t n, Py_ssize_t nr, Py_ssize_t units,
+                              Py_ssize_t nthr) noexcept:
+    """Columns per unit of an n-column product whose other splits give `units` units: all
+    of them, or halved (in whole slivers of nr) until there are 4 units a thread."""
+    cdef Py_ssize_t slivers = (n + nr - 1) // nr, ncb = 1
+    while units * ncb < 4 * nthr and ncb * 2 <= slivers:
+        ncb *= 2
+    return (slivers + ncb - 1) // ncb * nr
+
+
 cdef int _pwh_run(const floating* a, Py_ssize_t lda, Py_ssize_t k,
                   const floating* b, Py_ssize_t ldb, Py_ssize_t b_g,
                   const floating* cbias, floating* c, Py_ssize_t ldc, Py_ssize_t n,
@@ -245,7 +255,6 @@ cdef int _pwh_run(const floating* a, Py_ssize_t lda, Py_ssize_t k,
         Py_ssize_t mr = _K.pw_mr, nr = _K.pw_nv * _K.vbytes // isz
         Py_ssize_t kc = min(k, max(8, _GEMM_SLIVER_BYTES // (nr * isz)))
         Py_ssize_t mc, nc, nblk, ncb, units, u, g, i0, j0, ir, r0, tid, nthr
-        Py_ssize_t slivers = (n + nr - 1) // nr
         Py_ssize_t gbufsz = _round_up(FC_PW_BUF(kc, nr, mr, isz), 16)
         int nt = k <= kc and M * G * n * isz >= _PW_STREAM_BYTES
         unsigned csr
@@ -253,10 +262,7 @@ cdef int _pwh_run(const floating* a, Py_ssize_t lda, Py_ssize_t k,
     nthr = max(1, n_threads)
     mc = max(mr, _PWH_BLOCK_BYTES // (kc * isz) // mr * mr)
     nblk = (M + mc - 1) // mc
-    ncb = 1
-    while nblk * G * ncb < 4 * nthr and ncb * 2 <= slivers:  # too few row blocks
-        ncb *= 2
-    nc = (slivers + ncb - 1) // ncb * nr
+    nc = _column_chunk(n, nr, nblk * G, nthr)  # split only when row blocks are too few
     ncb = (n + nc - 1) // nc
     units = nblk * ncb * G
     nthr = min(nthr, units)
@@ -344,7 +350,7 @@ cdef int _pwh_wgrad(const floating* x, const floating* dy, floating* gw, Py_ssiz
         const floating* b = x if swap else dy
         Py_ssize_t lda = K if swap else C, ldb = C if swap else K
         Py_ssize_t ma = Kg if swap else Cg, nb = Cg if swap else Kg  # partial: ma x nb
-        Py_ssize_t part = Cg * Kg, U, per_u, slivers = (nb + nr - 1) // nr, ncb = 1, nc
+        Py_ssize_t part = Cg * Kg, U, per_u, ncb, nc
         Py_ssize_t items, it, u, g, jb, j0, nj, p0, p1, ic, tid, nthr, t, c, j, r
         Py_ssize_t gbufsz = _round_up(FC_PW_BUF(kc, nr, mr, isz), 16)
         unsigned csr
@@ -356,9 +362,7 @@ cdef int _pwh_wgrad(const floating* x, const floating* dy, floating* gw, Py_ssiz
                    _PWH_WG_PARTIAL_BYTES // (G * part * isz)))
     per_u = (M + U - 1) // U
     nthr = max(1, n_threads)
-    while U * G * ncb < 4 * nthr and ncb * 2 <= slivers:
-        ncb *= 2
-    nc = (slivers + ncb - 1) // ncb * nr
+    nc = _column_chunk(nb, nr, U * G, nthr)
     ncb = (nb + nc - 1) // nc
     items = U * G * ncb
     nthr = min(nthr, items)
@@ -379,11 +383,7 @@ cdef int _pwh_wgrad(const floating* x, const floating* dy, floating* gw, Py_ssiz
             nj = min(nc, nb - j0)
             p0 = u * per_u
             p1 = min(M, p0 + per_u)
-            pu = parts + (u * G + g) * part
-            if p1 <= p0:  # a range past the end: a zero partial
-                for r in range(ma):
-                    memset(pu + r * nb + j0, 0, nj * isz)
-                continue
+            pu = parts + (u * G + g) * part  # no range is empty: U <= max(1, M // 1024)
             for ic in range((p1 - p0 + kc - 1) // kc):
                 _pw_gemm(ma, nj, min(kc, p1 - p0 - ic * kc),
                          a + (p0 + ic * kc) * lda + g * ma, 0,

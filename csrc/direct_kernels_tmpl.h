@@ -2,7 +2,6 @@
  * T (float or double) and TS (f32 or f64) defined. Not a public header. */
 
 #define V FC_CAT3(fcv, TS, FC_SUFFIX)
-#define VA FC_CAT3(fcva, TS, FC_SUFFIX)
 #define VL ((int)(FC_VBYTES / sizeof(T)))
 #define LOAD FC_CAT3(fc_load, TS, FC_SUFFIX)
 #define STORE FC_CAT3(fc_store, TS, FC_SUFFIX)
@@ -14,8 +13,6 @@
 #define KVEC_BODY FC_CAT3(fc_kvec_body, TS, FC_SUFFIX)
 
 typedef T V __attribute__((vector_size(FC_VBYTES)));
-/* The same vector as an operand that may alias T (an asm memory operand reading B). */
-typedef T VA __attribute__((vector_size(FC_VBYTES), may_alias));
 
 /* memcpy is how C spells an unaligned vector load/store; it compiles to one instruction. */
 FC_INLINE V LOAD(const T *p) { V v; memcpy(&v, p, sizeof v); return v; }
@@ -463,7 +460,6 @@ void FC_CAT3(fc_dww, TS, FC_SUFFIX)(const T *x, ptrdiff_t xs_h, ptrdiff_t Hi, pt
 #include "pointwise_kernels_tmpl.h"
 
 #undef V
-#undef VA
 #undef VL
 #undef LOAD
 #undef STORE

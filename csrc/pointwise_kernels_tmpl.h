@@ -42,24 +42,14 @@
 /* A non-temporal store of one vector (fc_stream_f32/f64: direct_kernels.c, per ISA). */
 FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
 
-/* One step of the reduction: acc += ap[0..MR) (broadcast) x bp[0..NR). */
-#define PW_STEP_BODY(ap, bp)                                                      \
+/* One step of the reduction: acc += a[i*ars] (broadcast, i < MR) x bp[0..NR); ars is 1
+ * for a packed column of A (or one read by columns), lda for rows read in place. */
+#define PW_STEP_BODY(a, ars, bp)                                                  \
     do {                                                                          \
         V b_[FC_PW_NV];                                                           \
         for (int j_ = 0; j_ < FC_PW_NV; j_++) b_[j_] = LOAD((bp) + j_ * VL);      \
         for (int i_ = 0; i_ < FC_PW_MR; i_++) {                                   \
-            const V a_ = SPLAT((ap)[i_]);                                         \
-            for (int j_ = 0; j_ < FC_PW_NV; j_++) acc[i_][j_] += a_ * b_[j_];     \
-        }                                                                         \
-    } while (0)
-
-/* The same step with A read in place: row i at a + i*lda (a: this step's column). */
-#define PW_STEP_ROWS_BODY(a, lda, bp)                                             \
-    do {                                                                          \
-        V b_[FC_PW_NV];                                                           \
-        for (int j_ = 0; j_ < FC_PW_NV; j_++) b_[j_] = LOAD((bp) + j_ * VL);      \
-        for (int i_ = 0; i_ < FC_PW_MR; i_++) {                                   \
-            const V a_ = SPLAT((a)[i_ * (lda)]);                                  \
+            const V a_ = SPLAT((a)[i_ * (ars)]);                                  \
             for (int j_ = 0; j_ < FC_PW_NV; j_++) acc[i_][j_] += a_ * b_[j_];     \
         }                                                                         \
     } while (0)
@@ -111,8 +101,8 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
               [b] "r"(bp)                                                                \
             : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
 #else
-#define PW_STEP(ap, bp) PW_STEP_BODY(ap, bp)
-#define PW_STEP_ROWS(a, lda, bp) PW_STEP_ROWS_BODY(a, lda, bp)
+#define PW_STEP(ap, bp) PW_STEP_BODY(ap, 1, bp)
+#define PW_STEP_ROWS(a, lda, bp) PW_STEP_BODY(a, lda, bp)
 #endif
 
 /* c[i*ldc + j] = bias[i] + cbias[j] (each 0 when NULL; with accumulate, c's own value) +
@@ -215,6 +205,7 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
     T *az = (T *)(((uintptr_t)(cz + PW_NR) + 63) & ~(uintptr_t)63); /* lda: last block */
     const ptrdiff_t mb = (m + FC_PW_MR - 1) / FC_PW_MR;
     const ptrdiff_t per = (k + mb - 1) / mb;  /* next-sliver rows each block prefetches */
+    const ptrdiff_t apl = (k * (ptrdiff_t)sizeof(T) + 63) / 64 + 1;  /* lines of an A row */
     nt = nt && (uintptr_t)c % FC_VBYTES == 0 && (ldc * (ptrdiff_t)sizeof(T)) % FC_VBYTES == 0;
     for (ptrdiff_t j = 0; j < n; j += PW_NR) {
         const ptrdiff_t w = n - j < PW_NR ? n - j : PW_NR;
@@ -253,7 +244,6 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
              * fetched meanwhile (prefetches never fault: a block past m is harmless). */
             const T *apf = lda > 0 && j == 0 && ib + 1 < mb ? ap + (ib + 1) * FC_PW_MR * lda
                                                           : NULL;
-            const ptrdiff_t apl = (k * (ptrdiff_t)sizeof(T) + 63) / 64 + 1;
             const T *ai = lda > 0 ? ap + ib * FC_PW_MR * lda
                                   : (lda < 0 ? ap + ib * FC_PW_MR : ap + ib * ablock);
             ptrdiff_t ldai = lda;
@@ -267,22 +257,14 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
                 ldai = 0;
             }
             if (rows == FC_PW_MR && w == PW_NR) {
-                if (ldai > 0)
-                    PW_BLOCK(ai, ldai, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
-                             npf, apf, apl);
-                else
-                    PW_BLOCK(ai, ldai, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
-                             npf, apf, apl);
+                PW_BLOCK(ai, ldai, bp, k, bi, cj, cb, ldc, nt, accumulate, pf, pfoff, ldb,
+                         npf, apf, apl);
             } else {
                 if (accumulate)
                     for (ptrdiff_t i = 0; i < rows; i++)
                         memcpy(tmp + i * PW_NR, cb + i * ldc, w * sizeof(T));
-                if (ldai > 0)
-                    PW_BLOCK(ai, ldai, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff,
-                             ldb, npf, apf, apl);
-                else
-                    PW_BLOCK(ai, ldai, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff,
-                             ldb, npf, apf, apl);
+                PW_BLOCK(ai, ldai, bp, k, bi, cj, tmp, PW_NR, 0, accumulate, pf, pfoff, ldb,
+                         npf, apf, apl);
                 for (ptrdiff_t i = 0; i < rows; i++)
                     memcpy(cb + i * ldc, tmp + i * PW_NR, w * sizeof(T));
             }
@@ -294,7 +276,6 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 #undef PW_STEP_BODY
 #undef PW_STEP
 #undef PW_ASM_FMA2
-#undef PW_STEP_ROWS_BODY
 #undef PW_STEP_ROWS
 #undef PW_ASM_FMA2R
 #undef PW_NR

@@ -53,8 +53,9 @@ class _ConvLayer:
         bound = 1.0 / np.sqrt(fan_in)
         self._weight = rng.uniform(-bound, bound, shape).astype(self.dtype)
         self._version = 0
-        self._packs: dict | None = None      # packed filters of _weight at _packs_version
-        self._packs_version = -1
+        # The direct engine's packs of _weight as it is now: every bump of _version, and
+        # every hand-out of the array for writing, drops them.
+        self._packs: dict | None = None
         self.bias = rng.uniform(-bound, bound, self.out_channels).astype(self.dtype) if bias \
             else None
         self.weight_grad = np.zeros_like(self.weight)
@@ -97,8 +98,8 @@ class _ConvLayer:
         self._packs = None
 
     def _inference_packs(self) -> dict:
-        if self._packs is None or self._packs_version != self._version:
-            self._packs, self._packs_version = {}, self._version
+        if self._packs is None:
+            self._packs = {}
         return self._packs
 
     def __call__(self, x, *, record=True):
