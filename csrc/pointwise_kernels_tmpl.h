@@ -54,55 +54,135 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
         }                                                                         \
     } while (0)
 
-/* The same step written out for AVX2 (6 x 2 ymm accumulators, two B loads into ymm12-13,
- * broadcasts alternating in ymm14-15), where GCC 12's own schedule of PW_STEP_BODY,
- * unrolled four times, copied accumulators between registers and spilled one to the
- * stack inside the loop: 54 GFLOP/s on one core with B in L2 (peak 93, measured with a
- * loop of independent FMAs), 82 with this step. FC_ASM_SFX (ps or pd) and FC_ASM_BCAST
- * name the element type's instructions (direct_kernels.c). */
+/* AVX2: the whole reduction loop of a block in assembly (6 x 2 ymm accumulators, two B
+ * loads into ymm12-13, broadcasts alternating in ymm14-15, four steps per iteration, the
+ * pointers and counts in registers). GCC 12's own schedule of PW_STEP_BODY copied
+ * accumulators between registers and spilled one inside the loop (54 GFLOP/s on one core
+ * with B in L2; peak 93, measured with a loop of independent FMAs); an asm step inside a
+ * C loop (82 in that harness) still left the loop's pointers, counts and prefetch state
+ * on the stack in the engine's build, where fc_pw_gemm serves every A layout: stores to
+ * the stack in the hot loop, and the tiled vgg_conv1_2 pattern through the built library
+ * 41-47 against 64-72 for the same source specialised by the compiler for packed A.
+ * FC_ASM_SFX (ps or pd), FC_ASM_BCAST and FC_ASM_ESZ name the element type's
+ * instructions and size (direct_kernels.c); a step of B is always 64 bytes (2 ymm). */
 #if defined(FC_ISA_AVX2) && defined(__GNUC__) && defined(__x86_64__) && FC_PW_MR == 6 && \
     FC_PW_NV == 2
-#define PW_ASM_FMA2(a, i)                                                           \
-    FC_ASM_BCAST " " FC_ASM_ESZ "*" #i "(%[a]), %%" a "\n\t"                           \
-    "vfmadd231" FC_ASM_SFX " %%ymm12, %%" a ", %[c" #i "0]\n\t"                        \
-    "vfmadd231" FC_ASM_SFX " %%ymm13, %%" a ", %[c" #i "1]\n\t"
-/* The pointers go in registers and the memory clobber says the step reads what they
- * point at: memory operands for each would pass asm's limit of 30. */
-#define PW_STEP(ap, bp)                                                                   \
-    __asm__("vmovups (%[b]), %%ymm12\n\t"                                                \
-            "vmovups 32(%[b]), %%ymm13\n\t"                                              \
-            PW_ASM_FMA2("ymm14", 0) PW_ASM_FMA2("ymm15", 1) PW_ASM_FMA2("ymm14", 2)      \
-            PW_ASM_FMA2("ymm15", 3) PW_ASM_FMA2("ymm14", 4) PW_ASM_FMA2("ymm15", 5)      \
-            : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]),      \
-              [c11] "+x"(acc[1][1]), [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]),      \
-              [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1]), [c40] "+x"(acc[4][0]),      \
-              [c41] "+x"(acc[4][1]), [c50] "+x"(acc[5][0]), [c51] "+x"(acc[5][1])       \
-            : [a] "r"(ap), [b] "r"(bp)                                                   \
-            : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
-/* The in-place step: rows 0..5 at a, a+s, a+2s, a3 = a+3s, a+4s, a3+2s (s = lda in
- * bytes), x86's scaled addressing. */
-#define PW_ASM_FMA2R(r, addr, i)                                                    \
+#define PW_ASM 1
+#define PW_ASM_FMA2(r, addr, i)                                                     \
     FC_ASM_BCAST " " addr ", %%" r "\n\t"                                             \
     "vfmadd231" FC_ASM_SFX " %%ymm12, %%" r ", %[c" #i "0]\n\t"                        \
     "vfmadd231" FC_ASM_SFX " %%ymm13, %%" r ", %[c" #i "1]\n\t"
-#define PW_STEP_ROWS(arow, lda, bp)                                                       \
-    __asm__("vmovups (%[b]), %%ymm12\n\t"                                                \
-            "vmovups 32(%[b]), %%ymm13\n\t"                                              \
-            PW_ASM_FMA2R("ymm14", "(%[a])", 0) PW_ASM_FMA2R("ymm15", "(%[a],%[s],1)", 1)  \
-            PW_ASM_FMA2R("ymm14", "(%[a],%[s],2)", 2) PW_ASM_FMA2R("ymm15", "(%[a3])", 3) \
-            PW_ASM_FMA2R("ymm14", "(%[a],%[s],4)", 4)                                    \
-            PW_ASM_FMA2R("ymm15", "(%[a3],%[s],2)", 5)                                   \
-            : [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]),      \
-              [c11] "+x"(acc[1][1]), [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]),      \
-              [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1]), [c40] "+x"(acc[4][0]),      \
-              [c41] "+x"(acc[4][1]), [c50] "+x"(acc[5][0]), [c51] "+x"(acc[5][1])       \
-            : [a] "r"(arow), [a3] "r"((arow) + 3 * (lda)),                              \
-              [s] "r"((lda) * (ptrdiff_t)sizeof(T)),                                     \
-              [b] "r"(bp)                                                                \
-            : "xmm12", "xmm13", "xmm14", "xmm15", "memory")
+#define PW_ASM_OUT                                                                      \
+    [c00] "+x"(acc[0][0]), [c01] "+x"(acc[0][1]), [c10] "+x"(acc[1][0]),                \
+    [c11] "+x"(acc[1][1]), [c20] "+x"(acc[2][0]), [c21] "+x"(acc[2][1]),                \
+    [c30] "+x"(acc[3][0]), [c31] "+x"(acc[3][1]), [c40] "+x"(acc[4][0]),                \
+    [c41] "+x"(acc[4][1]), [c50] "+x"(acc[5][0]), [c51] "+x"(acc[5][1])
+/* Inside the loops the pointers and counts live in fixed registers (a r8, a3 r9, b r10,
+ * iterations r11, remainder rax), copied from inputs: twelve in-out accumulators and
+ * in-out pointers would pass asm's limit of 30 operands. */
+#define PW_ASM_HEAD                                                                     \
+    "mov %[a0], %%r8\n\t"                                                                \
+    "mov %[b0], %%r10\n\t"                                                               \
+    "mov %[n], %%r11\n\t"                                                                \
+    "mov %%r11, %%rax\n\t"                                                               \
+    "and $3, %%rax\n\t"                                                                  \
+    "shr $2, %%r11\n\t"                                                                  \
+    "jz 2f\n\t"                                                                          \
+    ".p2align 5\n\t"                                                                     \
+    "1:\n\t"
+#define PW_ASM_MID                                                                      \
+    "add $256, %%r10\n\t"                                                                \
+    "dec %%r11\n\t"                                                                      \
+    "jnz 1b\n\t"                                                                         \
+    "2:\n\t"                                                                             \
+    "test %%rax, %%rax\n\t"                                                              \
+    "jz 4f\n\t"                                                                          \
+    "3:\n\t"
+#define PW_ASM_TAIL                                                                     \
+    "add $64, %%r10\n\t"                                                                 \
+    "dec %%rax\n\t"                                                                      \
+    "jnz 3b\n\t"                                                                         \
+    "4:\n\t"
+#define PW_ASM_CLOBBER "r8", "r9", "r10", "r11", "rax", "xmm12", "xmm13", "xmm14", "xmm15", \
+    "cc", "memory"
+/* A packed (row i of a step at a + i elements) or read by columns: the next step's
+ * column is as bytes further on. */
+#define PW_ASM_STEPC(bd0, bd1)                                                          \
+    "vmovups " bd0 "(%%r10), %%ymm12\n\t"                                                \
+    "vmovups " bd1 "(%%r10), %%ymm13\n\t"                                                \
+    PW_ASM_FMA2("ymm14", "(%%r8)", 0)                                                    \
+    PW_ASM_FMA2("ymm15", FC_ASM_ESZ "(%%r8)", 1)                                         \
+    PW_ASM_FMA2("ymm14", FC_ASM_ESZ "*2(%%r8)", 2)                                       \
+    PW_ASM_FMA2("ymm15", FC_ASM_ESZ "*3(%%r8)", 3)                                       \
+    PW_ASM_FMA2("ymm14", FC_ASM_ESZ "*4(%%r8)", 4)                                       \
+    PW_ASM_FMA2("ymm15", FC_ASM_ESZ "*5(%%r8)", 5)                                       \
+    "add %[as], %%r8\n\t"
+#define PW_LOOP_COLS(ap, astep, bp, n)                                                    \
+    __asm__(PW_ASM_HEAD                                                                   \
+            PW_ASM_STEPC("0", "32") PW_ASM_STEPC("64", "96")                              \
+            PW_ASM_STEPC("128", "160") PW_ASM_STEPC("192", "224")                         \
+            PW_ASM_MID                                                                    \
+            PW_ASM_STEPC("0", "32")                                                       \
+            PW_ASM_TAIL                                                                   \
+            : PW_ASM_OUT                                                                  \
+            : [a0] "r"(ap), [b0] "r"(bp), [n] "r"((ptrdiff_t)(n)),                       \
+              [as] "r"((ptrdiff_t)(astep))                                                \
+            : PW_ASM_CLOBBER)
+/* A read in place by rows: rows 0..5 at a, a+s, a+2s, a3 = a+3s, a+4s, a3+2s (s = lda in
+ * bytes, x86's scaled addressing); step d of an iteration d elements further on. */
+#define PW_ASM_STEPR(bd0, bd1, d)                                                       \
+    "vmovups " bd0 "(%%r10), %%ymm12\n\t"                                                \
+    "vmovups " bd1 "(%%r10), %%ymm13\n\t"                                                \
+    PW_ASM_FMA2("ymm14", FC_ASM_ESZ "*" d "(%%r8)", 0)                                   \
+    PW_ASM_FMA2("ymm15", FC_ASM_ESZ "*" d "(%%r8,%[s],1)", 1)                            \
+    PW_ASM_FMA2("ymm14", FC_ASM_ESZ "*" d "(%%r8,%[s],2)", 2)                            \
+    PW_ASM_FMA2("ymm15", FC_ASM_ESZ "*" d "(%%r9)", 3)                                   \
+    PW_ASM_FMA2("ymm14", FC_ASM_ESZ "*" d "(%%r8,%[s],4)", 4)                            \
+    PW_ASM_FMA2("ymm15", FC_ASM_ESZ "*" d "(%%r9,%[s],2)", 5)
+#define PW_LOOP_ROWS(ap, lda, bp, n)                                                      \
+    __asm__("mov %[a3], %%r9\n\t"                                                         \
+            PW_ASM_HEAD                                                                   \
+            PW_ASM_STEPR("0", "32", "0") PW_ASM_STEPR("64", "96", "1")                    \
+            PW_ASM_STEPR("128", "160", "2") PW_ASM_STEPR("192", "224", "3")               \
+            "add $" FC_ASM_ESZ "*4, %%r8\n\t"                                             \
+            "add $" FC_ASM_ESZ "*4, %%r9\n\t"                                             \
+            PW_ASM_MID                                                                    \
+            PW_ASM_STEPR("0", "32", "0")                                                  \
+            "add $" FC_ASM_ESZ ", %%r8\n\t"                                               \
+            "add $" FC_ASM_ESZ ", %%r9\n\t"                                               \
+            PW_ASM_TAIL                                                                   \
+            : PW_ASM_OUT                                                                  \
+            : [a0] "r"(ap), [a3] "r"((ap) + 3 * (lda)), [b0] "r"(bp),                   \
+              [n] "r"((ptrdiff_t)(n)), [s] "r"((lda) * (ptrdiff_t)sizeof(T))              \
+            : PW_ASM_CLOBBER)
 #else
-#define PW_STEP(ap, bp) PW_STEP_BODY(ap, 1, bp)
-#define PW_STEP_ROWS(a, lda, bp) PW_STEP_BODY(a, lda, bp)
+#define PW_ASM 0
+/* Elsewhere the C step, four to an iteration (the unrolling the AVX-512 blocking was
+ * measured with). */
+#define PW_LOOP_(aof, ars, bp, n)                                                         \
+    do {                                                                                  \
+        ptrdiff_t s_ = 0;                                                                 \
+        for (; s_ + 4 <= (n); s_ += 4) {                                                  \
+            PW_STEP_BODY(aof(s_), ars, (bp) + s_ * PW_NR);                                \
+            PW_STEP_BODY(aof(s_ + 1), ars, (bp) + (s_ + 1) * PW_NR);                      \
+            PW_STEP_BODY(aof(s_ + 2), ars, (bp) + (s_ + 2) * PW_NR);                      \
+            PW_STEP_BODY(aof(s_ + 3), ars, (bp) + (s_ + 3) * PW_NR);                      \
+        }                                                                                 \
+        for (; s_ < (n); s_++) PW_STEP_BODY(aof(s_), ars, (bp) + s_ * PW_NR);            \
+    } while (0)
+#define PW_LOOP_COLS(ap, astep, bp, n)                                                       \
+    do {                                                                                  \
+        const T *ac_ = (ap);                                                              \
+        const ptrdiff_t ae_ = (astep) / (ptrdiff_t)sizeof(T);                                \
+        PW_LOOP_(PW_AOF_COLS_, 1, bp, n);                                                 \
+    } while (0)
+#define PW_AOF_COLS_(s) (ac_ + (s) * ae_)
+#define PW_LOOP_ROWS(ap, lda, bp, n)                                                      \
+    do {                                                                                  \
+        const T *ar_ = (ap);                                                              \
+        PW_LOOP_(PW_AOF_ROWS_, lda, bp, n);                                               \
+    } while (0)
+#define PW_AOF_ROWS_(s) (ar_ + (s))
 #endif
 
 /* c[i*ldc + j] = bias[i] + cbias[j] (each 0 when NULL; with accumulate, c's own value) +
@@ -119,7 +199,6 @@ FC_INLINE void PW_BLOCK(const T *restrict ap, const ptrdiff_t lda, const T *rest
 {
     const ptrdiff_t napf = apf ? FC_PW_MR * apl : 0;
     const ptrdiff_t acs = lda < 0 ? -lda : FC_PW_MR;  /* A's step, packed or by columns */
-    ptrdiff_t qa = 0;
     V acc[FC_PW_MR][FC_PW_NV];
     for (int i = 0; i < FC_PW_MR; i++) {
         const V b0 = bias ? SPLAT(bias[i]) : (V){0};
@@ -127,37 +206,35 @@ FC_INLINE void PW_BLOCK(const T *restrict ap, const ptrdiff_t lda, const T *rest
             acc[i][j] = accumulate ? LOAD(c + i * ldc + j * VL)
                                    : (cbias ? b0 + LOAD(cbias + j * VL) : b0);
     }
-    ptrdiff_t p = 0, q = 0;
-    for (; p + 4 <= k; p += 4) {
-        while (q < npf && q * k < (p + 4) * npf) {
-            /* every line of the row's NR elements: a row that does not start on a line
-             * (NumPy's large arrays are 16-byte aligned) spans one line more */
-            const char *row = (const char *)(pf + (pfoff ? pfoff[q] : q * pfld));
-            for (int l = 0; l < PW_NR * (int)sizeof(T); l += 64) __builtin_prefetch(row + l, 0, 2);
-            __builtin_prefetch(row + PW_NR * sizeof(T) - 1, 0, 2);
-            q++;
+    /* The reduction in segments, the prefetches between them: npf rows of the next
+     * sliver, then napf lines of the next row block, spread evenly over the k steps.
+     * Segments of about 32 steps, each a multiple of 4 but the last: each segment's
+     * loop exits cost a mispredicted branch, and segments of 8-11 steps (one per
+     * prefetched row) measured 7-9% slower than the C loop with a prefetch every
+     * 4 steps on a quiet core. */
+    const ptrdiff_t nev = npf + napf;
+    ptrdiff_t nseg = k / 32 < nev ? k / 32 : nev;
+    if (nseg < 1) nseg = 1;
+    for (ptrdiff_t sg = 0; sg < nseg; sg++) {
+        for (ptrdiff_t e = sg * nev / nseg; e < (sg + 1) * nev / nseg; e++) {
+            if (e < npf) {
+                /* every line of the row's NR elements: a row that does not start on a
+                 * line (NumPy's large arrays are 16-byte aligned) spans one line more */
+                const char *row = (const char *)(pf + (pfoff ? pfoff[e] : e * pfld));
+                for (int l = 0; l < PW_NR * (int)sizeof(T); l += 64)
+                    __builtin_prefetch(row + l, 0, 2);
+                __builtin_prefetch(row + PW_NR * sizeof(T) - 1, 0, 2);
+            } else {
+                const ptrdiff_t qa = e - npf;
+                __builtin_prefetch((const char *)(apf + qa / apl * lda) + qa % apl * 64, 0, 2);
+            }
         }
-        while (qa < napf && qa * k < (p + 4) * napf) {
-            __builtin_prefetch((const char *)(apf + qa / apl * lda) + qa % apl * 64, 0, 2);
-            qa++;
-        }
-        if (lda > 0) {
-            PW_STEP_ROWS(ap + p + 0, lda, bp + (p + 0) * PW_NR);
-            PW_STEP_ROWS(ap + p + 1, lda, bp + (p + 1) * PW_NR);
-            PW_STEP_ROWS(ap + p + 2, lda, bp + (p + 2) * PW_NR);
-            PW_STEP_ROWS(ap + p + 3, lda, bp + (p + 3) * PW_NR);
-        } else {
-            PW_STEP(ap + (p + 0) * acs, bp + (p + 0) * PW_NR);
-            PW_STEP(ap + (p + 1) * acs, bp + (p + 1) * PW_NR);
-            PW_STEP(ap + (p + 2) * acs, bp + (p + 2) * PW_NR);
-            PW_STEP(ap + (p + 3) * acs, bp + (p + 3) * PW_NR);
-        }
-    }
-    for (; p < k; p++) {
+        const ptrdiff_t p0 = (sg * k / nseg) & ~(ptrdiff_t)3;
+        const ptrdiff_t n = (sg + 1 == nseg ? k : ((sg + 1) * k / nseg) & ~(ptrdiff_t)3) - p0;
         if (lda > 0)
-            PW_STEP_ROWS(ap + p, lda, bp + p * PW_NR);
+            PW_LOOP_ROWS(ap + p0, lda, bp + p0 * PW_NR, n);
         else
-            PW_STEP(ap + p * acs, bp + p * PW_NR);
+            PW_LOOP_COLS(ap + p0 * acs, acs * (ptrdiff_t)sizeof(T), bp + p0 * PW_NR, n);
     }
     if (nt) {
         for (int i = 0; i < FC_PW_MR; i++)
@@ -274,10 +351,20 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 }
 
 #undef PW_STEP_BODY
-#undef PW_STEP
+#undef PW_ASM
 #undef PW_ASM_FMA2
-#undef PW_STEP_ROWS
-#undef PW_ASM_FMA2R
+#undef PW_ASM_OUT
+#undef PW_ASM_STEPC
+#undef PW_ASM_STEPR
+#undef PW_ASM_HEAD
+#undef PW_ASM_MID
+#undef PW_ASM_TAIL
+#undef PW_ASM_CLOBBER
+#undef PW_LOOP_
+#undef PW_LOOP_COLS
+#undef PW_LOOP_ROWS
+#undef PW_AOF_COLS_
+#undef PW_AOF_ROWS_
 #undef PW_NR
 #undef PW_BLOCK
 #undef PW_STREAM
