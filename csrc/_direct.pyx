@@ -165,6 +165,8 @@ cdef extern from "direct_kernels.h" nogil:
     int FC_DW_MAXK
     Py_ssize_t FC_PW_BUF(Py_ssize_t k, Py_ssize_t nr, Py_ssize_t mr, Py_ssize_t itemsize)
     Py_ssize_t FC_DW_RING(int R, int S, Py_ssize_t Q, Py_ssize_t VL)
+    int FC_WINO_TB
+    int FC_WINO_MAXA
     ctypedef struct fc_kernels:
         const char *name
         int vbytes
@@ -213,6 +215,14 @@ cdef extern from "direct_kernels.h" nogil:
                             ptrdiff_t, const double *,
                             ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *,
                             const double *, int, int, double *) noexcept nogil
+        void (*wino_in_f32)(const float *, const float *, int, float *,
+                            ptrdiff_t) noexcept nogil
+        void (*wino_in_f64)(const double *, const double *, int, double *,
+                            ptrdiff_t) noexcept nogil
+        void (*wino_out_f32)(const float *, ptrdiff_t, const float *, int, int,
+                             float *) noexcept nogil
+        void (*wino_out_f64)(const double *, ptrdiff_t, const double *, int, int,
+                             double *) noexcept nogil
     unsigned fc_ftz_enter()
     void fc_ftz_leave(unsigned old)
     const fc_kernels *fc_select(const char *request)
@@ -1351,6 +1361,7 @@ cdef int _dws_run(int which, const floating* a, const floating* b, const floatin
 
 
 include "_pointwise.pxi"
+include "_winograd.pxi"
 
 
 def forward(

@@ -135,4 +135,6 @@ const fc_kernels FC_TABLE_NAME = {
     FC_CAT3(fc_dww, f32, FC_SUFFIX), FC_CAT3(fc_dww, f64, FC_SUFFIX),
     FC_CAT3(fc_pw_pack, f32, FC_SUFFIX), FC_CAT3(fc_pw_pack, f64, FC_SUFFIX),
     FC_CAT3(fc_pw_gemm, f32, FC_SUFFIX), FC_CAT3(fc_pw_gemm, f64, FC_SUFFIX),
+    FC_CAT3(fc_wino_in, f32, FC_SUFFIX), FC_CAT3(fc_wino_in, f64, FC_SUFFIX),
+    FC_CAT3(fc_wino_out, f32, FC_SUFFIX), FC_CAT3(fc_wino_out, f64, FC_SUFFIX),
 };

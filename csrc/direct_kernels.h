@@ -43,7 +43,11 @@
                                     ptrdiff_t ldb,                                         \
                                     const ptrdiff_t *rowoff,                               \
                                     T *c, ptrdiff_t ldc, const T *bias, const T *cbias,    \
-                                    int accumulate, int nt, T *buf);
+                                    int accumulate, int nt, T *buf);                   \
+    void fc_wino_in_##TS##_##SUFFIX(const T *d, const T *bt, int alpha, T *v,             \
+                                    ptrdiff_t ldv);                                        \
+    void fc_wino_out_##TS##_##SUFFIX(const T *mm, ptrdiff_t ldm, const T *at, int m,      \
+                                     int alpha, T *y);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -75,6 +79,12 @@ FC_DECLARE_ISA(avx512)
  * of the set). */
 #define FC_PW_BUF(k, nr, mr, itemsize) \
     ((k) * (nr) + (mr) * (nr) + (mr) + (nr) + (k) * (mr) + 128 / (itemsize))
+
+/* The Winograd transforms (fc_wino_in, fc_wino_out): tiles per call, the innermost
+ * dimension of their arrays (a multiple of every ISA's vector length), and the largest
+ * tile, alpha = m + 2 for F(6, 3). */
+#define FC_WINO_TB 16
+#define FC_WINO_MAXA 8
 
 typedef struct {
     const char *name;
@@ -121,6 +131,10 @@ typedef struct {
                         ptrdiff_t, const double *,
                         ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *,
                         const double *, int, int, double *);
+    void (*wino_in_f32)(const float *, const float *, int, float *, ptrdiff_t);
+    void (*wino_in_f64)(const double *, const double *, int, double *, ptrdiff_t);
+    void (*wino_out_f32)(const float *, ptrdiff_t, const float *, int, int, float *);
+    void (*wino_out_f64)(const double *, ptrdiff_t, const double *, int, int, double *);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best

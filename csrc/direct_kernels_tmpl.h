@@ -458,6 +458,7 @@ void FC_CAT3(fc_dww, TS, FC_SUFFIX)(const T *x, ptrdiff_t xs_h, ptrdiff_t Hi, pt
 #undef DWW_PLANE
 
 #include "pointwise_kernels_tmpl.h"
+#include "winograd_kernels_tmpl.h"
 
 #undef V
 #undef VL

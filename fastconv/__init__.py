@@ -19,6 +19,9 @@ Where things live:
   ``fastconv/_conv1d.py``
 * ``conv_matrix``, ``linear_to_conv``, ``conv_to_linear``: ``fastconv/_matrix.py``
 * the layers ``Conv2d`` and ``Conv1d``: ``fastconv/layers.py``
+* ``set_float32_precision`` (may ``auto`` use Winograd for float32):
+  ``fastconv/_precision.py``; the Winograd transforms: ``fastconv/_winograd_mats.py``,
+  their NumPy twin ``engines/winograd_twin.py``
 * the engines' output arrays (aligned, large ones reused; ``release_memory``):
   ``fastconv/engines/_alloc.py``
 """
@@ -27,6 +30,7 @@ from ._config import show_config
 from ._conv1d import conv1d, conv1d_backward, convolve, correlate
 from ._dispatch import choose_backend
 from ._matrix import conv_matrix, conv_to_linear, linear_to_conv
+from ._precision import float32_precision, get_float32_precision, set_float32_precision
 from ._threads import get_num_threads, num_threads, set_num_threads
 from ._tune import clear_cache as clear_tuning_cache
 from ._tune import tune
@@ -53,7 +57,8 @@ def backends() -> tuple[str, ...]:
 __all__ = [
     "__version__", "backends", "choose_backend", "clear_tuning_cache", "Conv1d", "conv1d",
     "conv1d_backward", "Conv2d", "conv2d", "conv2d_backward", "conv_matrix",
-    "conv_to_linear", "ConvGrads", "convolve", "correlate", "get_num_threads",
+    "conv_to_linear", "ConvGrads", "convolve", "correlate", "float32_precision",
+    "get_float32_precision", "get_num_threads",
     "get_workspace_limit", "linear_to_conv", "num_threads", "output_shape",
-    "release_memory", "set_num_threads", "set_workspace_limit", "show_config", "tune", "workspace_limit",
+    "release_memory", "set_float32_precision", "set_num_threads", "set_workspace_limit", "show_config", "tune", "workspace_limit",
 ]

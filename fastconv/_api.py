@@ -107,8 +107,9 @@ def conv2d(x, w, stride=1, pad=0, *, bias=None, dilation=1, groups=1, layout="NC
     flip : bool
         False (default) computes cross-correlation, the deep-learning convention;
         True flips the kernel in both spatial axes: true convolution.
-    backend : "auto", "direct", "im2col" or "reference"
-        "auto" asks :func:`fastconv.choose_backend`.
+    backend : "auto", "direct", "im2col", "winograd" or "reference"
+        "auto" asks :func:`fastconv.choose_backend`. "winograd" takes 3x3 filters at
+        stride 1 and dilation 1 only (ValueError otherwise).
 
     Returns
     -------

@@ -14,7 +14,7 @@ import numpy as np
 from ._geometry import LAYOUTS, ConvGeometry, out_size
 
 PAD_MODES = ("valid", "same", "full")
-BACKENDS = ("auto", "direct", "im2col", "reference")
+BACKENDS = ("auto", "direct", "im2col", "winograd", "reference")
 GRAD_NAMES = ("x", "w", "b")
 
 # Kernels index with 64-bit signed integers. Array sizes are bounded by memory; keeping

@@ -167,7 +167,7 @@ def test_lists_are_accepted():
 
 
 def test_backends_and_dispatch():
-    assert fastconv.backends() == ("direct", "im2col", "reference")
+    assert fastconv.backends() == ("direct", "im2col", "winograd", "reference")
     from fastconv._geometry import ConvGeometry
     from fastconv._validate import geometry
     g = geometry((8, 32, 112, 112), (32, 1, 3, 3), 1, 1, 1, 32, 0)

@@ -7,8 +7,8 @@
 
 ``packs`` is a dict an engine may keep reordered copies of ``w`` in from call to call
 (the caller guarantees ``w`` is the same array with the same values as when the dict
-was filled; a layer in inference does), or None. Only the direct engine packs its
-filters; the others ignore it.
+was filled; a layer in inference does), or None. The direct and Winograd engines
+pack their filters; the others ignore it.
 
 Contract (the API in ``fastconv._api`` guarantees it, so engines do not re-check):
   * every array is 4-D, C-contiguous, and of one dtype, float32 or float64;
@@ -28,10 +28,13 @@ Modules:
              column matrix and multiplies it with a single-threaded BLAS gemm (_cblas);
              pointwise and whole-window passes are gemm tasks on the same threads
              (_products)
+  winograd   F(4x4, 3x3) minimal filtering for 3x3 stride-1 layers (csrc/_winograd.pxi),
+             forward and grad_input; its grad_weight is the direct engine's. Only on
+             request (backend="winograd") for now; its NumPy twin: winograd_twin
 """
 import importlib
 
-ENGINE_NAMES = ("direct", "im2col", "reference")
+ENGINE_NAMES = ("direct", "im2col", "winograd", "reference")
 
 
 def get_engine(name: str):

@@ -83,8 +83,10 @@ def pooled_bytes() -> int:
 
 def release_memory() -> int:
     """Unmap the output buffers fastconv holds for reuse (freed outputs of 8 MiB and
-    more, at most 1 GiB); returns the bytes released. Outputs still in use are kept."""
+    more, at most 1 GiB) and the Winograd engine's last transformed filters; returns the
+    bytes released. Outputs still in use are kept."""
     global _free_bytes
+    from .. import _direct
     with _lock:
         _drain()
         released = _free_bytes
@@ -92,7 +94,7 @@ def release_memory() -> int:
             m.close()
         _free.clear()
         _free_bytes = 0
-    return released
+    return released + _direct._wino_release()
 
 
 def output(shape, dtype) -> np.ndarray:

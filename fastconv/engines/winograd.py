@@ -1,0 +1,83 @@
+"""The Winograd engine: F(4 x 4, 3 x 3) minimal filtering for 3 x 3, stride-1,
+dilation-1 layers (any padding, groups, NCHW and NHWC, float32 and float64).
+
+A thin wrapper over the kernels in ``fastconv._direct`` (csrc/_winograd.pxi: the tile
+batches, their transforms in csrc/winograd_kernels_tmpl.h and the products through the
+direct engine's fc_pw_gemm micro-kernel, per ISA). Forward and grad_input run here; the
+transforms do not make grad_weight cheaper enough to pay (not built: the direct engine
+computes it, as it does grad_bias). The slow twin is ``engines/winograd_twin.py``.
+
+Accuracy: a transform mixes a whole input tile, so results round differently from
+direct convolution; tests/test_winograd.py states and checks the bounds. Non-finite
+inputs are not handled here: the API sends calls with NaN or Inf to an exact engine.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .. import _direct
+from .._geometry import ConvGeometry
+from .._threads import threads_for
+from .._winograd_mats import transforms
+from . import direct
+from ._alloc import output
+
+# Output tile size: F(4 x 4, 3 x 3), 36 products for 16 outputs (4x fewer than direct).
+TILE = 4
+
+
+def takes(g: ConvGeometry) -> bool:
+    """3 x 3 filters, stride 1, dilation 1: the shapes this engine computes."""
+    return (g.R == g.S == 3 and g.stride_h == g.stride_w == 1
+            and g.dil_h == g.dil_w == 1)
+
+
+def check(g: ConvGeometry) -> None:
+    if not takes(g):
+        raise ValueError(
+            "backend='winograd' takes 3x3 filters at stride 1 and dilation 1, got "
+            f"{g.R}x{g.S} filters, stride ({g.stride_h}, {g.stride_w}), dilation "
+            f"({g.dil_h}, {g.dil_w}); use backend='auto', 'direct' or 'im2col'")
+
+
+@lru_cache(maxsize=None)
+def _mats(m: int, dtype: str):
+    AT, G, BT = transforms(m, np.float64)
+    return tuple(np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in (BT, AT, G))
+
+
+def _args(g: ConvGeometry):
+    return (g.N, g.C, g.H, g.W, g.K, g.P, g.Q, g.groups, g.pad_top, g.pad_left, g.layout)
+
+
+def forward(x, w, bias, g: ConvGeometry, packs=None):
+    check(g)
+    y = output(g.y_shape, x.dtype)
+    has_bias = bias is not None
+    if not has_bias:
+        bias = np.zeros(1, dtype=x.dtype)  # the kernel needs a buffer; it is never read
+    _direct.wino_forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_args(g),
+                         int(has_bias), TILE, *_mats(TILE, x.dtype.str),
+                         threads_for(g.flops), packs)
+    return y
+
+
+def grad_input(grad_y, w, g: ConvGeometry, packs=None):
+    check(g)
+    grad_x = output(g.x_shape, grad_y.dtype)
+    _direct.wino_grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1),
+                            *_args(g), TILE, *_mats(TILE, grad_y.dtype.str),
+                            threads_for(g.flops), packs)
+    return grad_x
+
+
+def grad_weight(grad_y, x, g: ConvGeometry):
+    """The direct engine's: see the module docstring."""
+    check(g)
+    return direct.grad_weight(grad_y, x, g)
+
+
+def grad_bias(grad_y, g: ConvGeometry):
+    return direct.grad_bias(grad_y, g)

@@ -1,0 +1,293 @@
+"""The Winograd engine (F(4x4, 3x3)), its NumPy twin, the transforms and the float32
+precision switch.
+
+Tolerances: float64 results within 1e-12 of the reference relative to the largest
+reference value; float32 within 1e-5 (Frobenius norm of the error over that of the
+reference) and 1e-4 of the largest value, the bounds the README states; the direct
+engine's float32 error is measured beside them in test_float32_error_bounds_at_512.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastconv
+from fastconv import _direct
+from fastconv import _validate as v
+from fastconv._winograd_mats import TILE_SIZES, transforms, transforms_exact
+from fastconv.engines import reference, winograd, winograd_twin
+
+F64_TOL = 1e-12
+F32_FRO, F32_MAX = 1e-5, 1e-4
+
+
+def rel_errors(y, ref):
+    y, ref = np.asarray(y, np.float64), np.asarray(ref, np.float64)
+    scale = max(np.abs(ref).max(), np.finfo(np.float64).tiny)
+    fro = np.linalg.norm(y - ref) / max(np.linalg.norm(ref), np.finfo(np.float64).tiny)
+    return fro, np.abs(y - ref).max() / scale
+
+
+def assert_close(y, ref, dtype, what=""):
+    assert y.shape == ref.shape, (what, y.shape, ref.shape)
+    fro, mx = rel_errors(y, ref)
+    if np.dtype(dtype) == np.float64:
+        assert mx <= F64_TOL, (what, mx)
+    else:
+        assert fro <= F32_FRO and mx <= F32_MAX, (what, fro, mx)
+
+
+@pytest.mark.parametrize("m", TILE_SIZES)
+def test_transforms_are_exact_1d_identity(m):
+    AT, G, BT = transforms_exact(m)
+    alpha = m + 2
+    # sum_j AT[i][j] G[j][k] BT[j][l] == [l == i + k], in exact rationals
+    for i in range(m):
+        for k in range(3):
+            for col in range(alpha):
+                s = sum(AT[i][j] * G[j][k] * BT[j][col] for j in range(alpha))
+                assert s == Fraction(int(col == i + k))
+
+
+def test_transforms_f43_are_the_published_ones():
+    # Lavin and Gray's B^T for F(4x4, 3x3)
+    _, _, BT = transforms(4)
+    assert np.array_equal(BT, [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
+                               [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+                               [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]])
+
+
+def test_transforms_reject_unknown_tile():
+    with pytest.raises(ValueError, match="tile size m must be one of"):
+        transforms_exact(3)
+
+
+def _problem(rng, N, C, H, W, K, pad, groups, layout, dtype):
+    xs = (N, C, H, W) if layout == "NCHW" else (N, H, W, C)
+    ws = (K, C // groups, 3, 3) if layout == "NCHW" else (3, 3, C // groups, K)
+    g = v.geometry(xs, ws, 1, pad, 1, groups, v.layout_code(layout))
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    return g, x, w, b, gy
+
+
+shapes = st.tuples(
+    st.integers(1, 3),                      # N
+    st.integers(1, 3),                      # channels per group
+    st.integers(1, 13), st.integers(1, 13),  # H, W (1-5: less than one tile)
+    st.integers(1, 3),                      # filters per group
+    st.one_of(st.integers(0, 4), st.tuples(st.integers(0, 4), st.integers(0, 4)),
+              st.tuples(st.tuples(st.integers(0, 4), st.integers(0, 4)),
+                        st.tuples(st.integers(0, 4), st.integers(0, 4))),
+              st.sampled_from(["same", "valid", "full"])),
+    st.integers(1, 2),                      # groups
+    st.sampled_from(["NCHW", "NHWC"]),
+    st.sampled_from([np.float32, np.float64]),
+)
+
+
+def _valid(g_args):
+    N, Cg, H, W, Kg, pad, groups, layout, dtype = g_args
+    t, b, l, r = v.pad_sides(pad, (3, 3), (1, 1), (1, 1), (H, W))
+    return H + t + b >= 3 and W + l + r >= 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(shapes, st.integers(0, 2**32 - 1))
+def test_engine_and_twin_match_reference(args, seed):
+    if not _valid(args):
+        return
+    N, Cg, H, W, Kg, pad, groups, layout, dtype = args
+    rng = np.random.default_rng(seed)
+    g, x, w, b, gy = _problem(rng, N, Cg * groups, H, W, Kg * groups, pad, groups, layout,
+                              dtype)
+    x0, w0, gy0 = x.copy(), w.copy(), gy.copy()
+    y_ref = reference.forward(x, w, b, g)
+    gx_ref = reference.grad_input(gy, w, g)
+    assert_close(winograd.forward(x, w, b, g), y_ref, dtype, "engine forward")
+    assert_close(winograd.grad_input(gy, w, g), gx_ref, dtype, "engine grad_input")
+    for m in TILE_SIZES:
+        # the twin computes in float64 whatever the input: the float64 bound holds
+        tol = F64_TOL * 100 if m == 6 else F64_TOL
+        assert rel_errors(winograd_twin.forward(x, w, b, g, m), y_ref)[1] <= max(
+            tol, 1e-6 if dtype == np.float32 else 0), ("twin forward", m)
+        assert rel_errors(winograd_twin.grad_input(gy, w, g, m), gx_ref)[1] <= max(
+            tol, 1e-6 if dtype == np.float32 else 0), ("twin grad_input", m)
+    # inputs untouched
+    assert np.array_equal(x, x0) and np.array_equal(w, w0) and np.array_equal(gy, gy0)
+
+
+def test_many_batches_and_small_budget_match_reference():
+    # one batch of FC_WINO_TB tiles per item: many items, tiles spanning images
+    rng = np.random.default_rng(3)
+    try:
+        _direct._set_wino_budget(1)
+        for layout in ("NCHW", "NHWC"):
+            for dtype in (np.float32, np.float64):
+                g, x, w, b, gy = _problem(rng, 3, 7, 11, 17, 5, 1, 1, layout, dtype)
+                assert_close(winograd.forward(x, w, b, g), reference.forward(x, w, b, g),
+                             dtype)
+                assert_close(winograd.grad_input(gy, w, g), reference.grad_input(gy, w, g),
+                             dtype)
+    finally:
+        _direct._set_wino_budget()
+
+
+def test_reduction_chunks_and_filter_blocks():
+    # more channels than one fc_pw_gemm reduction chunk, filters not a multiple of the
+    # register block, channels not a multiple of the transform batch
+    rng = np.random.default_rng(4)
+    g, x, w, b, gy = _problem(rng, 2, 300, 9, 10, 13, 1, 1, "NCHW", np.float64)
+    assert_close(winograd.forward(x, w, b, g), reference.forward(x, w, b, g), np.float64)
+    assert_close(winograd.grad_input(gy, w, g), reference.grad_input(gy, w, g), np.float64)
+
+
+def test_float32_error_bounds_at_512():
+    """He-scaled weights, C = K = 512: the stated bounds, with the direct engine's error
+    measured beside them (printed with -s)."""
+    rng = np.random.default_rng(5)
+    C = K = 512
+    x = rng.standard_normal((1, C, 12, 12))
+    w = rng.standard_normal((K, C, 3, 3)) * np.sqrt(2 / (C * 9))
+    gy = rng.standard_normal((1, K, 12, 12))
+    y_ref = fastconv.conv2d(x, w, pad=1, backend="direct")  # float64
+    gx_ref = fastconv.conv2d_backward(gy, x, w, pad=1, backend="direct", wrt=("x",)).x
+    x32, w32, gy32 = (a.astype(np.float32) for a in (x, w, gy))
+    for backend in ("winograd", "direct"):
+        y = fastconv.conv2d(x32, w32, pad=1, backend=backend)
+        gx = fastconv.conv2d_backward(gy32, x32, w32, pad=1, backend=backend, wrt=("x",)).x
+        print(backend, "forward", rel_errors(y, y_ref), "grad_input", rel_errors(gx, gx_ref))
+        assert_close(y, y_ref, np.float32, backend)
+        assert_close(gx, gx_ref, np.float32, backend)
+    y64 = fastconv.conv2d(x, w, pad=1, backend="winograd")
+    assert rel_errors(y64, y_ref)[1] <= F64_TOL
+
+
+def test_api_backend_winograd_and_gradients():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 4, 9, 8))
+    w = rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    gy = rng.standard_normal((2, 6, 9, 8))
+    for flip in (False, True):
+        kw = dict(pad="same", groups=2, flip=flip)
+        y = fastconv.conv2d(x, w, bias=b, backend="winograd", **kw)
+        np.testing.assert_allclose(y, fastconv.conv2d(x, w, bias=b, backend="reference",
+                                                      **kw), rtol=0, atol=1e-12)
+        gr = fastconv.conv2d_backward(gy, x, w, backend="winograd", **kw)
+        gref = fastconv.conv2d_backward(gy, x, w, backend="reference", **kw)
+        for name in ("x", "w", "b"):
+            np.testing.assert_allclose(getattr(gr, name), getattr(gref, name), rtol=0,
+                                       atol=1e-11)
+
+
+@pytest.mark.parametrize("kw, what", [
+    (dict(w_shape=(4, 3, 5, 5)), "5x5 filters"),
+    (dict(stride=2), "stride"),
+    (dict(dilation=2), "dilation"),
+])
+def test_api_rejects_shapes_it_does_not_take(kw, what):
+    x = np.zeros((1, 3, 10, 10))
+    w = np.zeros(kw.pop("w_shape", (4, 3, 3, 3)))
+    with pytest.raises(ValueError, match="takes 3x3 filters at stride 1 and dilation 1"):
+        fastconv.conv2d(x, w, backend="winograd", **kw)
+
+
+def test_bitwise_same_for_thread_counts_and_repeats():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 24, 20, 20), dtype=np.float32)
+    w = rng.standard_normal((32, 24, 3, 3), dtype=np.float32)
+    gy = rng.standard_normal((4, 32, 20, 20), dtype=np.float32)
+    outs = []
+    for n in (1, 2, 3, 2):
+        with fastconv.num_threads(n):
+            try:
+                _direct._set_wino_budget(1)  # many items, so threads share the work
+                y = fastconv.conv2d(x, w, pad=1, backend="winograd")
+                gx = fastconv.conv2d_backward(gy, x, w, pad=1, backend="winograd",
+                                              wrt=("x",)).x
+            finally:
+                _direct._set_wino_budget()
+        outs.append((y, gx))
+    for y, gx in outs[1:]:
+        assert np.array_equal(y, outs[0][0]) and np.array_equal(gx, outs[0][1])
+
+
+def test_kept_transformed_filters_equal_a_fresh_call():
+    rng = np.random.default_rng(9)
+    for dtype in (np.float32, np.float64):
+        g, x, w, b, gy = _problem(rng, 2, 6, 10, 10, 8, 1, 1, "NCHW", dtype)
+        packs = {}
+        y1 = winograd.forward(x, w, b, g, packs)
+        assert _direct._packs_info(packs)[0] == 1
+        np.testing.assert_array_equal(winograd.forward(x, w, b, g, packs), y1)
+        np.testing.assert_array_equal(winograd.forward(x, w, b, g), y1)
+        gx = winograd.grad_input(gy, w, g)
+        np.testing.assert_array_equal(winograd.grad_input(gy, w, g, packs), gx)
+        np.testing.assert_array_equal(winograd.grad_input(gy, w, g, packs), gx)
+        assert _direct._packs_info(packs)[0] == 2  # forward's and grad_input's
+
+
+@pytest.mark.parametrize("variant", ["avx512", "avx2", "baseline"])
+def test_simd_variant_matches_reference(variant):
+    if variant not in _direct.simd_info()["supported"]:
+        pytest.skip(f"this machine or build has no {variant} kernels")
+    code = f"""
+import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})
+import numpy as np
+from fastconv import _direct
+from test_winograd import _problem, assert_close
+from fastconv.engines import reference, winograd
+assert _direct.simd_info()["simd"] == {variant!r}
+rng = np.random.default_rng(11)
+for args in [(2, 5, 9, 11, 7, 1, 1), (1, 3, 4, 5, 2, 0, 1), (3, 8, 13, 6, 6, (2, 0), 2),
+             (1, 17, 6, 23, 9, 2, 1), (2, 40, 8, 8, 40, 1, 1)]:
+    for layout in ("NCHW", "NHWC"):
+        for dtype in (np.float32, np.float64):
+            g, x, w, b, gy = _problem(rng, *args, layout, dtype)
+            assert_close(winograd.forward(x, w, b, g), reference.forward(x, w, b, g), dtype)
+            assert_close(winograd.grad_input(gy, w, g), reference.grad_input(gy, w, g), dtype)
+print("ok", {variant!r})
+"""
+    env = dict(os.environ, FASTCONV_SIMD=variant, FASTCONV_NUM_THREADS="2")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert f"ok {variant}" in res.stdout
+
+
+def test_precision_switch():
+    assert fastconv.get_float32_precision() == "high"
+    with fastconv.float32_precision("highest"):
+        assert fastconv.get_float32_precision() == "highest"
+    assert fastconv.get_float32_precision() == "high"
+    fastconv.set_float32_precision("highest")
+    try:
+        assert fastconv.get_float32_precision() == "highest"
+    finally:
+        fastconv.set_float32_precision("high")
+    with pytest.raises(ValueError, match=r"one of \('highest', 'high'\), got 'medium'"):
+        fastconv.set_float32_precision("medium")
+    with pytest.raises(TypeError, match="must be a str"):
+        fastconv.set_float32_precision(1)
+    assert fastconv.get_float32_precision() == "high"
+
+
+def test_precision_from_environment():
+    code = "import fastconv; print(fastconv.get_float32_precision())"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, FASTCONV_FLOAT32_PRECISION="highest"),
+                         timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "highest", res.stderr
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, FASTCONV_FLOAT32_PRECISION="low"), timeout=300)
+    assert res.returncode != 0 and "FASTCONV_FLOAT32_PRECISION must be one of" in res.stderr
