@@ -110,6 +110,39 @@ cdef void _wino_filter_block(
             dst[t * mr] = out[xi * FC_WINO_TB + t]
 
 
+cdef inline void _wino_gather(
+    const floating* xc, floating* d, Py_ssize_t tb, Py_ssize_t t0, Py_ssize_t per_img,
+    Py_ssize_t tq, Py_ssize_t m, Py_ssize_t alpha, Py_ssize_t pt, Py_ssize_t pl,
+    Py_ssize_t Hi, Py_ssize_t Wi, Py_ssize_t xs_n, Py_ssize_t xs_h, Py_ssize_t xs_w,
+    const Py_ssize_t* ib, const Py_ssize_t* inside, const Py_ssize_t* vr,
+) noexcept nogil:
+    # d[(i*alpha + j)*TB + tt] for the tiles tb + tt of the batch, tile by tile: zeros
+    # past the last tile and outside the source
+    cdef Py_ssize_t tt, t, i, j, n, ty, tx, h, wcol
+    cdef const floating* src
+    for tt in range(FC_WINO_TB):
+        t = tb + tt
+        if vr[t] == 0:
+            for i in range(alpha * alpha):
+                d[i * FC_WINO_TB + tt] = 0
+        elif inside[t]:
+            src = xc + ib[t]
+            for i in range(alpha):
+                for j in range(alpha):
+                    d[(i * alpha + j) * FC_WINO_TB + tt] = src[i * xs_h + j * xs_w]
+        else:
+            n = (t0 + t) // per_img
+            ty = (t0 + t) % per_img // tq
+            tx = (t0 + t) % tq
+            for i in range(alpha):
+                h = ty * m + i - pt
+                for j in range(alpha):
+                    wcol = tx * m + j - pl
+                    d[(i * alpha + j) * FC_WINO_TB + tt] = (
+                        xc[n * xs_n + h * xs_h + wcol * xs_w]
+                        if 0 <= h < Hi and 0 <= wcol < Wi else 0)
+
+
 cdef void _wino_item(
     const floating* x, const floating* up, const floating* bias, floating* y,
     Py_ssize_t item, Py_ssize_t nbat, Py_ssize_t nt, Py_ssize_t kc,
@@ -165,27 +198,8 @@ cdef void _wino_item(
         xc = xg + c * xs_c
         for jb in range(nt // FC_WINO_TB):
             tb = jb * FC_WINO_TB
-            for tt in range(FC_WINO_TB):
-                t = tb + tt
-                if vr[t] == 0:
-                    for i in range(a2):
-                        d[i * FC_WINO_TB + tt] = 0
-                elif inside[t]:
-                    src = xc + ib[t]
-                    for i in range(alpha):
-                        for j in range(alpha):
-                            d[(i * alpha + j) * FC_WINO_TB + tt] = src[i * xs_h + j * xs_w]
-                else:
-                    n = (t0 + t) // per_img
-                    ty = (t0 + t) % per_img // tq
-                    tx = (t0 + t) % tq
-                    for i in range(alpha):
-                        h = ty * m + i - pt
-                        for j in range(alpha):
-                            wcol = tx * m + j - pl
-                            d[(i * alpha + j) * FC_WINO_TB + tt] = (
-                                xc[n * xs_n + h * xs_h + wcol * xs_w]
-                                if 0 <= h < Hi and 0 <= wcol < Wi else 0)
+            _wino_gather(xc, d, tb, t0, per_img, tq, m, alpha, pt, pl, Hi, Wi,
+                         xs_n, xs_h, xs_w, ib, inside, vr)
             if floating is float:
                 _K.wino_in_f32(d, bt, <int>alpha, V + c * nt + tb, Ci * nt)
             else:

@@ -73,10 +73,19 @@ class _Problem:
         self.w_is_callers = self.w is w_given
         self.extra = [None if a is None else v.contiguous(a, self.dtype) for a in extra]
 
-    def engine(self, pass_name: str):
+    def engine(self, pass_name: str, *inputs):
+        """The engine module for ``pass_name``. ``inputs``: the pass's arrays, which
+        must be finite for ``auto`` to run Winograd (a transform mixes a whole input
+        tile, so one NaN or Inf would reach outputs whose window does not hold it; the
+        exact engines then take the call). A sum is NaN or Inf whenever an element is,
+        at about the cost of reading the array once; a sum that only overflows sends a
+        call to the exact engines needlessly, never wrongly."""
         name = self.backend
         if name == "auto":
             name = auto_engine(self.g, self.dtype, pass_name)
+            if name == "winograd" and not all(np.isfinite(a.sum()) for a in inputs):
+                name = choose_backend(self.g, self.dtype, get_num_threads(),
+                                      precision="highest")[pass_name]
         return get_engine(name)
 
     def unbatch(self, a: np.ndarray) -> np.ndarray:
@@ -134,7 +143,8 @@ def _conv2d(x, w, stride, pad, bias, dilation, groups, layout, flip, backend, pa
     _check_memory(g.y_shape, pr.dtype, "the output")
     if g.N == 0:
         return pr.unbatch(np.zeros(g.y_shape, dtype=pr.dtype))
-    y = pr.engine("forward").forward(pr.x, pr.w, b, g, packs if pr.w_is_callers else None)
+    y = pr.engine("forward", pr.x, pr.w).forward(pr.x, pr.w, b, g,
+                                                 packs if pr.w_is_callers else None)
     return pr.unbatch(y)
 
 
@@ -169,7 +179,7 @@ def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
         gb = np.zeros(g.K, pr.dtype) if "b" in want else None
         return ConvGrads(None if gx is None else pr.unbatch(gx), gw, gb)
     if "x" in want:
-        gx = pr.unbatch(pr.engine("grad_input").grad_input(gy4, pr.w, g))
+        gx = pr.unbatch(pr.engine("grad_input", gy4, pr.w).grad_input(gy4, pr.w, g))
     if "w" in want:
         gw = pr.engine("grad_weight").grad_weight(gy4, pr.x, g)
         if pr.flip:  # the gradient w.r.t. the flipped kernel, flipped back

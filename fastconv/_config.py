@@ -5,6 +5,7 @@ import platform
 import sys
 
 from ._blas import describe_blas
+from ._precision import get_float32_precision
 from ._threads import available_cores, get_num_threads
 
 
@@ -43,6 +44,7 @@ def config_info() -> dict:
         "blas": describe_blas(),
         "threads": get_num_threads(),
         "cores": available_cores(),
+        "float32_precision": get_float32_precision(),
     }
 
 
@@ -70,5 +72,9 @@ def show_config(file=None) -> None:
         f"kernels {nb['kernels']}",
         "BLAS:            " + ("; ".join(info["blas"]) or "none found"),
         f"threads:         {info['threads']} (of {info['cores']} available cores)",
+        f"float32:         precision {info['float32_precision']!r} ("
+        + ("auto may run 3x3 stride-1 layers through Winograd"
+           if info["float32_precision"] == "high" else "auto uses the exact engines only")
+        + "; set_float32_precision or FASTCONV_FLOAT32_PRECISION)",
     ]
     print("\n".join(lines), file=file or sys.stdout)

@@ -95,12 +95,29 @@ own threads (``engines/_products``):
   few channels keep the direct engine's forward (the stems: alexnet_conv1 18.9 / 28.9,
   resnet_stem 26.1 / 44.1; lenet_c1 0.72 / 6.29), and in NHWC the short-reduction
   grad_weight rule above does not hold: cs231n 1.58 / 4.29.
+
+Added 2026-12-02, Zen 3 (AVX2), float32, 2 threads, medians of 7, per call (filters
+transformed every call), direct / winograd ms, forward then grad_input:
+
+* The Winograd engine (F(4x4, 3x3), 3x3 stride 1 dilation 1) wins once both channel
+  counts per group reach ``WINOGRAD_MIN_CHANNELS`` and the output has at least
+  ``WINOGRAD_MIN_TILES`` 4x4 tiles over the batch: 64 -> 64 on 28x28, N=8 (392 tiles)
+  5.26 / 4.37 and 5.35 / 4.23; 128 -> 128 on 28x28, N=1 (49 tiles) 3.63 / 2.25 and
+  3.42 / 2.22; 256 -> 256 on 14x14, N=8 (128 tiles) 17.8 / 12.5 and 18.6 / 12.0;
+  512 -> 512 on 7x7, N=16 (64 tiles) 41.6 / 30.5 and 47.0 / 29.6. Below them the
+  per-call filter transform and the input transforms cost more than the products save:
+  32 -> 32 on 56x56 5.70 / 7.25; 256 -> 256 on 14x14, N=2 (32 tiles) 4.57 / 4.76
+  (batch1_c4, 16 tiles: 3.6 / 5.2; resnet_c5_3x3, 32 tiles: 19.5 / 24.2); 3 -> 64
+  2.25 / 6.58. NHWC wins as NCHW does (64 -> 64 on 56x56, N=8: im2col 32.1, winograd
+  19.8). Only for float32 under ``set_float32_precision("high")`` (the default), and
+  only for finite inputs (``_api``); float64 keeps the exact engines.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._geometry import ConvGeometry
+from ._precision import get_float32_precision
 
 PASSES = ("forward", "grad_input", "grad_weight")
 
@@ -126,6 +143,10 @@ STRIDED_GRAD_INPUT_POSITIONS = 196
 # Without AVX-512: NHWC forward and grad_input (not pointwise, not thin groups) with at
 # least this many output positions per image go to im2col.
 NHWC_IM2COL_POSITIONS = 784
+# Winograd (float32, precision "high"): channels per group (in and out) and 4x4 output
+# tiles over the batch from which it wins.
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_TILES = 48
 
 
 def simd_variant() -> str:
@@ -138,11 +159,23 @@ def simd_variant() -> str:
         return "generic"
 
 
-def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = None
-                   ) -> dict[str, str]:
+def winograd_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
+    """Whether ``auto`` sends this layer's forward and grad_input to the Winograd engine."""
+    if np.dtype(dtype) != np.float32 or (precision or get_float32_precision()) != "high":
+        return False
+    from .engines.winograd import takes
+    tiles = g.N * -(-g.P // 4) * -(-g.Q // 4)
+    return (takes(g) and min(g.Cg, g.Kg) >= WINOGRAD_MIN_CHANNELS
+            and tiles >= WINOGRAD_MIN_TILES)
+
+
+def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = None,
+                   precision: str | None = None) -> dict[str, str]:
     """Return ``{"forward": engine, "grad_input": engine, "grad_weight": engine}``.
 
-    ``engine`` is "direct" or "im2col". ``dtype`` and ``num_threads`` are part of the
+    ``engine`` is "direct", "im2col" or (forward and grad_input of float32 3x3 stride-1
+    layers, under ``precision`` "high", default: :func:`fastconv.get_float32_precision`)
+    "winograd". ``dtype`` and ``num_threads`` are part of the
     signature because a crossover can depend on them; the rules measured so far hold for
     float32 and float64 on 1 and 2 threads alike. ``simd`` is the direct engine's SIMD
     variant ("avx512", "avx2", "baseline"; default: the one in use, ``simd_variant()``).
@@ -165,15 +198,18 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
                 "grad_input": "direct" if few or products or (strided and not g.nhwc)
                 else "im2col",
                 "grad_weight": "direct" if products and g.nhwc else "im2col"}
+    if precision is not None and precision not in ("highest", "high"):
+        raise ValueError(f"precision must be None, 'highest' or 'high', got {precision!r}")
+    wino = winograd_wins(g, dtype, precision)
     avx512 = (simd or simd_variant()) == "avx512"
     wide_strided = strided and positions >= STRIDED_GRAD_INPUT_POSITIONS and not avx512
     nhwc_wide = (g.nhwc and positions >= NHWC_IM2COL_POSITIONS and g.Cg > FEW_CHANNELS
                  and not avx512)
     return {
-        "forward": "im2col" if nhwc_wide else "direct",
-        "grad_input": "im2col" if nhwc_wide or (strided and (g.Cg <= FEW_CHANNELS
-                                                             or wide_strided))
-        else "direct",
+        "forward": "winograd" if wino else ("im2col" if nhwc_wide else "direct"),
+        "grad_input": "winograd" if wino else (
+            "im2col" if nhwc_wide or (strided and (g.Cg <= FEW_CHANNELS or wide_strided))
+            else "direct"),
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
         or (not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION and g.Kg >= WGRAD_MIN_FILTERS)
         else "direct",

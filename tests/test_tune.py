@@ -32,7 +32,7 @@ def test_choose_backend_is_deterministic_and_total():
                 first = fastconv.choose_backend(g, dtype, threads)
                 assert first == fastconv.choose_backend(g, dtype, threads)
                 assert set(first) == {"forward", "grad_input", "grad_weight"}
-                assert set(first.values()) <= {"direct", "im2col"}
+                assert set(first.values()) <= {"direct", "im2col", "winograd"}
 
 
 def test_tune_stores_winners_that_auto_uses(cache, monkeypatch):
@@ -118,11 +118,48 @@ def test_choose_backend_on_the_suite(name, simd):
     from fastconv.suite import LAYERS
     layer = LAYERS[name]
     g = geometry(layer.x_shape, layer.w_shape, layer.stride, layer.pad, 1, layer.groups, 0)
-    choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
+    choice = fastconv.choose_backend(g, np.float32, 2, simd=simd, precision="highest")
     expected = EXPECTED_CHOICES[name]
     if simd != "avx512":
         expected = EXPECTED_WITHOUT_AVX512.get(name, expected)
     assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == expected
+
+
+# float32 under precision "high" (the default): Winograd's forward and grad_input on the
+# 3x3 stride-1 layers with at least WINOGRAD_MIN_CHANNELS channels and
+# WINOGRAD_MIN_TILES output tiles; grad_weight as the exact rules have it.
+WINOGRAD_CHOICES = {
+    "vgg_conv1_2": True, "resnet_c2_3x3": True, "resnet_c4_3x3": True,
+    "resnet_c5_3x3": False,  # 8 images of 7x7: 32 tiles
+    "batch1_c4": False,      # one 14x14 image: 16 tiles
+    "resnet_c3_3x3s2": False, "lenet_c1": False, "cs231n": False, "resnet_stem": False,
+}
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("name", sorted(WINOGRAD_CHOICES))
+def test_winograd_choices_on_the_suite(name, layout):
+    from fastconv.suite import LAYERS
+    layer = LAYERS[name]
+    n, c, h, w = layer.x_shape
+    k, cg, r, s = layer.w_shape
+    xs, ws = ((n, h, w, c), (r, s, cg, k)) if layout else (layer.x_shape, layer.w_shape)
+    g = geometry(xs, ws, layer.stride, layer.pad, 1, layer.groups, layout)
+    exact = fastconv.choose_backend(g, np.float32, 2, precision="highest")
+    high = fastconv.choose_backend(g, np.float32, 2, precision="high")
+    assert fastconv.choose_backend(g, np.float32, 2) == high  # the default is "high"
+    want = "winograd" if WINOGRAD_CHOICES[name] else None
+    for p in ("forward", "grad_input"):
+        assert high[p] == (want or exact[p]), p
+        assert exact[p] != "winograd"
+    assert high["grad_weight"] == exact["grad_weight"] != "winograd"
+    # float64 keeps the exact engines; "highest" from the switch as from the argument
+    assert fastconv.choose_backend(g, np.float64, 2) == fastconv.choose_backend(
+        g, np.float64, 2, precision="highest")
+    with fastconv.float32_precision("highest"):
+        assert fastconv.choose_backend(g, np.float32, 2) == exact
+    with pytest.raises(ValueError, match="precision must be None, 'highest' or 'high'"):
+        fastconv.choose_backend(g, np.float32, 2, precision="medium")
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, expected", [
@@ -137,7 +174,8 @@ def test_choose_backend_on_the_suite(name, simd):
 def test_grad_input_choices_without_avx512(x_shape, w_shape, stride, expected):
     pad = 1 if w_shape[2] == 3 else 0
     g = geometry(x_shape, w_shape, stride, pad, 1, 1, 0)
-    assert fastconv.choose_backend(g, np.float32, 2, simd="avx2")["grad_input"] == expected
+    assert fastconv.choose_backend(g, np.float32, 2, simd="avx2",
+                                   precision="highest")["grad_input"] == expected
 
 
 @pytest.mark.parametrize("x_shape, stride, expected", [
@@ -152,7 +190,7 @@ def test_nhwc_choices_without_avx512(x_shape, stride, expected):
     C = x_shape[3]
     g = geometry(x_shape, (3, 3, C, C), stride, 1, 1, 1, 1)
     for simd, want in (("avx2", expected), ("baseline", expected), ("avx512", "direct")):
-        choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
+        choice = fastconv.choose_backend(g, np.float32, 2, simd=simd, precision="highest")
         assert (choice["forward"], choice["grad_input"]) == (want, want), simd
         assert choice["grad_weight"] == ("direct" if g.N * g.P * g.Q >= 1024 else "im2col")
 
@@ -171,7 +209,7 @@ def test_nhwc_choices_on_the_suite(name, expected):
     n, c, h, w = layer.x_shape
     k, cg, r, s = layer.w_shape
     g = geometry((n, h, w, c), (r, s, cg, k), layer.stride, layer.pad, 1, layer.groups, 1)
-    choice = fastconv.choose_backend(g, np.float32, 2, simd="avx2")
+    choice = fastconv.choose_backend(g, np.float32, 2, simd="avx2", precision="highest")
     assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == expected
 
 

@@ -38,7 +38,7 @@ CASES = [
      "layout must be one of 'NCHW', 'NHWC'; got 'NWHC'"),
     ("layout not a string", lambda: fastconv.conv2d(X, W, layout=None), TypeError, "layout"),
     ("unknown backend", lambda: fastconv.conv2d(X, W, backend="gpu"), ValueError,
-     "backend must be one of 'auto', 'direct', 'im2col', 'reference'; got 'gpu'"),
+     "backend must be one of 'auto', 'direct', 'im2col', 'winograd', 'reference'; got 'gpu'"),
     ("kernel larger than input", lambda: fastconv.conv2d(X, np.ones((6, 4, 9, 3))), ValueError,
      "larger than the padded input"),
     ("dilated kernel too large", lambda: fastconv.conv2d(X, W, dilation=4), ValueError,

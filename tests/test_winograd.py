@@ -280,6 +280,12 @@ def test_precision_switch():
     with pytest.raises(TypeError, match="must be a str"):
         fastconv.set_float32_precision(1)
     assert fastconv.get_float32_precision() == "high"
+    import io
+    for value in ("highest", "high"):
+        out = io.StringIO()
+        with fastconv.float32_precision(value):
+            fastconv.show_config(file=out)
+        assert f"float32:         precision {value!r}" in out.getvalue()
 
 
 def test_precision_from_environment():
@@ -291,3 +297,58 @@ def test_precision_from_environment():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=dict(os.environ, FASTCONV_FLOAT32_PRECISION="low"), timeout=300)
     assert res.returncode != 0 and "FASTCONV_FLOAT32_PRECISION must be one of" in res.stderr
+
+
+def test_auto_uses_winograd_for_float32_unless_highest_or_not_finite():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 64, 28, 28), dtype=np.float32)  # 49 tiles of 4x4
+    w = (rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32)
+    gy = rng.standard_normal((1, 64, 28, 28), dtype=np.float32)
+    g = v.geometry(x.shape, w.shape, 1, 1, 1, 1, 0)
+    assert fastconv.choose_backend(g, np.float32, fastconv.get_num_threads())["forward"] \
+        == "winograd"
+    wino = fastconv.conv2d(x, w, pad=1, backend="winograd")
+    exact = fastconv.conv2d(x, w, pad=1, backend="direct")
+    assert not np.array_equal(wino, exact)  # they do round differently
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, pad=1), wino)
+    gx_wino = fastconv.conv2d_backward(gy, x, w, pad=1, backend="winograd", wrt=("x",)).x
+    np.testing.assert_array_equal(fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("x",)).x,
+                                  gx_wino)
+    with fastconv.float32_precision("highest"):
+        np.testing.assert_array_equal(fastconv.conv2d(x, w, pad=1), exact)
+        np.testing.assert_array_equal(
+            fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("x",)).x,
+            fastconv.conv2d_backward(gy, x, w, pad=1, backend="direct", wrt=("x",)).x)
+    # One NaN or Inf pixel: auto gives what the exact engine gives (the NaN stays in the
+    # outputs whose window holds it), where Winograd would spread it over its tiles.
+    for bad in (np.nan, np.inf):
+        xb = x.copy()
+        xb[0, 3, 10, 13] = bad
+        y = fastconv.conv2d(xb, w, pad=1)
+        np.testing.assert_array_equal(y, fastconv.conv2d(xb, w, pad=1, backend="direct"))
+        assert np.isfinite(y[0, :, 0:8, :]).all()
+        gyb = gy.copy()
+        gyb[0, 5, 20, 2] = bad
+        np.testing.assert_array_equal(
+            fastconv.conv2d_backward(gyb, x, w, pad=1, wrt=("x",)).x,
+            fastconv.conv2d_backward(gyb, x, w, pad=1, backend="direct", wrt=("x",)).x)
+    wb = w.copy()
+    wb[7, 2, 1, 1] = np.nan
+    np.testing.assert_array_equal(fastconv.conv2d(x, wb, pad=1),
+                                  fastconv.conv2d(x, wb, pad=1, backend="direct"))
+    # float64 keeps the exact engines
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    np.testing.assert_array_equal(fastconv.conv2d(x64, w64, pad=1),
+                                  fastconv.conv2d(x64, w64, pad=1, backend="direct"))
+
+
+def test_large_and_tiny_scales_do_not_overflow_or_flush():
+    rng = np.random.default_rng(13)
+    for scale in (1e30, 1e-30):
+        for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
+            g, x, w, b, gy = _problem(rng, 1, 8, 9, 9, 8, 1, 1, "NCHW", dtype)
+            x = (x * scale).astype(dtype)
+            y = winograd.forward(x, w, None, g)
+            ref = reference.forward(x.astype(np.float64), w.astype(np.float64), None, g)
+            assert np.isfinite(y).all()
+            assert np.abs(y - ref).max() <= tol * np.abs(ref).max(), (scale, dtype)
