@@ -61,3 +61,37 @@ def test_gradients_match_finite_differences(engine, opts):
             idx = np.unravel_index(i, arr.shape)
             num = _numeric_grad(f, arr, idx)
             assert np.isclose(grad[idx], num, rtol=1e-6, atol=1e-7), (name, idx, grad[idx], num)
+
+
+WINOGRAD_CASES = [
+    dict(pad=1),
+    dict(pad=((0, 2), (1, 0)), groups=2),
+    dict(pad="full", layout="NHWC", flip=True),
+]
+
+
+@pytest.mark.parametrize("opts", WINOGRAD_CASES,
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_winograd_gradients_match_finite_differences(opts):
+    """The Winograd engine (3x3 stride-1 only, so its own cases) in float64."""
+    rng = np.random.default_rng(8)
+    groups = opts.get("groups", 1)
+    C, K = 2 * groups, 3 * groups
+    nhwc = opts.get("layout") == "NHWC"
+    x = rng.standard_normal((2, 7, 6, C) if nhwc else (2, C, 7, 6))
+    w = rng.standard_normal((3, 3, C // groups, K) if nhwc else (K, C // groups, 3, 3))
+    b = rng.standard_normal(K)
+    gy = rng.standard_normal(fastconv.output_shape(x, w, **{k: v for k, v in opts.items()
+                                                               if k != "flip"}))
+
+    def loss(x_, w_):
+        return float(np.sum(gy * fastconv.conv2d(x_, w_, bias=b, backend="winograd",
+                                                 **opts)))
+
+    g = fastconv.conv2d_backward(gy, x, w, backend="winograd", **opts)
+    for name, arr, grad, f in (("x", x, g.x, lambda a: loss(a, w)),
+                               ("w", w, g.w, lambda a: loss(x, a))):
+        for i in rng.choice(arr.size, min(arr.size, 40), replace=False):
+            idx = np.unravel_index(i, arr.shape)
+            num = _numeric_grad(f, arr, idx)
+            assert np.isclose(grad[idx], num, rtol=1e-6, atol=1e-7), (name, idx, grad[idx], num)
