@@ -27,9 +27,10 @@ cdef Py_ssize_t _WINO_KC_BYTES = 16 * 1024
 
 
 # A bare call's transformed filters (resnet_c5: 36 MiB) in a fresh allocation cost more
-# in page faults than the transform itself (forward 64 -> 24 ms with it reused and its row blocks interleaved, 2 threads,
-# Zen 3): the last call's buffer is kept for the next, taken and given back with the
-# GIL held (a concurrent call allocates its own). fastconv.release_memory() frees it.
+# in page faults than the transform itself (resnet_c5 forward 64 -> 24 ms with the
+# buffer reused and the row blocks interleaved, 2 threads, Zen 3): the last call's buffer
+# is kept for the next, taken and given back with the GIL held (a concurrent call
+# allocates its own). fastconv.release_memory() frees it.
 cdef _Pack _WINO_SPARE = None
 
 
@@ -50,8 +51,8 @@ def _set_wino_budget(Py_ssize_t item_bytes=512 * 1024):
 
 def wino_workspace(Py_ssize_t G, Py_ssize_t Ci, Py_ssize_t Ko, Py_ssize_t m,
                    Py_ssize_t itemsize, int n_threads):
-    """Bytes the engine allocates for one call (packed filters + every thread's scratch),
-    the figure tests hold against the documented bound."""
+    """Bytes the engine allocates for one call: the transformed filters and every
+    thread's scratch (not yet bounded: the filters grow as 36*K*C)."""
     cdef Py_ssize_t alpha = m + 2, a2 = alpha * alpha, mr = _K.pw_mr
     cdef Py_ssize_t nt = _wino_nt(Ci, Ko, a2, itemsize)
     cdef Py_ssize_t kc = _wino_kc(Ci, itemsize)
@@ -71,7 +72,8 @@ cdef Py_ssize_t _wino_kc(Py_ssize_t Ci, Py_ssize_t itemsize) noexcept:
 
 cdef Py_ssize_t _wino_per_thread(Py_ssize_t Ci, Py_ssize_t Ko, Py_ssize_t a2, Py_ssize_t nt,
                                  Py_ssize_t kc, Py_ssize_t m, Py_ssize_t itemsize) noexcept:
-    # V, M, one staged input batch, one output batch, fc_pw_gemm's scratch
+    # V, M, one staged input batch, one output batch, fc_pw_gemm's scratch (for at most
+    # 64 columns and 16 rows a block, more than any ISA's register block)
     return _round_up(a2 * Ci * nt + a2 * Ko * nt + a2 * FC_WINO_TB + m * m * FC_WINO_TB
                      + FC_PW_BUF(kc, 64, 16, itemsize) + 64, 16)
 
