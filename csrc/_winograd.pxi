@@ -84,7 +84,7 @@ cdef void _wino_filter_block(
     Py_ssize_t Ko, Py_ssize_t Ci, const floating* gm, Py_ssize_t alpha,
     Py_ssize_t g, Py_ssize_t o, Py_ssize_t c0,  # group, filter, first of FC_WINO_TB channels
     floating* st,        # scratch: (9 + alpha^2) * FC_WINO_TB
-    floating* up,        # OUT: G * alpha^2 packed Ko x Ci matrices (zeroed by the caller)
+    floating* up,        # OUT: G * alpha^2 packed Ko x Ci matrices
 ) noexcept nogil:
     cdef:
         Py_ssize_t a2 = alpha * alpha, mr = _K.pw_mr, kpad = _round_up(Ko, mr)
@@ -166,7 +166,6 @@ cdef void _wino_item(
         Py_ssize_t* ob = tinfo + 2 * nt
         Py_ssize_t* vr = tinfo + 3 * nt
         Py_ssize_t* vc = tinfo + 4 * nt
-        const floating* src
         floating* dst
         floating* yk
         floating* V = scratch
@@ -211,7 +210,8 @@ cdef void _wino_item(
         r0 = 0
         while r0 < Ci:
             nr = min(kc, Ci - r0)
-            _pw_gemm(Ko, nt, nr, up + ((g * (kpad // _K.pw_mr) * a2 + xi) * Ci + r0) * _K.pw_mr,
+            # U[xi]'s row blocks sit alpha^2*Ci*mr apart (_wino_filter_block)
+            _pw_gemm(Ko, nt, nr, up + (g * kpad * a2 + xi * _K.pw_mr) * Ci + r0 * _K.pw_mr,
                      a2 * Ci * _K.pw_mr, V + (xi * Ci + r0) * nt, nt, NULL, M + xi * Ko * nt,
                      nt, NULL, r0 > 0, False, gbuf)
             r0 += kc
@@ -252,12 +252,13 @@ cdef int _wino_run(
         Py_ssize_t kpad = _round_up(Ko, _K.pw_mr)
         Py_ssize_t tiles = N * ((P + m - 1) // m) * ((Q + m - 1) // m)
         Py_ssize_t nt = _wino_nt(Ci, Ko, a2, isz), kc = _wino_kc(Ci, isz)
-        Py_ssize_t nbat, items, per, it, tid, nthr, nfb, g
+        Py_ssize_t nbat, items, per, it, tid, nthr, nfb, g, col, row
         unsigned csr
         floating* buf = NULL
         floating* fbuf
         Py_ssize_t* tinfo = NULL
         floating* up
+        floating* last
         _Pack pk = None
         object key = None
     # Fewer tiles than a batch: one batch of just enough whole vectors of tiles.
@@ -280,10 +281,10 @@ cdef int _wino_run(
         up = <floating*>pk.data
         # Rows past Ko of the last row block are read (and dropped): zeros, not NaNs.
         for g in range(G):
-            for it in range(a2 * Ci):
-                for tid in range(Ko - (kpad - _K.pw_mr), _K.pw_mr):
-                    up[((g * (kpad // _K.pw_mr) + kpad // _K.pw_mr - 1) * a2 * Ci + it)
-                       * _K.pw_mr + tid] = 0
+            last = up + (g + 1) * kpad * a2 * Ci - _K.pw_mr * a2 * Ci  # group g's last block
+            for col in range(a2 * Ci):
+                for row in range(Ko - (kpad - _K.pw_mr), _K.pw_mr):
+                    last[col * _K.pw_mr + row] = 0
         nfb = Ko * ((Ci + FC_WINO_TB - 1) // FC_WINO_TB)  # (filter, channel block)
         fbuf = <floating*>malloc(n_threads * (9 + a2) * FC_WINO_TB * isz)
         if fbuf == NULL:

@@ -67,7 +67,6 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
  * instructions and size (direct_kernels.c); a step of B is always 64 bytes (2 ymm). */
 #if defined(FC_ISA_AVX2) && defined(__GNUC__) && defined(__x86_64__) && FC_PW_MR == 6 && \
     FC_PW_NV == 2
-#define PW_ASM 1
 #define PW_ASM_FMA2(r, addr, i)                                                     \
     FC_ASM_BCAST " " addr ", %%" r "\n\t"                                             \
     "vfmadd231" FC_ASM_SFX " %%ymm12, %%" r ", %[c" #i "0]\n\t"                        \
@@ -156,33 +155,24 @@ FC_INLINE void PW_STREAM(T *p, V v) { FC_CAT2(fc_stream_, TS)(p, v); }
               [n] "r"((ptrdiff_t)(n)), [s] "r"((lda) * (ptrdiff_t)sizeof(T))              \
             : PW_ASM_CLOBBER)
 #else
-#define PW_ASM 0
 /* Elsewhere the C step, four to an iteration (the unrolling the AVX-512 blocking was
  * measured with). */
-#define PW_LOOP_(aof, ars, bp, n)                                                         \
+/* The step s of A at ap + s*ae, its rows ars apart. */
+#define PW_LOOP_(ap, ae, ars, bp, n)                                                      \
     do {                                                                                  \
+        const T *pa_ = (ap);                                                              \
+        const ptrdiff_t ae_ = (ae);                                                       \
         ptrdiff_t s_ = 0;                                                                 \
         for (; s_ + 4 <= (n); s_ += 4) {                                                  \
-            PW_STEP_BODY(aof(s_), ars, (bp) + s_ * PW_NR);                                \
-            PW_STEP_BODY(aof(s_ + 1), ars, (bp) + (s_ + 1) * PW_NR);                      \
-            PW_STEP_BODY(aof(s_ + 2), ars, (bp) + (s_ + 2) * PW_NR);                      \
-            PW_STEP_BODY(aof(s_ + 3), ars, (bp) + (s_ + 3) * PW_NR);                      \
+            PW_STEP_BODY(pa_ + s_ * ae_, ars, (bp) + s_ * PW_NR);                         \
+            PW_STEP_BODY(pa_ + (s_ + 1) * ae_, ars, (bp) + (s_ + 1) * PW_NR);             \
+            PW_STEP_BODY(pa_ + (s_ + 2) * ae_, ars, (bp) + (s_ + 2) * PW_NR);             \
+            PW_STEP_BODY(pa_ + (s_ + 3) * ae_, ars, (bp) + (s_ + 3) * PW_NR);             \
         }                                                                                 \
-        for (; s_ < (n); s_++) PW_STEP_BODY(aof(s_), ars, (bp) + s_ * PW_NR);            \
+        for (; s_ < (n); s_++) PW_STEP_BODY(pa_ + s_ * ae_, ars, (bp) + s_ * PW_NR);      \
     } while (0)
-#define PW_LOOP_COLS(ap, astep, bp, n)                                                       \
-    do {                                                                                  \
-        const T *ac_ = (ap);                                                              \
-        const ptrdiff_t ae_ = (astep) / (ptrdiff_t)sizeof(T);                                \
-        PW_LOOP_(PW_AOF_COLS_, 1, bp, n);                                                 \
-    } while (0)
-#define PW_AOF_COLS_(s) (ac_ + (s) * ae_)
-#define PW_LOOP_ROWS(ap, lda, bp, n)                                                      \
-    do {                                                                                  \
-        const T *ar_ = (ap);                                                              \
-        PW_LOOP_(PW_AOF_ROWS_, lda, bp, n);                                               \
-    } while (0)
-#define PW_AOF_ROWS_(s) (ar_ + (s))
+#define PW_LOOP_COLS(ap, astep, bp, n) PW_LOOP_(ap, (astep) / (ptrdiff_t)sizeof(T), 1, bp, n)
+#define PW_LOOP_ROWS(ap, lda, bp, n) PW_LOOP_(ap, 1, lda, bp, n)
 #endif
 
 /* c[i*ldc + j] = bias[i] + cbias[j] (each 0 when NULL; with accumulate, c's own value) +
@@ -351,7 +341,6 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 }
 
 #undef PW_STEP_BODY
-#undef PW_ASM
 #undef PW_ASM_FMA2
 #undef PW_ASM_OUT
 #undef PW_ASM_STEPC
@@ -363,8 +352,6 @@ void FC_CAT3(fc_pw_gemm, TS, FC_SUFFIX)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, c
 #undef PW_LOOP_
 #undef PW_LOOP_COLS
 #undef PW_LOOP_ROWS
-#undef PW_AOF_COLS_
-#undef PW_AOF_ROWS_
 #undef PW_NR
 #undef PW_BLOCK
 #undef PW_STREAM

@@ -8,6 +8,31 @@
  * for any thread count. The products between the two transforms are fc_pw_gemm's.
  */
 
+#define WINO_PASS FC_CAT3(fc_wino_pass, TS, FC_SUFFIX)
+
+/* One pass of a transform, both sides of either matrix product it takes:
+ * out[(r*nq + q)*ldo + t] = sum_{u < nk} c[r*cr + q*cq + u] * src[r*sr + q*sq + u*su + t]
+ * for r < nr, q < nq and the FC_WINO_TB tiles t; zero coefficients skipped, u in order. */
+FC_INLINE void WINO_PASS(const T *c, ptrdiff_t cr, ptrdiff_t cq, int nk, const T *src,
+                         ptrdiff_t sr, ptrdiff_t sq, ptrdiff_t su, int nr, int nq, T *out,
+                         ptrdiff_t ldo)
+{
+    enum { NV = FC_WINO_TB / VL };
+    for (int r = 0; r < nr; r++)
+        for (int q = 0; q < nq; q++) {
+            V acc[NV];
+            for (int v = 0; v < NV; v++) acc[v] = (V){0};
+            for (int u = 0; u < nk; u++) {
+                const T cu = c[r * cr + q * cq + u];
+                if (cu == 0) continue;
+                const V cv = SPLAT(cu);
+                const T *s = src + r * sr + q * sq + u * su;
+                for (int v = 0; v < NV; v++) acc[v] += cv * LOAD(s + v * VL);
+            }
+            for (int v = 0; v < NV; v++) STORE(out + (r * nq + q) * ldo + v * VL, acc[v]);
+        }
+}
+
 /* v[xi*ldv + t] = (BT d B)[xi], xi = a*alpha + b, for the tiles t < FC_WINO_TB, from
  * d[(i*alpha + j)*TB + t] (an alpha x alpha input tile per t); bt: alpha x alpha, row-major.
  */
@@ -17,33 +42,9 @@ void FC_CAT3(fc_wino_in, TS, FC_SUFFIX)(const T *d, const T *bt, int alpha, T *v
     enum { TB = FC_WINO_TB };
     T tmp[FC_WINO_MAXA * FC_WINO_MAXA * TB] __attribute__((aligned(64)));
     /* tmp[a][j] = sum_i bt[a][i] d[i][j] */
-    for (int a = 0; a < alpha; a++)
-        for (int j = 0; j < alpha; j++) {
-            V acc[TB / VL];
-            for (int u = 0; u < TB / VL; u++) acc[u] = (V){0};
-            for (int i = 0; i < alpha; i++) {
-                const T c = bt[a * alpha + i];
-                if (c == 0) continue;
-                const V cv = SPLAT(c);
-                for (int u = 0; u < TB / VL; u++)
-                    acc[u] += cv * LOAD(d + (i * alpha + j) * TB + u * VL);
-            }
-            for (int u = 0; u < TB / VL; u++) STORE(tmp + (a * alpha + j) * TB + u * VL, acc[u]);
-        }
+    WINO_PASS(bt, alpha, 0, alpha, d, 0, TB, (ptrdiff_t)alpha * TB, alpha, alpha, tmp, TB);
     /* v[a][b] = sum_j tmp[a][j] bt[b][j] */
-    for (int a = 0; a < alpha; a++)
-        for (int b = 0; b < alpha; b++) {
-            V acc[TB / VL];
-            for (int u = 0; u < TB / VL; u++) acc[u] = (V){0};
-            for (int j = 0; j < alpha; j++) {
-                const T c = bt[b * alpha + j];
-                if (c == 0) continue;
-                const V cv = SPLAT(c);
-                for (int u = 0; u < TB / VL; u++)
-                    acc[u] += cv * LOAD(tmp + (a * alpha + j) * TB + u * VL);
-            }
-            for (int u = 0; u < TB / VL; u++) STORE(v + (a * alpha + b) * ldv + u * VL, acc[u]);
-        }
+    WINO_PASS(bt, 0, alpha, alpha, tmp, (ptrdiff_t)alpha * TB, 0, TB, alpha, alpha, v, ldv);
 }
 
 /* y[(i*m + j)*TB + t] = (AT M A)[i][j] for the tiles t < FC_WINO_TB, from
@@ -54,31 +55,9 @@ void FC_CAT3(fc_wino_out, TS, FC_SUFFIX)(const T *mm, ptrdiff_t ldm, const T *at
     enum { TB = FC_WINO_TB };
     T tmp[FC_WINO_MAXA * FC_WINO_MAXA * TB] __attribute__((aligned(64)));
     /* tmp[i][b] = sum_a at[i][a] M[a][b] */
-    for (int i = 0; i < m; i++)
-        for (int b = 0; b < alpha; b++) {
-            V acc[TB / VL];
-            for (int u = 0; u < TB / VL; u++) acc[u] = (V){0};
-            for (int a = 0; a < alpha; a++) {
-                const T c = at[i * alpha + a];
-                if (c == 0) continue;
-                const V cv = SPLAT(c);
-                for (int u = 0; u < TB / VL; u++)
-                    acc[u] += cv * LOAD(mm + (a * alpha + b) * ldm + u * VL);
-            }
-            for (int u = 0; u < TB / VL; u++) STORE(tmp + (i * alpha + b) * TB + u * VL, acc[u]);
-        }
+    WINO_PASS(at, alpha, 0, alpha, mm, 0, ldm, (ptrdiff_t)alpha * ldm, m, alpha, tmp, TB);
     /* y[i][j] = sum_b tmp[i][b] at[j][b] */
-    for (int i = 0; i < m; i++)
-        for (int j = 0; j < m; j++) {
-            V acc[TB / VL];
-            for (int u = 0; u < TB / VL; u++) acc[u] = (V){0};
-            for (int b = 0; b < alpha; b++) {
-                const T c = at[j * alpha + b];
-                if (c == 0) continue;
-                const V cv = SPLAT(c);
-                for (int u = 0; u < TB / VL; u++)
-                    acc[u] += cv * LOAD(tmp + (i * alpha + b) * TB + u * VL);
-            }
-            for (int u = 0; u < TB / VL; u++) STORE(y + (i * m + j) * TB + u * VL, acc[u]);
-        }
+    WINO_PASS(at, 0, alpha, alpha, tmp, (ptrdiff_t)alpha * TB, 0, TB, m, m, y, TB);
 }
+
+#undef WINO_PASS

@@ -117,7 +117,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._geometry import ConvGeometry
-from ._precision import get_float32_precision
+from ._precision import PRECISIONS, get_float32_precision
 
 PASSES = ("forward", "grad_input", "grad_weight")
 
@@ -163,8 +163,8 @@ def winograd_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
     """Whether ``auto`` sends this layer's forward and grad_input to the Winograd engine."""
     if np.dtype(dtype) != np.float32 or (precision or get_float32_precision()) != "high":
         return False
-    from .engines.winograd import takes
-    tiles = g.N * -(-g.P // 4) * -(-g.Q // 4)
+    from .engines.winograd import TILE, takes
+    tiles = g.N * -(-g.P // TILE) * -(-g.Q // TILE)
     return (takes(g) and min(g.Cg, g.Kg) >= WINOGRAD_MIN_CHANNELS
             and tiles >= WINOGRAD_MIN_TILES)
 
@@ -198,7 +198,7 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
                 "grad_input": "direct" if few or products or (strided and not g.nhwc)
                 else "im2col",
                 "grad_weight": "direct" if products and g.nhwc else "im2col"}
-    if precision is not None and precision not in ("highest", "high"):
+    if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'highest' or 'high', got {precision!r}")
     wino = winograd_wins(g, dtype, precision)
     avx512 = (simd or simd_variant()) == "avx512"

@@ -21,12 +21,6 @@ from .._winograd_mats import transforms
 from . import reference
 
 
-def takes(g: ConvGeometry) -> bool:
-    """The shapes Winograd F(m x m, 3 x 3) computes: 3 x 3, stride 1, dilation 1."""
-    return (g.R == g.S == 3 and g.stride_h == g.stride_w == 1
-            and g.dil_h == g.dil_w == 1)
-
-
 def correlate(x, w, pads, m: int = 4):
     """Valid correlation of x (N, C, H, W) padded by pads = (top, bottom, left, right)
     (a negative pad crops) with w (K, C, 3, 3), one group, through F(m x m, 3 x 3)."""
