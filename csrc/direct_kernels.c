@@ -98,12 +98,14 @@
 /* ---------------------------------------------------------------- float32 */
 #define T float
 #define TS f32
+#define TI int32_t
 #define FC_ASM_SFX "ps"
 #define FC_ASM_BCAST "vbroadcastss"
 #define FC_ASM_ESZ "4"
 #include "direct_kernels_tmpl.h"
 #undef T
 #undef TS
+#undef TI
 #undef FC_ASM_SFX
 #undef FC_ASM_BCAST
 #undef FC_ASM_ESZ
@@ -111,12 +113,14 @@
 /* ---------------------------------------------------------------- float64 */
 #define T double
 #define TS f64
+#define TI int64_t
 #define FC_ASM_SFX "pd"
 #define FC_ASM_BCAST "vbroadcastsd"
 #define FC_ASM_ESZ "8"
 #include "direct_kernels_tmpl.h"
 #undef T
 #undef TS
+#undef TI
 #undef FC_ASM_SFX
 #undef FC_ASM_BCAST
 #undef FC_ASM_ESZ
@@ -137,4 +141,5 @@ const fc_kernels FC_TABLE_NAME = {
     FC_CAT3(fc_pw_gemm, f32, FC_SUFFIX), FC_CAT3(fc_pw_gemm, f64, FC_SUFFIX),
     FC_CAT3(fc_wino_in, f32, FC_SUFFIX), FC_CAT3(fc_wino_in, f64, FC_SUFFIX),
     FC_CAT3(fc_wino_out, f32, FC_SUFFIX), FC_CAT3(fc_wino_out, f64, FC_SUFFIX),
+    FC_CAT3(fc_wino_out_rows, f32, FC_SUFFIX), FC_CAT3(fc_wino_out_rows, f64, FC_SUFFIX),
 };
