@@ -215,9 +215,9 @@ cdef extern from "direct_kernels.h" nogil:
                             ptrdiff_t, const double *,
                             ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *,
                             const double *, int, int, double *) noexcept nogil
-        void (*wino_in_f32)(const float *, const ptrdiff_t *, ptrdiff_t, const float *, int,
+        void (*wino_in_f32)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, const float *, int,
                             float *, ptrdiff_t) noexcept nogil
-        void (*wino_in_f64)(const double *, const ptrdiff_t *, ptrdiff_t, const double *,
+        void (*wino_in_f64)(const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, const double *,
                             int, double *, ptrdiff_t) noexcept nogil
         void (*wino_out_f32)(const float *, ptrdiff_t, const float *, int, int,
                              float *) noexcept nogil
@@ -225,10 +225,11 @@ cdef extern from "direct_kernels.h" nogil:
                              double *) noexcept nogil
         void (*wino_out_rows_f32)(const float *, ptrdiff_t, const float *, int, int, float,
                                   float *, const ptrdiff_t *, ptrdiff_t, const ptrdiff_t *,
-                                  const ptrdiff_t *) noexcept nogil
+                                  const ptrdiff_t *, ptrdiff_t, ptrdiff_t) noexcept nogil
         void (*wino_out_rows_f64)(const double *, ptrdiff_t, const double *, int, int,
                                   double, double *, const ptrdiff_t *, ptrdiff_t,
-                                  const ptrdiff_t *, const ptrdiff_t *) noexcept nogil
+                                  const ptrdiff_t *, const ptrdiff_t *, ptrdiff_t,
+                                  ptrdiff_t) noexcept nogil
     unsigned fc_ftz_enter()
     void fc_ftz_leave(unsigned old)
     const fc_kernels *fc_select(const char *request)

@@ -22,9 +22,12 @@
 
 # Bytes of one work item's transformed tiles and products (V + M), per thread.
 cdef Py_ssize_t _WINO_ITEM_BYTES = 512 * 1024
-# Bytes of one chunk of the source, as zero-padded planes (the gather reads whole tile
-# rows from them, with no bounds to check).
-cdef Py_ssize_t _WINO_PAD_BYTES = 16 * 1024 * 1024
+# The workspace bound, 64 MiB a call: the transformed filters of one filter chunk, one
+# chunk of the source as zero-padded planes (the gather reads whole tile rows from them,
+# with no bounds to check), and every thread's V and M together.
+cdef Py_ssize_t _WINO_FILTER_BYTES = 24 * 1024 * 1024
+cdef Py_ssize_t _WINO_PAD_BYTES = 8 * 1024 * 1024
+cdef Py_ssize_t _WINO_THREAD_BYTES = 32 * 1024 * 1024
 # Reduction rows of one fc_pw_gemm call (a k x 16 sliver of V in L1, as _GEMM_SLIVER_BYTES).
 cdef Py_ssize_t _WINO_KC_BYTES = 16 * 1024
 
@@ -51,22 +54,79 @@ def _wino_release():
     return n
 
 
-def _set_wino_budget(Py_ssize_t item_bytes=512 * 1024):
-    """Testing hook: bytes of one work item's V and M (small values force one tile batch
-    of FC_WINO_TB tiles, and many items)."""
-    global _WINO_ITEM_BYTES
+def _set_wino_budget(Py_ssize_t item_bytes=512 * 1024,
+                     Py_ssize_t filter_bytes=24 * 1024 * 1024,
+                     Py_ssize_t pad_bytes=8 * 1024 * 1024,
+                     Py_ssize_t thread_bytes=32 * 1024 * 1024):
+    """Testing hook: the budgets above (small values force one batch of the fewest
+    tiles and many items, filter chunks of one row block, source chunks of one tile,
+    channel chunks of V)."""
+    global _WINO_ITEM_BYTES, _WINO_FILTER_BYTES, _WINO_PAD_BYTES, _WINO_THREAD_BYTES
     _WINO_ITEM_BYTES = item_bytes
+    _WINO_FILTER_BYTES = filter_bytes
+    _WINO_PAD_BYTES = pad_bytes
+    _WINO_THREAD_BYTES = thread_bytes
 
 
-def wino_workspace(Py_ssize_t G, Py_ssize_t Ci, Py_ssize_t Ko, Py_ssize_t m,
-                   Py_ssize_t itemsize, int n_threads):
-    """Bytes the engine allocates for one call: the transformed filters and every
-    thread's scratch (not yet bounded: the filters grow as 36*K*C)."""
+cdef struct _WinoPlan:
+    Py_ssize_t nt       # tiles a batch
+    Py_ssize_t kc       # reduction rows of one fc_pw_gemm call
+    Py_ssize_t cich     # channels of V at a time
+    Py_ssize_t kf       # filters of one filter chunk (a multiple of mr)
+    Py_ssize_t imgs, rows, cols  # a source chunk: images, tile rows, tile columns
+    Py_ssize_t per      # elements of one thread's scratch
+    Py_ssize_t xp       # elements of the padded source chunk
+    Py_ssize_t filt     # elements of one filter chunk's transformed filters
+
+
+cdef _WinoPlan _wino_plan(Py_ssize_t N, Py_ssize_t G, Py_ssize_t Ci, Py_ssize_t Ko,
+                          Py_ssize_t P, Py_ssize_t Q, Py_ssize_t m, Py_ssize_t isz,
+                          int n_threads) noexcept:
+    # How a call is cut to stay within the budgets; _wino_run allocates what it says.
+    cdef _WinoPlan pl
     cdef Py_ssize_t alpha = m + 2, a2 = alpha * alpha, mr = _K.pw_mr
-    cdef Py_ssize_t nt = _wino_nt(Ci, Ko, a2, itemsize)
-    cdef Py_ssize_t kc = _wino_kc(Ci, itemsize)
-    cdef Py_ssize_t per = _wino_per_thread(Ci, Ko, a2, nt, kc, m, itemsize)
-    return ((G * a2 * _round_up(Ko, mr) * Ci + 1) + n_threads * per) * itemsize
+    cdef Py_ssize_t unit = _wino_unit(isz), nthr = max(1, n_threads), Ctot = G * Ci
+    cdef Py_ssize_t tp = (P + m - 1) // m, tq = (Q + m - 1) // m, img, row, kmax
+    # the source: whole images while one fits, else bands of tile rows, else runs of
+    # tiles along one tile row (one tile of every channel at least)
+    img = Ctot * (tp * m + 2) * ((tq - 1) * m + 8) * isz
+    row = Ctot * (m + 2) * ((tq - 1) * m + 8) * isz
+    if img <= _WINO_PAD_BYTES:
+        pl.imgs, pl.rows, pl.cols = max(1, min(N, _WINO_PAD_BYTES // img)), tp, tq
+    elif row <= _WINO_PAD_BYTES:
+        pl.imgs, pl.rows, pl.cols = 1, max(1, min(tp, (_WINO_PAD_BYTES // (
+            Ctot * ((tq - 1) * m + 8) * isz) - 2) // m)), tq
+    else:
+        pl.imgs, pl.rows = 1, 1
+        pl.cols = max(1, min(tq, (_WINO_PAD_BYTES // (Ctot * (m + 2) * isz) - 8) // m + 1))
+    pl.xp = pl.imgs * Ctot * (pl.rows * m + 2) * ((pl.cols - 1) * m + 8) + 16
+    # a batch: nt tiles (fewer tiles than a batch: just enough whole blocks of them)
+    pl.nt = min(_wino_nt(Ci, Ko, a2, isz), _round_up(pl.imgs * pl.rows * pl.cols, unit))
+    pl.kc = _wino_kc(Ci, isz)
+    # each thread's V (a quarter of its share) and M (the rest); V's channel chunks are
+    # whole reduction chunks, so the products are the same calls whatever the thread
+    # count (bitwise the same results)
+    pl.cich = _WINO_THREAD_BYTES // nthr // 4 // (a2 * pl.nt * isz) // pl.kc * pl.kc
+    pl.cich = min(Ci, max(pl.kc, pl.cich))
+    kmax = max(mr, _WINO_THREAD_BYTES // nthr * 3 // 4 // (a2 * pl.nt * isz) // mr * mr)
+    # the filters: as many row blocks as the budget holds, one at least
+    pl.kf = max(mr, _WINO_FILTER_BYTES // (G * a2 * Ci * isz) // mr * mr)
+    pl.kf = min(pl.kf, kmax, _round_up(Ko, mr))
+    pl.filt = G * a2 * pl.kf * Ci + 1
+    pl.per = _wino_per_thread(pl.cich, pl.kf, a2, pl.nt, pl.kc, m, isz)
+    return pl
+
+
+def wino_workspace(Py_ssize_t N, Py_ssize_t G, Py_ssize_t Ci, Py_ssize_t Ko, Py_ssize_t P,
+                   Py_ssize_t Q, Py_ssize_t m, Py_ssize_t itemsize, int n_threads):
+    """Bytes the engine allocates for one call (Ci and Ko a group, P x Q outputs of the
+    correlation it runs): one filter chunk's transformed filters, the padded source chunk,
+    every thread's scratch and tile information. At most 64 MiB while one row block of
+    filters (alpha^2 * mr * C elements) fits 24 MiB and one tile of every channel 8 MiB."""
+    cdef _WinoPlan pl = _wino_plan(N, G, Ci, Ko, P, Q, m, itemsize, n_threads)
+    cdef Py_ssize_t nthr = max(1, n_threads)
+    return ((pl.filt + nthr * pl.per + 16 + pl.xp) * itemsize
+            + nthr * 4 * pl.nt * sizeof(Py_ssize_t))
 
 
 cdef Py_ssize_t _wino_nt(Py_ssize_t Ci, Py_ssize_t Ko, Py_ssize_t a2,
@@ -87,11 +147,12 @@ cdef Py_ssize_t _wino_kc(Py_ssize_t Ci, Py_ssize_t itemsize) noexcept:
     return max(8, min(Ci, _WINO_KC_BYTES // (16 * itemsize)))
 
 
-cdef Py_ssize_t _wino_per_thread(Py_ssize_t Ci, Py_ssize_t Ko, Py_ssize_t a2, Py_ssize_t nt,
-                                 Py_ssize_t kc, Py_ssize_t m, Py_ssize_t itemsize) noexcept:
-    # V, M, one output batch, fc_pw_gemm's scratch (for at most 64 columns and 16 rows
-    # a block, more than any ISA's register block)
-    return _round_up(a2 * Ci * nt + a2 * Ko * nt + m * m * FC_WINO_TB
+cdef Py_ssize_t _wino_per_thread(Py_ssize_t cich, Py_ssize_t kf, Py_ssize_t a2,
+                                 Py_ssize_t nt, Py_ssize_t kc, Py_ssize_t m,
+                                 Py_ssize_t itemsize) noexcept:
+    # V (cich channels), M (kf filters), one output batch, fc_pw_gemm's scratch (for at
+    # most 64 columns and 16 rows a block, more than any ISA's register block)
+    return _round_up(a2 * cich * nt + a2 * kf * nt + m * m * FC_WINO_TB
                      + FC_PW_BUF(kc, 64, 16, itemsize) + 64, 16)
 
 
@@ -99,48 +160,43 @@ cdef void _wino_filter_block(
     const floating* w,   # IN: filter (o, c, r, s) of group g at g*w_g + o*w_o + c*w_c + r*w_r + s*w_s
     Py_ssize_t w_g, Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r, Py_ssize_t w_s,
     Py_ssize_t Ko, Py_ssize_t Ci, const floating* gm, Py_ssize_t alpha,
-    Py_ssize_t g, Py_ssize_t ob, Py_ssize_t c0,  # group, row block, first of TB channels
+    Py_ssize_t g, Py_ssize_t ob, Py_ssize_t c0,  # group, row block, first channel
     floating* st,        # scratch: _wino_filter_scratch(alpha)
     floating* up,        # OUT: G * alpha^2 packed Ko x Ci matrices
 ) noexcept nogil:
-    # U[xi] for the mr filters of row block ob and channels c0 .. c0 + TB - 1, every xi:
-    # each filter's 3 x 3 taps staged channel-innermost and transformed on whole vectors,
-    # then written as fc_pw_gemm packs them, one contiguous (channel, filter) run per xi
-    # (a scalar store mr elements apart for each value was most of resnet_c5's transform)
+    # U[xi] for the mr filters of row block ob and channels c0 .. c0 + cpl - 1 (cpl =
+    # FC_WINO_TB // mr of them), every xi: the transform runs on lanes (channel j, filter
+    # i) = j*mr + i, which is fc_pw_gemm's packed order, so each xi's results go out as one
+    # contiguous run (lanes past the last filter or channel are zero and stay zero). Built
+    # channel-innermost, the results needed a scalar store mr elements apart for every
+    # value: most of resnet_c5's per-call transform.
     cdef:
         Py_ssize_t a2 = alpha * alpha, mr = _K.pw_mr, kpad = _round_up(Ko, mr)
-        Py_ssize_t nc = min(FC_WINO_TB, Ci - c0), t, r, s, xi, i, o
-        floating* outs = st + 9 * FC_WINO_TB   # outs[i][xi][t], i < mr
-        floating* dst
+        Py_ssize_t cpl = max(1, FC_WINO_TB // mr), nc = min(cpl, Ci - c0)
+        Py_ssize_t no = min(mr, Ko - ob * mr), t, r, s, xi, i, j
+        floating* outs = st + 9 * FC_WINO_TB   # outs[xi][lane]
         const floating* src
-    for i in range(mr):
-        o = ob * mr + i
-        if o >= Ko:  # rows past Ko of the last block are read (and dropped): zeros
-            memset(outs + i * a2 * FC_WINO_TB, 0, a2 * FC_WINO_TB * sizeof(floating))
-            continue
-        src = w + g * w_g + o * w_o + c0 * w_c
-        for r in range(3):  # st[r][s][t] = g[r][s] of channel c0 + t
-            for s in range(3):
-                for t in range(nc):
-                    st[(r * 3 + s) * FC_WINO_TB + t] = src[t * w_c + r * w_r + s * w_s]
-                for t in range(nc, FC_WINO_TB):
-                    st[(r * 3 + s) * FC_WINO_TB + t] = 0
-        if floating is float:  # G g GT has the form AT M A, with AT = G (alpha x 3)
-            _K.wino_out_f32(st, FC_WINO_TB, gm, <int>alpha, 3, outs + i * a2 * FC_WINO_TB)
-        else:
-            _K.wino_out_f64(st, FC_WINO_TB, gm, <int>alpha, 3, outs + i * a2 * FC_WINO_TB)
+    memset(st, 0, 9 * FC_WINO_TB * sizeof(floating))
+    for j in range(nc):
+        for i in range(no):
+            src = w + g * w_g + (ob * mr + i) * w_o + (c0 + j) * w_c
+            for r in range(3):
+                for s in range(3):
+                    st[(r * 3 + s) * FC_WINO_TB + j * mr + i] = src[r * w_r + s * w_s]
+    if floating is float:  # G g GT has the form AT M A, with AT = G (alpha x 3)
+        _K.wino_out_f32(st, FC_WINO_TB, gm, <int>alpha, 3, outs)
+    else:
+        _K.wino_out_f64(st, FC_WINO_TB, gm, <int>alpha, 3, outs)
     # Row block ob of every xi together (fc_pw_gemm reads xi's blocks ablock =
     # alpha^2*Ci*mr apart): one block's writes stay within alpha^2*Ci*mr elements, not
     # alpha^2 matrices apart (resnet_c5's 36 MiB of transformed filters: TLB misses).
     for xi in range(a2):
-        dst = up + (((g * (kpad // mr) + ob) * a2 + xi) * Ci + c0) * mr
-        for t in range(nc):
-            for i in range(mr):
-                dst[t * mr + i] = outs[(i * a2 + xi) * FC_WINO_TB + t]
+        memcpy(up + (((g * (kpad // mr) + ob) * a2 + xi) * Ci + c0) * mr,
+               outs + xi * FC_WINO_TB, nc * mr * sizeof(floating))
 
 
 cdef inline Py_ssize_t _wino_filter_scratch(Py_ssize_t alpha) noexcept nogil:
-    return (9 + _K.pw_mr * alpha * alpha) * FC_WINO_TB
+    return (9 + alpha * alpha) * FC_WINO_TB
 
 
 cdef void _wino_pad_plane(
@@ -172,9 +228,10 @@ cdef void _wino_pad_plane(
 cdef void _wino_item(
     const floating* xp, const floating* up, const floating* bias, floating* y,
     Py_ssize_t item, Py_ssize_t nbat, Py_ssize_t nks, Py_ssize_t kch,  # item of G*nbat*nks
-    Py_ssize_t nt, Py_ssize_t kc, Py_ssize_t tiles,
-    Py_ssize_t Ci, Py_ssize_t plane, Py_ssize_t pimg, Py_ssize_t Wp,  # the chunk's planes
-    Py_ssize_t n0, Py_ssize_t ty0, Py_ssize_t rows,  # its first image, tile row, rows/image
+    Py_ssize_t nt, Py_ssize_t kc, Py_ssize_t cich, Py_ssize_t tiles,
+    Py_ssize_t Ci, Py_ssize_t plane, Py_ssize_t pimg, Py_ssize_t Wc,  # the chunk's planes
+    Py_ssize_t n0, Py_ssize_t ty0, Py_ssize_t tx0, Py_ssize_t nrow, Py_ssize_t ncol,
+    Py_ssize_t kf0, Py_ssize_t nkf, Py_ssize_t kfr,  # the filter chunk: first, count, rows
     Py_ssize_t Ko, Py_ssize_t P, Py_ssize_t Q,
     Py_ssize_t ys_n, Py_ssize_t ys_k, Py_ssize_t ys_p, Py_ssize_t ys_q,
     Py_ssize_t m, Py_ssize_t alpha,
@@ -182,11 +239,10 @@ cdef void _wino_item(
     Py_ssize_t* tinfo,   # scratch: 4 * nt
 ) noexcept nogil:
     cdef:
-        Py_ssize_t a2 = alpha * alpha, tq = (Q + m - 1) // m
+        Py_ssize_t a2 = alpha * alpha, mr = _K.pw_mr
         Py_ssize_t g = item // (nbat * nks), t0 = item // nks % nbat * nt
-        Py_ssize_t k0 = item % nks * kch, k1 = min(Ko, k0 + kch)  # its filters
-        Py_ssize_t kpad = _round_up(Ko, _K.pw_mr)
-        Py_ssize_t c, k, jb, tb, t, tt, i, j, n, rl, ty, tx, r0, nr, xi
+        Py_ssize_t k0 = item % nks * kch, k1 = min(nkf, k0 + kch)  # its filters, in chunk
+        Py_ssize_t c, k, kg, jb, tb, t, tt, i, j, n, rl, ty, tx, r0, nr, xi, ci0, nci
         Py_ssize_t* ib = tinfo
         Py_ssize_t* ob = tinfo + nt
         Py_ssize_t* vr = tinfo + 2 * nt
@@ -194,8 +250,8 @@ cdef void _wino_item(
         floating* dst
         floating* yk
         floating* V = scratch
-        floating* M = V + a2 * Ci * nt
-        floating* yt = M + a2 * Ko * nt
+        floating* M = V + a2 * cich * nt
+        floating* yt = M + a2 * kfr * nt
         floating* gbuf = yt + m * m * FC_WINO_TB
         const floating* xg = xp + g * Ci * plane
         floating bk
@@ -209,81 +265,72 @@ cdef void _wino_item(
         ib[tt] = 0
         if t >= tiles:
             continue
-        rl = t // tq
-        tx = t % tq
-        ib[tt] = rl // rows * pimg + rl % rows * m * Wp + tx * m
-        n = n0 + rl // rows
-        ty = ty0 + rl % rows
+        rl = t // ncol
+        tx = t % ncol
+        ib[tt] = rl // nrow * pimg + rl % nrow * m * Wc + tx * m
+        n = n0 + rl // nrow
+        ty = ty0 + rl % nrow
+        tx = tx0 + tx
         ob[tt] = n * ys_n + ty * m * ys_p + tx * m * ys_q
         vr[tt] = min(m, P - ty * m)
         vc[tt] = min(m, Q - tx * m)
-    # a. V[xi][c][t] for the batch's tiles
-    for c in range(Ci):
-        for jb in range(nt // FC_WINO_TB):
-            tb = jb * FC_WINO_TB
-            if floating is float:
-                _K.wino_in_f32(xg + c * plane, <const ptrdiff_t*>(ib + tb), Wp, bt, <int>alpha,
-                               V + c * nt + tb, Ci * nt)
-            else:
-                _K.wino_in_f64(xg + c * plane, <const ptrdiff_t*>(ib + tb), Wp, bt, <int>alpha,
-                               V + c * nt + tb, Ci * nt)
-    # b. M[xi] = U[xi] . V[xi], the reduction in chunks of kc channels
-    for xi in range(a2):
-        r0 = 0
-        while r0 < Ci:
-            nr = min(kc, Ci - r0)
-            # U[xi]'s row blocks sit alpha^2*Ci*mr apart (_wino_filter_block)
-            _pw_gemm(k1 - k0, nt, nr,
-                     up + ((g * kpad + k0) * a2 + xi * _K.pw_mr) * Ci + r0 * _K.pw_mr,
-                     a2 * Ci * _K.pw_mr, V + (xi * Ci + r0) * nt, nt, NULL,
-                     M + (xi * Ko + k0) * nt, nt, NULL, r0 > 0, False, gbuf)
-            r0 += kc
+    # a, b. V[xi][c][t] for cich channels at a time, and M[xi] += U[xi] . V[xi] for them,
+    # the reduction in chunks of kc channels (the same sums in the same order whatever
+    # cich is: each call resumes from M)
+    ci0 = 0
+    while ci0 < Ci:
+        nci = min(cich, Ci - ci0)
+        for c in range(nci):
+            for jb in range(nt // FC_WINO_TB):
+                tb = jb * FC_WINO_TB
+                if floating is float:
+                    _K.wino_in_f32(xg + (ci0 + c) * plane, <const ptrdiff_t*>(ib + tb), Wc,
+                                   plane, bt, <int>alpha, V + c * nt + tb, nci * nt)
+                else:
+                    _K.wino_in_f64(xg + (ci0 + c) * plane, <const ptrdiff_t*>(ib + tb), Wc,
+                                   plane, bt, <int>alpha, V + c * nt + tb, nci * nt)
+        for xi in range(a2):
+            r0 = 0
+            while r0 < nci:
+                nr = min(kc, nci - r0)
+                # U[xi]'s row blocks sit alpha^2*Ci*mr apart (_wino_filter_block)
+                _pw_gemm(k1 - k0, nt, nr,
+                         up + ((g * kfr + k0) * a2 + xi * mr) * Ci + (ci0 + r0) * mr,
+                         a2 * Ci * mr, V + (xi * nci + r0) * nt, nt, NULL,
+                         M + (xi * kfr + k0) * nt, nt, NULL, ci0 + r0 > 0, False, gbuf)
+                r0 += kc
+        ci0 += nci
     # c. the outputs: y[n, g*Ko + k, ty*m + i, tx*m + j] = (AT M A)[i][j] + bias
     for k in range(k0, k1):
-        bk = bias[g * Ko + k] if bias != NULL else 0
-        yk = y + (g * Ko + k) * ys_k
+        kg = g * Ko + kf0 + k
+        bk = bias[kg] if bias != NULL else 0
+        yk = y + kg * ys_k
         for jb in range(nt // FC_WINO_TB):
             tb = jb * FC_WINO_TB
             if vr[tb] == 0:
                 break
             if ys_q == 1:  # rows of outputs contiguous (NCHW): written as row segments
                 if floating is float:
-                    _K.wino_out_rows_f32(M + k * nt + tb, Ko * nt, at, <int>m, <int>alpha, bk,
-                                         yk, <const ptrdiff_t*>(ob + tb), ys_p,
+                    _K.wino_out_rows_f32(M + k * nt + tb, kfr * nt, at, <int>m, <int>alpha,
+                                         bk, yk, <const ptrdiff_t*>(ob + tb), ys_p,
                                          <const ptrdiff_t*>(vr + tb),
-                                         <const ptrdiff_t*>(vc + tb))
+                                         <const ptrdiff_t*>(vc + tb), nt, ys_k)
                 else:
-                    _K.wino_out_rows_f64(M + k * nt + tb, Ko * nt, at, <int>m, <int>alpha, bk,
-                                         yk, <const ptrdiff_t*>(ob + tb), ys_p,
+                    _K.wino_out_rows_f64(M + k * nt + tb, kfr * nt, at, <int>m, <int>alpha,
+                                         bk, yk, <const ptrdiff_t*>(ob + tb), ys_p,
                                          <const ptrdiff_t*>(vr + tb),
-                                         <const ptrdiff_t*>(vc + tb))
+                                         <const ptrdiff_t*>(vc + tb), nt, ys_k)
                 continue
             if floating is float:
-                _K.wino_out_f32(M + k * nt + tb, Ko * nt, at, <int>m, <int>alpha, yt)
+                _K.wino_out_f32(M + k * nt + tb, kfr * nt, at, <int>m, <int>alpha, yt)
             else:
-                _K.wino_out_f64(M + k * nt + tb, Ko * nt, at, <int>m, <int>alpha, yt)
+                _K.wino_out_f64(M + k * nt + tb, kfr * nt, at, <int>m, <int>alpha, yt)
             for tt in range(FC_WINO_TB):
                 t = tb + tt
                 dst = yk + ob[t]
                 for i in range(vr[t]):
                     for j in range(vc[t]):
                         dst[i * ys_p + j * ys_q] = yt[(i * m + j) * FC_WINO_TB + tt] + bk
-
-
-cdef void _wino_chunks(
-    Py_ssize_t N, Py_ssize_t tp, Py_ssize_t Ctot, Py_ssize_t Wp, Py_ssize_t m,
-    Py_ssize_t isz, Py_ssize_t* imgs, Py_ssize_t* rows,
-) noexcept nogil:
-    # Images per chunk (whole images while one fits _WINO_PAD_BYTES), else tile rows per
-    # band of one image: the padded planes of a chunk stay within the budget (or hold
-    # one tile row of every channel, whatever its size).
-    cdef Py_ssize_t img = Ctot * (tp * m + 2) * Wp * isz
-    if img <= _WINO_PAD_BYTES:
-        imgs[0] = max(1, min(N, _WINO_PAD_BYTES // img))
-        rows[0] = tp
-    else:
-        imgs[0] = 1
-        rows[0] = max(1, min(tp, (_WINO_PAD_BYTES // (Ctot * Wp * isz) - 2) // m))
 
 
 cdef Py_ssize_t _wino_filter_parts(Py_ssize_t items, int n_threads,
@@ -312,107 +359,122 @@ cdef int _wino_run(
 ) except -1:
     cdef:
         Py_ssize_t alpha = m + 2, a2 = (m + 2) * (m + 2), isz = sizeof(floating)
-        Py_ssize_t kpad = _round_up(Ko, _K.pw_mr), Ctot = G * Ci
+        Py_ssize_t mr = _K.pw_mr, Ctot = G * Ci
         Py_ssize_t tp = (P + m - 1) // m, tq = (Q + m - 1) // m
-        # padded plane width: the last tile's rows are read as 8 elements
-        Py_ssize_t Wp = (tq - 1) * m + 8
-        Py_ssize_t nt = _wino_nt(Ci, Ko, a2, isz), kc = _wino_kc(Ci, isz)
-        Py_ssize_t imgs, rows, nimg, nrow, n0, ty0, Hc, plane, tiles, ntc, nbat, items
-        Py_ssize_t per, it, tid, nthr, nfb, nks, kch, q, nwork
+        _WinoPlan plan = _wino_plan(N, G, Ci, Ko, P, Q, m, isz, n_threads)
+        Py_ssize_t nthr = max(1, n_threads), nt = plan.nt
+        Py_ssize_t nimg, nrow, ncol, n0, ty0, tx0, Hc, Wc, plane, tiles, ntc, nbat, items
+        Py_ssize_t kf0, nkf, kfr, nfc, it, tid, nfb, nks, kch, q, nwork, ncg
+        Py_ssize_t cpl = max(1, FC_WINO_TB // mr)
         unsigned csr
-        floating* buf = NULL
-        floating* xp = NULL
+        floating* buf
+        floating* xp
         floating* fbuf
-        Py_ssize_t* tinfo = NULL
+        Py_ssize_t* tinfo
         floating* up
         _Pack pk = None
         _Pack work = None
         object key = None
-    _wino_chunks(N, tp, Ctot, Wp, m, isz, &imgs, &rows)
-    # Fewer tiles than a batch: one batch of just enough whole vectors of tiles.
-    nt = min(nt, _round_up(imgs * rows * tq, _wino_unit(isz)))
-    nthr = max(1, n_threads)
-    per = _wino_per_thread(Ci, Ko, a2, nt, kc, m, isz)
-    if packs is not None:
+        bint fresh
+    global _WINO_SPARE, _WINO_WORK
+    nfc = (Ko + plan.kf - 1) // plan.kf  # filter chunks
+    if packs is not None and nfc == 1:
         key = ("wino", sizeof(floating), <size_t>w, w_off, w_g, w_o, w_c, w_r, w_s, G, Ko, Ci,
-               m, _K.pw_mr)
-    global _WINO_SPARE
-    pk = _pack_lookup(packs, key)
-    if pk is None:
-        if (packs is None and _WINO_SPARE is not None
-                and _WINO_SPARE.nbytes >= (G * a2 * kpad * Ci + 1) * isz):
-            pk, _WINO_SPARE = _WINO_SPARE, None
-        else:
-            pk = _Pack((G * a2 * kpad * Ci + 1) * isz)
-        up = <floating*>pk.data
-        nfb = (kpad // _K.pw_mr) * ((Ci + FC_WINO_TB - 1) // FC_WINO_TB)  # (block, channels)
-        fbuf = <floating*>malloc(n_threads * _wino_filter_scratch(alpha) * isz)
-        if fbuf == NULL:
-            raise MemoryError()
-        with nogil, parallel(num_threads=max(1, min(n_threads, G * nfb))):
-            tid = threadid()
-            for it in prange(G * nfb, schedule='static'):
-                _wino_filter_block(w + w_off, w_g, w_o, w_c, w_r, w_s, Ko, Ci, gm, alpha,
-                                   it // nfb, it % nfb % (kpad // _K.pw_mr),
-                                   it % nfb // (kpad // _K.pw_mr) * FC_WINO_TB,
-                                   fbuf + tid * _wino_filter_scratch(alpha), up)
-        free(fbuf)
-        _pack_keep(packs, key, pk)
-    up = <floating*>pk.data
-    global _WINO_WORK
-    nwork = (nthr * per + 16 + imgs * Ctot * (rows * m + 2) * Wp + 16) * isz \
-        + nthr * 4 * nt * sizeof(Py_ssize_t)
+               m, mr)
+    nwork = (nthr * plan.per + 16 + plan.xp) * isz + nthr * 4 * nt * sizeof(Py_ssize_t)
     if _WINO_WORK is not None and _WINO_WORK.nbytes >= nwork:
         work, _WINO_WORK = _WINO_WORK, None
     else:
         work = _Pack(nwork)
     # per-thread scratch at 64-byte boundaries, then the padded chunk, then tile info
     buf = <floating*>((<size_t>work.data + 63) & ~(<size_t>63))
-    xp = buf + nthr * per
-    tinfo = <Py_ssize_t*>(xp + imgs * Ctot * (rows * m + 2) * Wp + 16)
+    xp = buf + nthr * plan.per
+    tinfo = <Py_ssize_t*>(xp + plan.xp)
+    fbuf = <floating*>malloc(nthr * _wino_filter_scratch(alpha) * isz)
+    if fbuf == NULL:
+        raise MemoryError()
     try:
-        with nogil:
-            n0 = 0
-            ty0 = 0
-            while n0 < N:
-                # this chunk: images n0 .. n0 + nimg - 1, tile rows ty0 .. ty0 + nrow - 1
-                nimg = min(imgs, N - n0)
-                nrow = min(rows, tp - ty0)
-                Hc = nrow * m + 2
-                plane = Hc * Wp
-                tiles = nimg * nrow * tq
-                ntc = min(nt, _round_up(tiles, _wino_unit(isz)))
-                nbat = (tiles + ntc - 1) // ntc
-                # Too few batches to share out evenly (resnet_c5: 32 tiles, one batch):
-                # the filters are split too, each part recomputing the batch's V.
-                nks = _wino_filter_parts(G * nbat, n_threads, kpad // _K.pw_mr)
-                kch = _round_up((Ko + nks - 1) // nks, _K.pw_mr)
-                nks = (Ko + kch - 1) // kch
-                items = G * nbat * nks
-                with parallel(num_threads=max(1, min(n_threads, nimg * Ctot))):
-                    for it in prange(nimg * Ctot, schedule='static'):
-                        q = it // Ctot
-                        _wino_pad_plane(x + (n0 + q) * xs_n + it % Ctot * xs_c, xs_h, xs_w,
-                                        Hi, Wi, ty0 * m - pt, pl, Hc, Wp, xp + it * plane)
-                with parallel(num_threads=max(1, min(n_threads, items))):
+        kf0 = 0
+        while kf0 < Ko:
+            # filters kf0 .. kf0 + nkf - 1 of every group, kfr packed rows a group
+            nkf = min(plan.kf, Ko - kf0)
+            kfr = _round_up(nkf, mr)
+            fresh = True
+            if key is not None:  # kept by a layer (one chunk only)
+                pk = _pack_lookup(packs, key)
+                fresh = pk is None
+            if fresh:
+                if pk is None:
+                    if (packs is None and _WINO_SPARE is not None
+                            and _WINO_SPARE.nbytes >= plan.filt * isz):
+                        pk, _WINO_SPARE = _WINO_SPARE, None
+                    else:
+                        pk = _Pack(plan.filt * isz)
+                up = <floating*>pk.data
+                # (row block, channels): channels fastest, so each thread's writes run on
+                ncg = (Ci + cpl - 1) // cpl
+                nfb = (kfr // mr) * ncg
+                with nogil, parallel(num_threads=max(1, min(n_threads, G * nfb))):
                     tid = threadid()
-                    csr = fc_ftz_enter()
-                    for it in prange(items, schedule='static'):
-                        _wino_item(xp, up, bias, y, it, nbat, nks, kch, ntc, kc, tiles, Ci,
-                                   plane,
-                                   Ctot * plane, Wp, n0, ty0, nrow, Ko, P, Q,
-                                   ys_n, ys_k, ys_p, ys_q, m, alpha, bt, at,
-                                   buf + tid * per,
-                                   tinfo + tid * 4 * nt)
-                    fc_ftz_leave(csr)
-                ty0 += nrow
-                if ty0 == tp:
-                    ty0 = 0
-                    n0 += nimg
+                    for it in prange(G * nfb, schedule='static'):
+                        _wino_filter_block(w + w_off + kf0 * w_o, w_g, w_o, w_c, w_r, w_s,
+                                           nkf, Ci, gm, alpha, it // nfb, it % nfb // ncg,
+                                           it % nfb % ncg * cpl,
+                                           fbuf + tid * _wino_filter_scratch(alpha), up)
+                if key is not None:
+                    _pack_keep(packs, key, pk)
+            up = <floating*>pk.data
+            with nogil:
+                n0 = 0
+                ty0 = 0
+                tx0 = 0
+                while n0 < N:
+                    # this chunk: images n0 .. n0 + nimg - 1, tile rows ty0 .. ty0 + nrow - 1,
+                    # tile columns tx0 .. tx0 + ncol - 1
+                    nimg = min(plan.imgs, N - n0)
+                    nrow = min(plan.rows, tp - ty0)
+                    ncol = min(plan.cols, tq - tx0)
+                    Hc = nrow * m + 2
+                    Wc = (ncol - 1) * m + 8  # the last tile's rows are read as 8 elements
+                    plane = Hc * Wc
+                    tiles = nimg * nrow * ncol
+                    ntc = min(nt, _round_up(tiles, _wino_unit(isz)))
+                    nbat = (tiles + ntc - 1) // ntc
+                    # Too few batches to share out evenly (resnet_c5: 32 tiles, one
+                    # batch): the filters are split too, each part recomputing V.
+                    nks = _wino_filter_parts(G * nbat, n_threads, kfr // mr)
+                    kch = _round_up((nkf + nks - 1) // nks, mr)
+                    nks = (nkf + kch - 1) // kch
+                    items = G * nbat * nks
+                    with parallel(num_threads=max(1, min(n_threads, nimg * Ctot))):
+                        for it in prange(nimg * Ctot, schedule='static'):
+                            q = it // Ctot
+                            _wino_pad_plane(x + (n0 + q) * xs_n + it % Ctot * xs_c, xs_h,
+                                            xs_w, Hi, Wi, ty0 * m - pt, pl - tx0 * m, Hc, Wc,
+                                            xp + it * plane)
+                    with parallel(num_threads=max(1, min(n_threads, items))):
+                        tid = threadid()
+                        csr = fc_ftz_enter()
+                        for it in prange(items, schedule='static'):
+                            _wino_item(xp, up, bias, y, it, nbat, nks, kch, ntc, plan.kc,
+                                       plan.cich, tiles, Ci, plane, Ctot * plane, Wc,
+                                       n0, ty0, tx0, nrow, ncol, kf0, nkf, kfr, Ko, P, Q,
+                                       ys_n, ys_k, ys_p, ys_q, m, alpha, bt, at,
+                                       buf + tid * plan.per, tinfo + tid * 4 * nt)
+                        fc_ftz_leave(csr)
+                    tx0 += ncol
+                    if tx0 == tq:
+                        tx0 = 0
+                        ty0 += nrow
+                        if ty0 == tp:
+                            ty0 = 0
+                            n0 += nimg
+            kf0 += nkf
     finally:
+        free(fbuf)
         if _WINO_WORK is None or _WINO_WORK.nbytes < work.nbytes:
             _WINO_WORK = work
-        if packs is None:
+        if packs is None and pk is not None:
             _WINO_SPARE = pk
     return 0
 

@@ -71,7 +71,7 @@ FC_INLINE void T8X8(R8 r[8])
 FC_INLINE R8 SPLAT8(T s) { return ((R8){0} + 1) * s; }
 
 FC_INLINE void WINO_IN_BODY(const T *src, const ptrdiff_t *off, ptrdiff_t pitch,
-                            const T *bt, const int alpha, T *v, ptrdiff_t ldv)
+                            ptrdiff_t pf, const T *bt, const int alpha, T *v, ptrdiff_t ldv)
 {
     enum { TB = FC_WINO_TB };
     T tmp[FC_WINO_MAXA * FC_WINO_MAXA * TB] __attribute__((aligned(64)));
@@ -79,14 +79,16 @@ FC_INLINE void WINO_IN_BODY(const T *src, const ptrdiff_t *off, ptrdiff_t pitch,
         for (int i = 0; i < alpha; i++) {
             /* row i of tiles h .. h+7, transposed: r[j] = element (i, j) of the 8 tiles */
             R8 r[8];
-            for (int k = 0; k < 8; k++) memcpy(&r[k], src + off[h + k] + i * pitch, sizeof r[k]);
+            for (int k = 0; k < 8; k++) {
+                memcpy(&r[k], src + off[h + k] + i * pitch, sizeof r[k]);
+                __builtin_prefetch(src + pf + off[h + k] + i * pitch);
+            }
             T8X8(r);
             /* tmp[i][b] = sum_j bt[b][j] d[i][j], j in order, zero coefficients skipped */
             for (int b = 0; b < alpha; b++) {
                 R8 acc = (R8){0};
                 for (int j = 0; j < alpha; j++) {
-                    const T c = bt[b * alpha + j];
-                    if (c != 0) acc += SPLAT8(c) * r[j];
+                    acc += SPLAT8(bt[b * alpha + j]) * r[j];
                 }
                 memcpy(tmp + (i * alpha + b) * TB + h, &acc, sizeof acc);
             }
@@ -98,17 +100,19 @@ FC_INLINE void WINO_IN_BODY(const T *src, const ptrdiff_t *off, ptrdiff_t pitch,
 /* v[xi*ldv + t] = (BT d_t B)[xi], xi = a*alpha + b, for the tiles t < FC_WINO_TB, where
  * d_t[i][j] = src[off[t] + i*pitch + j] (an alpha x alpha input tile of a zero-padded
  * plane); each row is read as 8 elements, so src[off[t] + i*pitch + 7] must exist.
+ * The same rows pf elements on (the next channel's plane) are prefetched.
  * bt: alpha x alpha, row-major. The gather is eight row loads and one 8 x 8 transpose
  * per tile row and eight tiles, with the column pass applied to the transposed rows in
  * registers (a scalar gather into a tile-innermost array was 37% of the engine's time on
  * resnet_c2_3x3, Zen 3). */
 void FC_CAT3(fc_wino_in, TS, FC_SUFFIX)(const T *src, const ptrdiff_t *off, ptrdiff_t pitch,
-                                        const T *bt, int alpha, T *v, ptrdiff_t ldv)
+                                        ptrdiff_t pf, const T *bt, int alpha, T *v,
+                                        ptrdiff_t ldv)
 {
     if (alpha == 6)  /* F(4, 3): constant trip counts, r[] held in registers */
-        WINO_IN_BODY(src, off, pitch, bt, 6, v, ldv);
+        WINO_IN_BODY(src, off, pitch, pf, bt, 6, v, ldv);
     else
-        WINO_IN_BODY(src, off, pitch, bt, alpha, v, ldv);
+        WINO_IN_BODY(src, off, pitch, pf, bt, alpha, v, ldv);
 }
 
 /* y[(i*m + j)*TB + t] = (AT M A)[i][j] for the tiles t < FC_WINO_TB, from
@@ -126,10 +130,12 @@ void FC_CAT3(fc_wino_out, TS, FC_SUFFIX)(const T *mm, ptrdiff_t ldm, const T *at
 
 FC_INLINE void WINO_OUT_BODY(const T *mm, ptrdiff_t ldm, const T *at, const int m,
                              const int alpha, T bias, T *y, const ptrdiff_t *off,
-                             ptrdiff_t pitch, const ptrdiff_t *nr, const ptrdiff_t *nc)
+                             ptrdiff_t pitch, const ptrdiff_t *nr, const ptrdiff_t *nc,
+                             ptrdiff_t pfm, ptrdiff_t pfy)
 {
     enum { TB = FC_WINO_TB };
     T tmp[FC_WINO_MAXA * FC_WINO_MAXA * TB] __attribute__((aligned(64)));
+    for (int xi = 0; xi < alpha * alpha; xi++) __builtin_prefetch(mm + pfm + xi * ldm);
     /* tmp[i][b] = sum_a at[i][a] M[a][b] */
     WINO_PASS(at, alpha, 0, alpha, mm, 0, ldm, (ptrdiff_t)alpha * ldm, m, alpha, tmp, TB);
     for (int h = 0; h < TB; h += 8) {
@@ -142,7 +148,6 @@ FC_INLINE void WINO_OUT_BODY(const T *mm, ptrdiff_t ldm, const T *at, const int 
                 if (j < m) {
                     for (int b = 0; b < alpha; b++) {
                         const T c = at[j * alpha + b];
-                        if (c == 0) continue;
                         R8 tv;
                         memcpy(&tv, tmp + (i * alpha + b) * TB + h, sizeof tv);
                         acc += SPLAT8(c) * tv;
@@ -156,6 +161,7 @@ FC_INLINE void WINO_OUT_BODY(const T *mm, ptrdiff_t ldm, const T *at, const int 
                 const int t = h + k;
                 if (i >= nr[t]) continue;
                 T *d = y + off[t] + i * pitch;
+                __builtin_prefetch(d + pfy, 1);
                 if (nc[t] == m)
                     memcpy(d, &r[k], m * sizeof(T));
                 else
@@ -169,16 +175,18 @@ FC_INLINE void WINO_OUT_BODY(const T *mm, ptrdiff_t ldm, const T *at, const int 
  * t < FC_WINO_TB (nr[t] = 0: no tile; such tiles come last), from M_t[xi] at
  * mm + xi*ldm + t; at: m x alpha, row-major. Rows of the output are contiguous: the
  * results go back through the 8 x 8 transpose and out as row segments, not element by
- * element. The same sums in the same order as fc_wino_out. */
+ * element. The same sums in the same order as fc_wino_out. M pfm elements on and the
+ * outputs pfy elements on (the next filter's) are prefetched. */
 void FC_CAT3(fc_wino_out_rows, TS, FC_SUFFIX)(const T *mm, ptrdiff_t ldm, const T *at,
                                               int m, int alpha, T bias, T *y,
                                               const ptrdiff_t *off, ptrdiff_t pitch,
-                                              const ptrdiff_t *nr, const ptrdiff_t *nc)
+                                              const ptrdiff_t *nr, const ptrdiff_t *nc,
+                                              ptrdiff_t pfm, ptrdiff_t pfy)
 {
     if (m == 4 && alpha == 6)
-        WINO_OUT_BODY(mm, ldm, at, 4, 6, bias, y, off, pitch, nr, nc);
+        WINO_OUT_BODY(mm, ldm, at, 4, 6, bias, y, off, pitch, nr, nc, pfm, pfy);
     else
-        WINO_OUT_BODY(mm, ldm, at, m, alpha, bias, y, off, pitch, nr, nc);
+        WINO_OUT_BODY(mm, ldm, at, m, alpha, bias, y, off, pitch, nr, nc, pfm, pfy);
 }
 
 #undef WINO_PASS

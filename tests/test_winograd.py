@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tracemalloc
 from fractions import Fraction
 
 import numpy as np
@@ -126,20 +127,81 @@ def test_engine_and_twin_match_reference(args, seed):
     assert np.array_equal(x, x0) and np.array_equal(w, w0) and np.array_equal(gy, gy0)
 
 
-def test_many_batches_and_small_budget_match_reference():
-    # one batch of FC_WINO_TB tiles per item: many items, tiles spanning images
+@pytest.mark.parametrize("budgets", [(1,), (1, 1, 1, 1)],
+                         ids=["small batches", "every chunking"])
+def test_many_batches_and_small_budget_match_reference(budgets):
+    # (1,): one batch of the fewest tiles per item: many items, tiles spanning images.
+    # (1, 1, 1, 1): also filter chunks of one register block, source chunks of one tile
+    # (their padded planes cut out of the middle of rows and images) and V in chunks of
+    # one reduction chunk (300 channels)
     rng = np.random.default_rng(3)
     try:
-        _direct._set_wino_budget(1)
-        for layout in ("NCHW", "NHWC"):
-            for dtype in (np.float32, np.float64):
-                g, x, w, b, gy = _problem(rng, 3, 7, 11, 17, 5, 1, 1, layout, dtype)
-                assert_close(winograd.forward(x, w, b, g), reference.forward(x, w, b, g),
-                             dtype)
-                assert_close(winograd.grad_input(gy, w, g), reference.grad_input(gy, w, g),
-                             dtype)
+        _direct._set_wino_budget(*budgets)
+        cases = [(3, 7, 11, 17, 5, 1, 1), (2, 4, 13, 9, 30, ((0, 3), (2, 1)), 2),
+                 (1, 300, 6, 7, 13, 1, 1)]
+        for N, C, H, W, K, pad, groups in cases:
+            for layout in ("NCHW", "NHWC"):
+                for dtype in (np.float32, np.float64):
+                    g, x, w, b, gy = _problem(rng, N, C, H, W, K, pad, groups, layout,
+                                              dtype)
+                    assert_close(winograd.forward(x, w, b, g),
+                                 reference.forward(x, w, b, g), dtype)
+                    assert_close(winograd.grad_input(gy, w, g),
+                                 reference.grad_input(gy, w, g), dtype)
     finally:
         _direct._set_wino_budget()
+
+
+def test_chunked_calls_are_bitwise_those_of_one_chunk():
+    # Filter and source chunks change which calls compute an output, never its sums.
+    rng = np.random.default_rng(5)
+    g, x, w, b, gy = _problem(rng, 2, 40, 15, 14, 50, 1, 1, "NCHW", np.float32)
+    y, gx = winograd.forward(x, w, b, g), winograd.grad_input(gy, w, g)
+    try:
+        _direct._set_wino_budget(512 * 1024, 1, 1)
+        np.testing.assert_array_equal(winograd.forward(x, w, b, g), y)
+        np.testing.assert_array_equal(winograd.grad_input(gy, w, g), gx)
+    finally:
+        _direct._set_wino_budget()
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize("N,C,H,K,dtype", [
+    (1, 512, 7, 512, np.float64),     # resnet_c5: 72 MiB of transformed filters at once
+    (8, 512, 7, 512, np.float32),
+    (8, 64, 224, 64, np.float32),     # vgg_conv1_2 at batch 8: 106 MiB of padded source
+    (1, 2048, 14, 2048, np.float64),  # 1.1 GiB of transformed filters
+    (1, 64, 2048, 64, np.float32),    # one row of tiles: 3 MiB of padded source
+])
+def test_workspace_is_bounded(N, C, H, K, dtype):
+    isz = np.dtype(dtype).itemsize
+    for threads in (1, 2, 4):
+        assert _direct.wino_workspace(N, 1, C, K, H, H, winograd.TILE, isz,
+                                      threads) <= 64 * MIB
+
+
+def test_workspace_measured_matches_the_bound():
+    # What a call allocates (tracemalloc sees the engine's PyMem_Raw buffers) beside
+    # its output, with nothing kept from an earlier call.
+    rng = np.random.default_rng(6)
+    g, x, w, b, gy = _problem(rng, 1, 512, 7, 7, 512, 1, 1, "NCHW", np.float64)
+    expected = _direct.wino_workspace(1, 1, 512, 512, 7, 7, winograd.TILE, 8, 2)
+    assert 16 * MIB < expected <= 64 * MIB
+    with fastconv.num_threads(2):
+        fastconv.release_memory()
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            y = winograd.forward(x, w, b, g)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert peak <= expected + y.nbytes + MIB, (peak / MIB, expected / MIB)
+    assert peak >= expected, (peak / MIB, expected / MIB)  # the count is not an overcount
+    assert_close(y, reference.forward(x, w, b, g), np.float64)
 
 
 def test_reduction_chunks_and_filter_blocks():
