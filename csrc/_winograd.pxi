@@ -5,20 +5,28 @@
 #
 # One call is a valid correlation of a padded source (N images, G groups of Ci channels)
 # with Ko 3 x 3 filters per group, onto P x Q outputs. Output tiles of m x m start every m
-# rows and columns; tile t of a group is (n, ty, tx) = t // (tp*tq), ... over all images,
-# so a batch of tiles spans images when the maps are small (7 x 7: 4 tiles an image).
-#   1. The filters: U[xi] = (G g GT)[xi] for every (filter, channel), built with
-#      fc_wino_out (G g GT has the form AT M A), written straight into fc_pw_gemm's packed
-#      layout, the alpha^2 matrices' row blocks interleaved (kept in `packs` by layers).
-#   2. Work items are batches of NT tiles of one group. For each, a thread
-#      a. gathers every channel's alpha x alpha input tiles (zero outside the source) and
-#         transforms them (fc_wino_in) into V[xi] (Ci x NT);
-#      b. multiplies, for each xi, M[xi] (Ko x NT) = U[xi] (Ko x Ci) . V[xi];
-#      c. transforms each filter's M back (fc_wino_out) into m x m outputs, adds the bias
-#         and writes the ones inside P x Q.
+# rows and columns. The call runs in filter chunks (row blocks of filters, as many as
+# _WINO_FILTER_BYTES holds) and, inside each, source chunks (whole images while they fit
+# _WINO_PAD_BYTES, else bands of tile rows, else runs of tiles); tile t of a chunk is
+# (n, ty, tx) in order, so a batch of tiles spans images when the maps are small.
+#   1. The filters of the chunk: U[xi] = (G g GT)[xi] for every (filter, channel), built
+#      with fc_wino_out (G g GT has the form AT M A) on lanes that are fc_pw_gemm's packed
+#      order, the alpha^2 matrices' row blocks interleaved (kept in `packs` by layers
+#      when one chunk holds them all).
+#   2. The source chunk, copied into zero-padded planes (any layout in, rows contiguous
+#      out), so that every input tile is alpha rows of 8 readable elements.
+#   3. Work items are batches of NT tiles of one group (and, when the batches are too few
+#      to share out, a part of the filters). For each, a thread
+#      a. transforms every channel's alpha x alpha input tiles (fc_wino_in: row loads and
+#         an 8 x 8 transpose) into V[xi] (channels x NT), cich channels at a time;
+#      b. multiplies, for each xi, M[xi] (Ko x NT) += U[xi] (Ko x those channels) . V[xi];
+#      c. transforms each filter's M back (fc_wino_out_rows, or fc_wino_out and a scalar
+#         scatter where output columns are not contiguous), adds the bias and writes the
+#         outputs inside P x Q.
 #   Each output is written by one item in one fixed order: bitwise the same results for
-#   any thread count. Workspace: the packed filters, and per thread V and M
-#   (alpha^2 * (Ci + Ko) * NT elements, NT chosen to keep them near _WINO_ITEM_BYTES).
+#   any thread count. Workspace (_wino_plan, wino_workspace): one filter chunk, one
+#   padded source chunk, and per thread V and M within _WINO_THREAD_BYTES over all
+#   threads, 64 MiB in all.
 
 # Bytes of one work item's transformed tiles and products (V + M), per thread.
 cdef Py_ssize_t _WINO_ITEM_BYTES = 512 * 1024
