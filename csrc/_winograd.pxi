@@ -164,13 +164,14 @@ cdef Py_ssize_t _wino_per_thread(Py_ssize_t cich, Py_ssize_t kf, Py_ssize_t a2,
                      + FC_PW_BUF(kc, 64, 16, itemsize) + 64, 16)
 
 
-cdef void _wino_filter_block(
+cdef Py_ssize_t _wino_filter_block(
     const floating* w,   # IN: filter (o, c, r, s) of group g at g*w_g + o*w_o + c*w_c + r*w_r + s*w_s
     Py_ssize_t w_g, Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r, Py_ssize_t w_s,
     Py_ssize_t Ko, Py_ssize_t Ci, const floating* gm, Py_ssize_t alpha,
     Py_ssize_t g, Py_ssize_t ob, Py_ssize_t c0,  # group, row block, first channel
     floating* st,        # scratch: _wino_filter_scratch(alpha)
     floating* up,        # OUT: G * alpha^2 packed Ko x Ci matrices
+    bint check,          # count the non-finite filter values read (else 0)
 ) noexcept nogil:
     # U[xi] for the mr filters of row block ob and channels c0 .. c0 + cpl - 1 (cpl =
     # FC_WINO_TB // mr of them), every xi: the transform runs on lanes (channel j, filter
@@ -207,20 +208,40 @@ cdef void _wino_filter_block(
         dst = up + (((g * (kpad // mr) + ob) * a2 + xi) * Ci + c0) * mr
         for t in range(nc * mr):
             dst[t] = outs[xi * FC_WINO_TB + t]
+    return _nonfinite(st, 9 * FC_WINO_TB) if check else 0
 
 
 cdef inline Py_ssize_t _wino_filter_scratch(Py_ssize_t alpha) noexcept nogil:
     return (9 + alpha * alpha) * FC_WINO_TB
 
 
-cdef void _wino_pad_plane(
+cdef inline Py_ssize_t _nonfinite(const floating* p, Py_ssize_t n) noexcept nogil:
+    # How many of p[:n] are NaN or Inf: all exponent bits set, counted on the integer
+    # bits (a reduction the compiler vectorises; a float sum it must keep in order).
+    cdef Py_ssize_t i, bad = 0
+    cdef const uint32_t* u32
+    cdef const uint64_t* u64
+    if floating is float:
+        u32 = <const uint32_t*>p
+        for i in range(n):
+            bad += (u32[i] & 0x7f800000u) == 0x7f800000u
+    else:
+        u64 = <const uint64_t*>p
+        for i in range(n):
+            bad += (u64[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+    return bad
+
+
+cdef Py_ssize_t _wino_pad_plane(
     const floating* src,  # IN: one source plane, rows xs_h and columns xs_w apart
     Py_ssize_t xs_h, Py_ssize_t xs_w, Py_ssize_t Hi, Py_ssize_t Wi,
     Py_ssize_t h0, Py_ssize_t pl,  # source row of padded row 0; padded column of source 0
     Py_ssize_t Hc, Py_ssize_t Wp,
     floating* dst,        # OUT: Hc x Wp, zero outside the source
+    bint check,           # count the non-finite source values copied (else 0)
 ) noexcept nogil:
     cdef Py_ssize_t r, s, h, s_lo = min(Wp, max(0, pl)), s_hi = max(s_lo, min(Wp, Wi + pl))
+    cdef Py_ssize_t bad = 0
     cdef floating* row
     cdef const floating* srow
     for r in range(Hc):
@@ -237,6 +258,9 @@ cdef void _wino_pad_plane(
             for s in range(s_lo, s_hi):
                 row[s] = srow[(s - pl) * xs_w]
         memset(row + s_hi, 0, (Wp - s_hi) * sizeof(floating))
+        if check:
+            bad += _nonfinite(row + s_lo, s_hi - s_lo)
+    return bad
 
 
 cdef void _wino_item(
@@ -369,11 +393,13 @@ cdef int _wino_run(
     Py_ssize_t w_off, Py_ssize_t w_g, Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r,
     Py_ssize_t w_s,
     Py_ssize_t m, const floating* bt, const floating* at, const floating* gm,
-    int n_threads, object packs,
+    int n_threads, object packs, bint check,
 ) except -1:
+    # Returns 0, or 1 when `check` and a source or filter value is NaN or Inf: the call
+    # then stops with its outputs incomplete, for an exact engine to compute instead.
     cdef:
         Py_ssize_t alpha = m + 2, a2 = (m + 2) * (m + 2), isz = sizeof(floating)
-        Py_ssize_t mr = _K.pw_mr, Ctot = G * Ci
+        Py_ssize_t mr = _K.pw_mr, Ctot = G * Ci, nbad = 0
         Py_ssize_t tp = (P + m - 1) // m, tq = (Q + m - 1) // m
         _WinoPlan plan = _wino_plan(N, G, Ci, Ko, P, Q, m, isz, n_threads)
         Py_ssize_t nthr = max(1, n_threads), nt = plan.nt
@@ -431,10 +457,12 @@ cdef int _wino_run(
                 with nogil, parallel(num_threads=max(1, min(n_threads, G * nfb))):
                     tid = threadid()
                     for it in prange(G * nfb, schedule='static'):
-                        _wino_filter_block(w + w_off + kf0 * w_o, w_g, w_o, w_c, w_r, w_s,
-                                           nkf, Ci, gm, alpha, it // nfb, it % nfb // ncg,
-                                           it % nfb % ncg * cpl,
-                                           fbuf + tid * _wino_filter_scratch(alpha), up)
+                        nbad += _wino_filter_block(
+                            w + w_off + kf0 * w_o, w_g, w_o, w_c, w_r, w_s, nkf, Ci, gm,
+                            alpha, it // nfb, it % nfb // ncg, it % nfb % ncg * cpl,
+                            fbuf + tid * _wino_filter_scratch(alpha), up, check)
+                if nbad:
+                    return 1  # (the pack is not kept: finally gives it back as spare)
                 if key is not None:
                     _pack_keep(packs, key, pk)
             up = <floating*>pk.data
@@ -460,12 +488,14 @@ cdef int _wino_run(
                     kch = _round_up((nkf + nks - 1) // nks, mr)
                     nks = (nkf + kch - 1) // kch
                     items = G * nbat * nks
-                    with parallel(num_threads=max(1, min(n_threads, nimg * Ctot))):
-                        for it in prange(nimg * Ctot, schedule='static'):
-                            q = it // Ctot
-                            _wino_pad_plane(x + (n0 + q) * xs_n + it % Ctot * xs_c, xs_h,
-                                            xs_w, Hi, Wi, ty0 * m - pt, pl - tx0 * m, Hc, Wc,
-                                            xp + it * plane)
+                    for it in prange(nimg * Ctot, schedule='static',
+                                     num_threads=max(1, min(n_threads, nimg * Ctot))):
+                        q = it // Ctot
+                        nbad += _wino_pad_plane(x + (n0 + q) * xs_n + it % Ctot * xs_c, xs_h,
+                                                xs_w, Hi, Wi, ty0 * m - pt, pl - tx0 * m, Hc,
+                                                Wc, xp + it * plane, check)
+                    if nbad:
+                        break
                     with parallel(num_threads=max(1, min(n_threads, items))):
                         tid = threadid()
                         csr = fc_ftz_enter()
@@ -483,6 +513,8 @@ cdef int _wino_run(
                         if ty0 == tp:
                             ty0 = 0
                             n0 += nimg
+            if nbad:
+                return 1
             kf0 += nkf
     finally:
         free(fbuf)
@@ -500,10 +532,11 @@ def wino_forward(
     Py_ssize_t K, Py_ssize_t P, Py_ssize_t Q, Py_ssize_t groups,
     Py_ssize_t pad_top, Py_ssize_t pad_left, int layout, bint has_bias,
     Py_ssize_t m, const floating[::1] bt, const floating[::1] at, const floating[::1] gm,
-    int n_threads, object packs=None,
+    int n_threads, object packs=None, bint check_finite=False,
 ):
     """y = corr(x, w) + bias through F(m x m, 3 x 3): 3 x 3 filters, stride 1, dilation 1;
-    bt, at, gm: the transforms (alpha x alpha, m x alpha, alpha x 3, row-major)."""
+    bt, at, gm: the transforms (alpha x alpha, m x alpha, alpha x 3, row-major). Returns
+    0, or 1 with y incomplete when check_finite and x or w holds a NaN or Inf."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, 3, 3, P, Q, groups, 1, 1, 1, 1,
                                pad_top, pad_left, layout)
     _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
@@ -514,11 +547,12 @@ def wino_forward(
         raise ValueError(f"P and Q must be positive, got {P}, {Q}")
     if has_bias:
         _check_size(bias.shape[0], K, "bias")
-    _wino_run(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], N, groups, cv.Cg, H, W,
+    return _wino_run(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], N, groups, cv.Cg,
+                     H, W,
               cv.xs_n, cv.xs_c, cv.xs_h, cv.xs_w, cv.Kg, P, Q,
               cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, pad_top, pad_left,
               0, cv.Kg * cv.ws_k, cv.ws_k, cv.ws_c, cv.ws_r, cv.ws_s,
-              m, &bt[0], &at[0], &gm[0], n_threads, packs)
+              m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite)
 
 
 def wino_grad_input(
@@ -527,10 +561,11 @@ def wino_grad_input(
     Py_ssize_t K, Py_ssize_t P, Py_ssize_t Q, Py_ssize_t groups,
     Py_ssize_t pad_top, Py_ssize_t pad_left, int layout,
     Py_ssize_t m, const floating[::1] bt, const floating[::1] at, const floating[::1] gm,
-    int n_threads, object packs=None,
+    int n_threads, object packs=None, bint check_finite=False,
 ):
     """grad_x = corr(grad_y padded by 2 - pad, flipped and transposed w) through
-    F(m x m, 3 x 3), every element of grad_x written."""
+    F(m x m, 3 x 3), every element of grad_x written. Returns 0, or 1 with grad_x
+    incomplete when check_finite and grad_y or w holds a NaN or Inf."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, 3, 3, P, Q, groups, 1, 1, 1, 1,
                                pad_top, pad_left, layout)
     _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
@@ -539,11 +574,11 @@ def wino_grad_input(
     _check_size(grad_x.shape[0], N * C * H * W, "grad_x")
     # The source is grad_y (Kg channels a group, P x Q), the outputs grad_x's channels;
     # filter (c, k, r, s) of the correlation is w[k, c, 2 - r, 2 - s].
-    _wino_run(&grad_y[0], &w[0], NULL, &grad_x[0], N, groups, cv.Kg, P, Q,
+    return _wino_run(&grad_y[0], &w[0], NULL, &grad_x[0], N, groups, cv.Kg, P, Q,
               cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, cv.Cg, H, W,
               cv.xs_n, cv.xs_c, cv.xs_h, cv.xs_w, 2 - pad_top, 2 - pad_left,
               2 * cv.ws_r + 2 * cv.ws_s, cv.Kg * cv.ws_k, cv.ws_c, cv.ws_k, -cv.ws_r,
-              -cv.ws_s, m, &bt[0], &at[0], &gm[0], n_threads, packs)
+              -cv.ws_s, m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite)
 
 
 cdef int _wino_check(Py_ssize_t m, Py_ssize_t nbt, Py_ssize_t nat, Py_ssize_t ngm) except -1:

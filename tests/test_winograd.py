@@ -404,6 +404,34 @@ def test_auto_uses_winograd_for_float32_unless_highest_or_not_finite():
                                   fastconv.conv2d(x64, w64, pad=1, backend="direct"))
 
 
+@pytest.mark.parametrize("budgets", [(), (512 * 1024, 1, 1)], ids=["one chunk", "chunks"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_finite_only_passes_find_any_non_finite_value(bad, budgets):
+    # What auto relies on: a NaN or Inf anywhere in a pass's inputs (here the last
+    # image's last pixel, in the last source chunk, or the last filter's last tap) makes
+    # the pass return None; finite inputs give the same array as without the check.
+    rng = np.random.default_rng(12)
+    try:
+        _direct._set_wino_budget(*budgets)
+        for layout in ("NCHW", "NHWC"):
+            for dtype in (np.float32, np.float64):
+                g, x, w, b, gy = _problem(rng, 3, 5, 9, 10, 6, 1, 1, layout, dtype)
+                y = winograd.forward(x, w, b, g, finite_only=True)
+                np.testing.assert_array_equal(y, winograd.forward(x, w, b, g))
+                gx = winograd.grad_input(gy, w, g, finite_only=True)
+                np.testing.assert_array_equal(gx, winograd.grad_input(gy, w, g))
+                for a in (x, w, gy):
+                    a0 = a.copy()
+                    a.reshape(-1)[-1] = bad
+                    if a is not gy:
+                        assert winograd.forward(x, w, b, g, finite_only=True) is None
+                    if a is not x:
+                        assert winograd.grad_input(gy, w, g, finite_only=True) is None
+                    a[...] = a0
+    finally:
+        _direct._set_wino_budget()
+
+
 def test_large_and_tiny_scales_do_not_overflow_or_flush():
     rng = np.random.default_rng(13)
     for scale in (1e30, 1e-30):

@@ -8,8 +8,10 @@ transforms do not make grad_weight cheaper enough to pay (not built: the direct 
 computes it, as it does grad_bias). The slow twin is ``engines/winograd_twin.py``.
 
 Accuracy: a transform mixes a whole input tile, so results round differently from
-direct convolution; tests/test_winograd.py states and checks the bounds. Non-finite
-inputs are not handled here: the API sends calls with NaN or Inf to an exact engine.
+direct convolution; tests/test_winograd.py states and checks the bounds. A NaN or Inf
+input would reach every output of its tiles: with ``finite_only`` (what ``auto`` asks
+for) the passes return None when they meet one, and the API has an exact engine run
+the call.
 """
 from __future__ import annotations
 
@@ -58,24 +60,29 @@ def _args(g: ConvGeometry):
     return (g.N, g.C, g.H, g.W, g.K, g.P, g.Q, g.groups, g.pad_top, g.pad_left, g.layout)
 
 
-def forward(x, w, bias, g: ConvGeometry, packs=None):
+def forward(x, w, bias, g: ConvGeometry, packs=None, finite_only=False):
+    """y; with ``finite_only``, None instead when x or w holds a NaN or Inf (the kernel
+    counts them as it copies and transforms, and stops)."""
     check(g)
     y = output(g.y_shape, x.dtype)
     has_bias = bias is not None
     if not has_bias:
         bias = np.zeros(1, dtype=x.dtype)  # the kernel needs a buffer; it is never read
-    _direct.wino_forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_args(g),
-                         int(has_bias), TILE, *_mats(TILE, x.dtype.str),
-                         threads_for(g.flops), packs)
+    if _direct.wino_forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_args(g),
+                            int(has_bias), TILE, *_mats(TILE, x.dtype.str),
+                            threads_for(g.flops), packs, finite_only):
+        return None
     return y
 
 
-def grad_input(grad_y, w, g: ConvGeometry, packs=None):
+def grad_input(grad_y, w, g: ConvGeometry, packs=None, finite_only=False):
+    """grad_x; with ``finite_only``, None instead when grad_y or w holds a NaN or Inf."""
     check(g)
     grad_x = output(g.x_shape, grad_y.dtype)
-    _direct.wino_grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1),
-                            *_args(g), TILE, *_mats(TILE, grad_y.dtype.str),
-                            threads_for(g.flops), packs)
+    if _direct.wino_grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1),
+                               *_args(g), TILE, *_mats(TILE, grad_y.dtype.str),
+                               threads_for(g.flops), packs, finite_only):
+        return None
     return grad_x
 
 
