@@ -216,10 +216,10 @@ cdef extern from "direct_kernels.h" nogil:
                             ptrdiff_t, const double *,
                             ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *,
                             const double *, int, int, double *) noexcept nogil
-        void (*wino_in_f32)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, const float *, int,
-                            float *, ptrdiff_t) noexcept nogil
-        void (*wino_in_f64)(const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, const double *,
-                            int, double *, ptrdiff_t) noexcept nogil
+        void (*wino_in_f32)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                            const float *, int, float *, ptrdiff_t) noexcept nogil
+        void (*wino_in_f64)(const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                            const double *, int, double *, ptrdiff_t) noexcept nogil
         void (*wino_out_f32)(const float *, ptrdiff_t, const float *, int, int,
                              float *) noexcept nogil
         void (*wino_out_f64)(const double *, ptrdiff_t, const double *, int, int,

@@ -451,7 +451,8 @@ cdef int _wino_run(
                     else:
                         pk = _Pack(plan.filt * isz)
                 up = <floating*>pk.data
-                # (row block, channels): channels fastest, so each thread's writes run on
+                # items (row block, channels), channels fastest: each thread's static range
+                # then writes every xi's packed matrix in one forward run
                 ncg = (Ci + cpl - 1) // cpl
                 nfb = (kfr // mr) * ncg
                 with nogil, parallel(num_threads=max(1, min(n_threads, G * nfb))):
@@ -462,7 +463,7 @@ cdef int _wino_run(
                             alpha, it // nfb, it % nfb // ncg, it % nfb % ncg * cpl,
                             fbuf + tid * _wino_filter_scratch(alpha), up, check)
                 if nbad:
-                    return 1  # (the pack is not kept: finally gives it back as spare)
+                    return 1  # not kept in packs (a bare call's finally keeps the spare)
                 if key is not None:
                     _pack_keep(packs, key, pk)
             up = <floating*>pk.data
@@ -471,8 +472,10 @@ cdef int _wino_run(
                 ty0 = 0
                 tx0 = 0
                 while n0 < N:
-                    # this chunk: images n0 .. n0 + nimg - 1, tile rows ty0 .. ty0 + nrow - 1,
-                    # tile columns tx0 .. tx0 + ncol - 1
+                    # this chunk: images n0 .. n0 + nimg - 1, tile rows ty0 ..
+                    # ty0 + nrow - 1, tile columns tx0 .. tx0 + ncol - 1; copied again for
+                    # each filter chunk (a copy is cheap beside the transforms), and
+                    # checked for NaN and Inf by the first filter chunk only
                     nimg = min(plan.imgs, N - n0)
                     nrow = min(plan.rows, tp - ty0)
                     ncol = min(plan.cols, tq - tx0)
@@ -491,9 +494,10 @@ cdef int _wino_run(
                     for it in prange(nimg * Ctot, schedule='static',
                                      num_threads=max(1, min(n_threads, nimg * Ctot))):
                         q = it // Ctot
-                        nbad += _wino_pad_plane(x + (n0 + q) * xs_n + it % Ctot * xs_c, xs_h,
-                                                xs_w, Hi, Wi, ty0 * m - pt, pl - tx0 * m, Hc,
-                                                Wc, xp + it * plane, check)
+                        nbad += _wino_pad_plane(
+                            x + (n0 + q) * xs_n + it % Ctot * xs_c, xs_h, xs_w, Hi, Wi,
+                            ty0 * m - pt, pl - tx0 * m, Hc, Wc, xp + it * plane,
+                            check and kf0 == 0)
                     if nbad:
                         break
                     with parallel(num_threads=max(1, min(n_threads, items))):

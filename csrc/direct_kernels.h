@@ -46,13 +46,14 @@
                                     int accumulate, int nt, T *buf);                   \
     void fc_wino_in_##TS##_##SUFFIX(const T *src, const ptrdiff_t *off, ptrdiff_t pitch,  \
                                     ptrdiff_t pf, const T *bt, int alpha, T *v,            \
-                                    ptrdiff_t ldv);          \
+                                    ptrdiff_t ldv);                                        \
     void fc_wino_out_##TS##_##SUFFIX(const T *mm, ptrdiff_t ldm, const T *at, int m,      \
                                      int alpha, T *y);                                     \
     void fc_wino_out_rows_##TS##_##SUFFIX(const T *mm, ptrdiff_t ldm, const T *at, int m, \
                                           int alpha, T bias, T *y, const ptrdiff_t *off,   \
                                           ptrdiff_t pitch, const ptrdiff_t *nr,            \
-                                          const ptrdiff_t *nc, ptrdiff_t pfm, ptrdiff_t pfy);
+                                          const ptrdiff_t *nc, ptrdiff_t pfm,              \
+                                          ptrdiff_t pfy);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -136,10 +137,10 @@ typedef struct {
                         ptrdiff_t, const double *,
                         ptrdiff_t, const ptrdiff_t *, double *, ptrdiff_t, const double *,
                         const double *, int, int, double *);
-    void (*wino_in_f32)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, const float *, int,
-                        float *, ptrdiff_t);
-    void (*wino_in_f64)(const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t, const double *, int,
-                        double *, ptrdiff_t);
+    void (*wino_in_f32)(const float *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                        const float *, int, float *, ptrdiff_t);
+    void (*wino_in_f64)(const double *, const ptrdiff_t *, ptrdiff_t, ptrdiff_t,
+                        const double *, int, double *, ptrdiff_t);
     void (*wino_out_f32)(const float *, ptrdiff_t, const float *, int, int, float *);
     void (*wino_out_f64)(const double *, ptrdiff_t, const double *, int, int, double *);
     void (*wino_out_rows_f32)(const float *, ptrdiff_t, const float *, int, int, float,

@@ -84,12 +84,11 @@ FC_INLINE void WINO_IN_BODY(const T *src, const ptrdiff_t *off, ptrdiff_t pitch,
                 __builtin_prefetch(src + pf + off[h + k] + i * pitch);
             }
             T8X8(r);
-            /* tmp[i][b] = sum_j bt[b][j] d[i][j], j in order, zero coefficients skipped */
+            /* tmp[i][b] = sum_j bt[b][j] d[i][j], j in order, zero coefficients included
+             * (constant trip counts, no branch on the data) */
             for (int b = 0; b < alpha; b++) {
                 R8 acc = (R8){0};
-                for (int j = 0; j < alpha; j++) {
-                    acc += SPLAT8(bt[b * alpha + j]) * r[j];
-                }
+                for (int j = 0; j < alpha; j++) acc += SPLAT8(bt[b * alpha + j]) * r[j];
                 memcpy(tmp + (i * alpha + b) * TB + h, &acc, sizeof acc);
             }
         }
@@ -175,8 +174,10 @@ FC_INLINE void WINO_OUT_BODY(const T *mm, ptrdiff_t ldm, const T *at, const int 
  * t < FC_WINO_TB (nr[t] = 0: no tile; such tiles come last), from M_t[xi] at
  * mm + xi*ldm + t; at: m x alpha, row-major. Rows of the output are contiguous: the
  * results go back through the 8 x 8 transpose and out as row segments, not element by
- * element. The same sums in the same order as fc_wino_out. M pfm elements on and the
- * outputs pfy elements on (the next filter's) are prefetched. */
+ * element. The sums of fc_wino_out, in the same order; its second pass skips zero
+ * coefficients, this one adds their zero products (the tests on them were most of this
+ * kernel's samples), so for finite M the values are the same. M pfm elements on and
+ * the outputs pfy elements on (the next filter's) are prefetched. */
 void FC_CAT3(fc_wino_out_rows, TS, FC_SUFFIX)(const T *mm, ptrdiff_t ldm, const T *at,
                                               int m, int alpha, T bias, T *y,
                                               const ptrdiff_t *off, ptrdiff_t pitch,
