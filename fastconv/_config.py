@@ -22,13 +22,7 @@ def _numba_info() -> dict:
 
     from .engines.im2col import kernel_mode
 
-    info = {"version": numba.__version__, "configured_layer": numba.config.THREADING_LAYER,
-            "pool_size": numba.config.NUMBA_NUM_THREADS, "kernels": kernel_mode()}
-    try:
-        info["threading_layer"] = numba.threading_layer()
-    except ValueError:  # chosen when the first parallel kernel runs; none has
-        info["threading_layer"] = "not started yet"
-    return info
+    return {"version": numba.__version__, "kernels": kernel_mode()}
 
 
 def config_info() -> dict:
@@ -67,9 +61,7 @@ def show_config(file=None) -> None:
         f"{info['platform']})",
         f"backends:        {', '.join(info['backends'])}  (auto picks per pass)",
         f"direct engine:   {direct}",
-        f"im2col engine:   Numba {nb['version']}, threading layer {nb['threading_layer']} "
-        f"(configured: {nb['configured_layer']}, pool of {nb['pool_size']}); "
-        f"kernels {nb['kernels']}",
+        f"im2col engine:   Numba {nb['version']}; kernels {nb['kernels']}",
         "BLAS:            " + ("; ".join(info["blas"]) or "none found"),
         f"threads:         {info['threads']} (of {info['cores']} available cores)",
         f"float32:         precision {info['float32_precision']!r} ("

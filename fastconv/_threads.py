@@ -1,10 +1,11 @@
-"""One thread count for everything: OpenMP in the direct engine, Numba's pool, and BLAS.
+"""One thread count for everything: OpenMP in the direct engine, the im2col engine's
+shares, and BLAS.
 
 The count defaults to the cores this process may run on (``os.sched_getaffinity``),
-or to ``FASTCONV_NUM_THREADS`` when that is set. One pool does the work: the direct
-engine's OpenMP regions call no BLAS, and the im2col engine makes every product inside
-its Numba kernels (whose "omp" threading layer is the same GNU OpenMP runtime), one
-single-threaded gemm per thread with every BLAS held at one thread for the duration
+or to ``FASTCONV_NUM_THREADS`` when that is set. The direct engine's OpenMP regions call
+no BLAS; the im2col engine's Numba kernels run as one share per thread on the workers
+of ``run_shares`` (threads that sleep on a queue between calls, never spin), each
+making single-threaded gemm calls with every BLAS held at one thread for the duration
 (``_blas.single_threaded``). So no BLAS pool is started or left spinning by a pass, and
 at most ``n`` threads are busy at any time. BLAS gets ``n`` too, for the caller's own
 NumPy products between our calls.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from ._blas import set_blas_threads
 
@@ -131,3 +133,40 @@ def num_threads(n: int):
         yield
     finally:
         set_num_threads(old)
+
+
+# The workers that run a kernel's shares 1 .. T-1 (share 0 runs on the caller's thread):
+# made on first use, grown when a call needs more, made again in a forked child, where
+# the parent's workers do not exist.
+_share_lock = threading.Lock()
+_share_pool: ThreadPoolExecutor | None = None
+_share_workers = 0
+_share_pid = 0
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    global _share_pool, _share_workers, _share_pid
+    with _share_lock:
+        if _share_pool is None or _share_workers < n or _share_pid != os.getpid():
+            old = _share_pool if _share_pid == os.getpid() else None
+            _share_pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastconv")
+            _share_workers, _share_pid = n, os.getpid()
+            if old is not None:
+                old.shutdown(wait=False)
+        return _share_pool
+
+
+def run_shares(fn, T: int, args: tuple) -> None:
+    """``fn(t, *args)`` for t = 0 .. T-1, share 0 on this thread and the others on the
+    workers, returning when all have finished (re-raising the first error). ``fn``
+    releases the GIL (a ``nogil`` Numba function), so the shares run in parallel."""
+    if T == 1:
+        fn(0, *args)
+        return
+    pool = _workers(T - 1)
+    futures = [pool.submit(fn, t, *args) for t in range(1, T)]
+    try:
+        fn(0, *args)
+    finally:
+        for f in futures:
+            f.result()

@@ -197,6 +197,6 @@ def test_show_config(capsys):
     fastconv.show_config()
     out = capsys.readouterr().out
     assert fastconv.__version__ in out
-    for key in ("direct engine", "OpenMP", "im2col engine", "Numba", "threading layer", "BLAS",
+    for key in ("direct engine", "OpenMP", "im2col engine", "Numba", "fastconv's threads", "BLAS",
                 "threads"):
         assert key in out, key

@@ -2,14 +2,15 @@
 
 The kernels' threads read subnormal inputs as zero and flush subnormal results, as the
 direct engine's do, instead of scanning the inputs first; and every thread leaves
-with the floating-point mode it came in with: the caller's, and Numba's pool workers,
-which the user's own Numba code shares.
+with the floating-point mode it came in with: the caller's, fastconv's share workers,
+and Numba's pool workers, which the user's own Numba code uses.
 """
 import numpy as np
 import pytest
 from numba import njit, prange
 
 import fastconv
+from fastconv import _threads
 from fastconv.engines import _fpmode
 
 pytestmark = pytest.mark.skipif(not _fpmode.FLUSHES, reason="FTZ/DAZ is x86-64 only")
@@ -25,6 +26,13 @@ def _subnormal_products(n):
         a = np.float32(1e-20) + np.float32(i) * np.float32(0)
         out[i] = a * a
     return out
+
+
+@njit(nogil=True)
+def _subnormal_share(t, out):
+    """Share t of a kernel: a subnormal product into out[t]."""
+    a = np.float32(1e-20) + np.float32(t) * np.float32(0)
+    out[t] = a * a
 
 
 def _arrays(layout, scale):
@@ -69,8 +77,8 @@ def test_subnormal_results_flushed(threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_threads_leave_with_their_mode(threads):
-    """After the engine ran on them, the caller's thread and Numba's pool threads
-    compute subnormals again."""
+    """After the engine ran on them, the caller's thread, fastconv's share workers and
+    Numba's pool threads compute subnormals again."""
     x, w = _arrays("NCHW", 1)
     with fastconv.num_threads(threads):
         for _ in range(3):
@@ -78,6 +86,9 @@ def test_threads_leave_with_their_mode(threads):
             fastconv.conv2d_backward(np.ones((4, 16, 24, 24), np.float32), x, w, pad=1,
                                      backend="im2col")
         assert np.all(_subnormal_products(8 * threads) > 0)
+        out = np.zeros(threads, np.float32)
+        _threads.run_shares(_subnormal_share, threads, (out,))
+        assert np.all(out > 0)
     a = np.float32(1e-20)
     assert a * a > 0
 

@@ -33,14 +33,14 @@ def gemm_kernel_calls(monkeypatch):
     """Every run of a Numba kernel that takes a gemm: the BLAS thread counts it saw."""
     calls = []
     controller = ThreadpoolController()
-    run = _twin.Twin.run
+    run = _twin.Shares.run
 
-    def watched(self, parallel, *args):
+    def watched(self, T, *args):
         if any(a is SGEMM or a is DGEMM for a in args):
             blas = controller.select(user_api="blas").lib_controllers
             calls.append([lib.get_num_threads() for lib in blas])
-        return run(self, parallel, *args)
-    monkeypatch.setattr(_twin.Twin, "run", watched)
+        return run(self, T, *args)
+    monkeypatch.setattr(_twin.Shares, "run", watched)
     return calls
 
 

@@ -1,7 +1,7 @@
 """BLAS's gemm, callable from inside Numba kernels: SciPy's ``cython_blas`` sgemm/dgemm.
 
 The im2col engine unrolls a cache-sized piece of the input on each thread and
-multiplies it there, so the product has to be callable from inside a ``prange`` loop,
+multiplies it there, so the product has to be callable from inside a Numba kernel,
 on flat buffers with offsets and leading dimensions (which ``np.dot`` in Numba does not
 take). SciPy exports the Fortran BLAS entry points; Numba calls them through a ctypes
 function object passed in as an argument (a first-class function), which keeps the

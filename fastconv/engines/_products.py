@@ -25,7 +25,6 @@ import functools
 from typing import NamedTuple
 
 import numpy as np
-from numba import prange
 
 from .._blas import single_threaded
 from .._geometry import ConvGeometry
@@ -42,29 +41,28 @@ MIN_SIDE = 16
 
 
 @kernel
-def _run_tasks(gemm_fn, transa, transb, a, lda, b, ldb, c, ldc, tasks, starts, bias,
+def _run_tasks(t, T, gemm_fn, transa, transb, a, lda, b, ldb, c, ldc, tasks, starts, bias,
                bias_mode):
     """Thread t makes the gemm calls tasks[starts[t]:starts[t + 1]], in order, each
     followed by its bias while the block is in cache."""
-    for t in prange(starts.size - 1):
-        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
-        for i in range(starts[t], starts[t + 1]):
-            m, n, c0 = tasks[i, M], tasks[i, N], tasks[i, C_OFF]
-            gemm(gemm_fn, transa, transb, m, n, tasks[i, K], a, tasks[i, A_OFF], lda,
-                 b, tasks[i, B_OFF], ldb, 1.0 * tasks[i, BETA], c, c0, ldc)
-            b0 = tasks[i, BIAS_OFF]
-            if b0 < 0:
-                continue
-            for j in range(n):
-                o = c0 + j * ldc
-                if bias_mode == BIAS_PER_COLUMN:
-                    v = bias[b0 + j]
-                    for r in range(m):
-                        c[o + r] += v
-                else:
-                    for r in range(m):
-                        c[o + r] += bias[b0 + r]
-        ftz_leave(csr)
+    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    for i in range(starts[t], starts[t + 1]):
+        m, n, c0 = tasks[i, M], tasks[i, N], tasks[i, C_OFF]
+        gemm(gemm_fn, transa, transb, m, n, tasks[i, K], a, tasks[i, A_OFF], lda,
+             b, tasks[i, B_OFF], ldb, 1.0 * tasks[i, BETA], c, c0, ldc)
+        b0 = tasks[i, BIAS_OFF]
+        if b0 < 0:
+            continue
+        for j in range(n):
+            o = c0 + j * ldc
+            if bias_mode == BIAS_PER_COLUMN:
+                v = bias[b0 + j]
+                for r in range(m):
+                    c[o + r] += v
+            else:
+                for r in range(m):
+                    c[o + r] += bias[b0 + r]
+    ftz_leave(csr)
 
 
 class Plan(NamedTuple):
@@ -206,6 +204,6 @@ def run(p: Plan, arrays: dict, c: np.ndarray, bias=None) -> None:
     bias = bias if bias is not None else np.empty(0, c.dtype)
     T = p.starts.size - 1
     with single_threaded():
-        _run_tasks.run(T > 1, gemm_for(c.dtype), p.transa, p.transb, a.reshape(-1), p.lda,
+        _run_tasks.run(T, T, gemm_for(c.dtype), p.transa, p.transb, a.reshape(-1), p.lda,
                        b.reshape(-1), p.ldb, c.reshape(-1), p.ldc, p.tasks, p.starts, bias,
                        p.bias_mode)

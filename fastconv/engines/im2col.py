@@ -39,7 +39,7 @@ the input already is the column matrix, and each pass is one product per image a
 group, cut into single-threaded gemm calls on our threads (``_products``).
 
 Threads: BLAS is set single-threaded for the duration of every kernel that calls it
-from Numba threads (``_blas.single_threaded``), so no BLAS pool runs inside ``prange``.
+from our threads (``_blas.single_threaded``), so no BLAS pool runs inside a kernel.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ import threading
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .._blas import single_threaded
 from .._geometry import ConvGeometry
@@ -120,7 +120,8 @@ def kernel_mode() -> str:
     """How the im2col/col2im kernels run in this process, for show_config()."""
     if kernel_threads() == 1:
         return "one thread"
-    return "per-thread pieces, each multiplied by a single-threaded BLAS gemm"
+    return ("per-thread pieces on fastconv's threads, each multiplied by a "
+            "single-threaded BLAS gemm")
 
 
 def _taps(g: ConvGeometry):
@@ -221,22 +222,25 @@ def _bands(g: ConvGeometry, row_bytes: int, budget: int, T: int):
 
 
 def _start(g: ConvGeometry) -> int:
-    """The thread count for this call; sets Numba's (per calling thread) to match."""
-    T = threads_for(g.flops)
-    if T > 1:
-        numba.set_num_threads(min(T, numba.config.NUMBA_NUM_THREADS))
-    return min(T, numba.config.NUMBA_NUM_THREADS)
+    """The thread count for this call: each kernel runs T shares (see ``_twin``)."""
+    return threads_for(g.flops)
 
 
 # ---------------------------------------------------------------------------------
-# Kernels. Each prange step owns a disjoint block of its output, so nothing is
+# Kernels. Each thread's share (t of T, see ``_twin``) is a disjoint block of its output, so nothing is
 # shared between threads and the sums are added in the same order on every run.
+#
+# First call. Numba compiles each kernel the first time a process meets it with an
+# empty cache, so the kernels avoid what is slow to compile: no slice assignment from
+# an array (``a[i:j] = b[k:l]``, ``a[i:j] += b``): for those Numba 0.68 builds a
+# shape-mismatch message by string formatting, 3-6 s of the first forward on the Xeon
+# (2026-12-02); element loops instead.
 
 
 _u = numba.uint64  # an index that cannot be negative (see _unroll_nchw)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _valid_range(start, step, size, count):
     """[lo, hi): the t < count with 0 <= start + t*step < size; the rest falls in the padding.
 
@@ -249,7 +253,7 @@ def _valid_range(start, step, size, count):
     return lo, hi
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _shifted_run(xf, plane, plane_size, src, cols, dst, count, Q, q_lo, q_hi):
     """cols[dst:dst+count] = the plane's elements src:src+count, then zero the columns
     q < q_lo and q >= q_hi of each row of Q: the padding, where the run read into a
@@ -266,7 +270,7 @@ def _shifted_run(xf, plane, plane_size, src, cols, dst, count, Q, q_lo, q_hi):
             cols[t + q] = 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _unroll_nchw(x, n0, nb, p0, pb, row0, row1, cols, row_stride, img_stride,
                  R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """Rows row0:row1 of the columns of x[n0:n0+nb], output rows p0:p0+pb -> flat cols.
@@ -346,7 +350,7 @@ def _band_row(h, r, p0, pb, sh, dh, pt):
     return t // sh - p0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """col2im: flat dcols (C*R*S, pb*Q) of image n, output rows p0:p0+pb -> added into
     gx[n] (C, H, W).
@@ -372,7 +376,7 @@ def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
                         gxf[xo + q * _u(sw)] += dcols[base + q]
 
 
-# The three NCHW passes. One prange step per thread, each owning a fixed share of the
+# The three NCHW passes. One share per thread, each owning a fixed share of the
 # work (so results do not depend on scheduling) and a slice ``per`` of the workspace
 # that holds its columns: a piece of the column matrix small enough to stay in L2
 # (CHUNK_BYTES) while BLAS, single-threaded in this thread, multiplies it. Measured on
@@ -382,7 +386,7 @@ def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
 
 
 @_kernel
-def _forward_nchw(x, w, bias, y, gemm_fn, T, nb, pb, nbands, G, ws, per, parts,
+def _forward_nchw(t, x, w, bias, y, gemm_fn, T, nb, pb, nbands, G, ws, per, parts,
                   R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """y[images, :, band] = W . cols(images, band) + bias, for the units t*U//T ..
     (t+1)*U//T of thread t. A unit is one image's band of pb output rows, or, for small
@@ -393,60 +397,66 @@ def _forward_nchw(x, w, bias, y, gemm_fn, T, nb, pb, nbands, G, ws, per, parts,
     Kg, crsg, PQ = K // G, C // G * R * S, P * Q
     U = (N + nb - 1) // nb * nbands
     wf, yf = w.reshape(-1), y.reshape(-1)
-    for t in prange(T):
-        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
-        cols = ws[t * per:(t + 1) * per]
-        out = ws[t * per + C * R * S * nb * pb * Q:(t + 1) * per]  # (K, nb*P*Q) if nb > 1
-        for u in range(t * U // T, (t + 1) * U // T):
-            n, p0 = u // nbands * nb, u % nbands * pb
-            nu, pe = min(nb, N - n), min(pb, P - p0)
-            L = pe * Q
-            M = nu * L
-            if parts & UNROLL:
-                _unroll_nchw(x, n, nu, p0, pe, 0, C * R * S, cols, M, L,
-                             R, S, P, Q, sh, sw, dh, dw, pt, pl)
-            for g in range(G if parts & PRODUCT else 0):
-                # y_g (Kg, M) = W_g (Kg, crsg) . cols_g (crsg, M); to BLAS, column-major:
-                # y_gᵀ (M x Kg, ld PQ or M) = cols_gᵀ (M x crsg, ld M) . W_gᵀ (crsg x Kg)
-                if nb == 1:
-                    dst, d0, ld = yf, (n * K + g * Kg) * PQ + p0 * Q, PQ
-                else:
-                    dst, d0, ld = out, g * Kg * M, M
-                gemm(gemm_fn, NOTRANS, NOTRANS, M, Kg, crsg, cols, g * crsg * M, M,
-                     wf, g * Kg * crsg, crsg, 0.0, dst, d0, ld)
-            if nb > 1:  # (K, nu*PQ) -> y[n:n+nu] (nu, K, PQ), adding the bias
-                for j in range(nu):
-                    for k in range(K):
-                        o, i0 = ((n + j) * K + k) * PQ, k * M + j * PQ
-                        yf[o:o + PQ] = out[i0:i0 + PQ]
-                        if bias.size:
-                            yf[o:o + PQ] += bias[k]
+    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    cols = ws[t * per:(t + 1) * per]
+    out = ws[t * per + C * R * S * nb * pb * Q:(t + 1) * per]  # (K, nb*P*Q) if nb > 1
+    for u in range(t * U // T, (t + 1) * U // T):
+        n, p0 = u // nbands * nb, u % nbands * pb
+        nu, pe = min(nb, N - n), min(pb, P - p0)
+        L = pe * Q
+        M = nu * L
+        if parts & UNROLL:
+            _unroll_nchw(x, n, nu, p0, pe, 0, C * R * S, cols, M, L,
+                         R, S, P, Q, sh, sw, dh, dw, pt, pl)
+        for g in range(G if parts & PRODUCT else 0):
+            # y_g (Kg, M) = W_g (Kg, crsg) . cols_g (crsg, M); to BLAS, column-major:
+            # y_gᵀ (M x Kg, ld PQ or M) = cols_gᵀ (M x crsg, ld M) . W_gᵀ (crsg x Kg)
+            if nb == 1:
+                dst, d0, ld = yf, (n * K + g * Kg) * PQ + p0 * Q, PQ
             else:
-                for k in range(K if bias.size else 0):  # while the band is in cache
-                    b = bias[k]
-                    o = (n * K + k) * PQ + p0 * Q
-                    for i in range(L):
-                        yf[o + i] += b
-        ftz_leave(csr)
+                dst, d0, ld = out, g * Kg * M, M
+            gemm(gemm_fn, NOTRANS, NOTRANS, M, Kg, crsg, cols, g * crsg * M, M,
+                 wf, g * Kg * crsg, crsg, 0.0, dst, d0, ld)
+        if nb > 1:  # (K, nu*PQ) -> y[n:n+nu] (nu, K, PQ), adding the bias
+            for j in range(nu):
+                for k in range(K):
+                    o, i0 = ((n + j) * K + k) * PQ, k * M + j * PQ
+                    # element loops, not slice copies (see First call above)
+                    if bias.size:
+                        b = bias[k]
+                        for i in range(PQ):
+                            yf[o + i] = out[i0 + i] + b
+                    else:
+                        for i in range(PQ):
+                            yf[o + i] = out[i0 + i]
+        else:
+            for k in range(K if bias.size else 0):  # while the band is in cache
+                b = bias[k]
+                o = (n * K + k) * PQ + p0 * Q
+                for i in range(L):
+                    yf[o + i] += b
+    ftz_leave(csr)
 
 
 @_kernel
-def _flip_swap(w, out):
-    """out[g, c, k, t] = w[g, k, c, RS-1-t]: filters flipped, filter and channel axes
+def _flip_swap(t, w, out, T):
+    """out[g, c, k, j] = w[g, k, c, RS-1-j]: filters flipped, filter and channel axes
     swapped. In blocks of 16 channels, so that each read is a 16*R*S run of w (numpy's
-    strided copy took 5 ms of resnet_c5_3x3's grad_input)."""
+    strided copy took 5 ms of resnet_c5_3x3's grad_input); thread t takes blocks
+    t*B//T .. (t+1)*B//T."""
     G, Kg, Cg, RS = w.shape
     nblk = (Cg + 15) // 16
-    for i in prange(G * nblk):
+    B = G * nblk
+    for i in range(t * B // T, (t + 1) * B // T):
         g, c0 = i // nblk, i % nblk * 16
         for k in range(Kg):
             for c in range(c0, min(c0 + 16, Cg)):
-                for t in range(RS):
-                    out[g, c, k, t] = w[g, k, c, RS - 1 - t]
+                for j in range(RS):
+                    out[g, c, k, j] = w[g, k, c, RS - 1 - j]
 
 
 @_kernel
-def _grad_input_nchw(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
+def _grad_input_nchw(t, gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
                      R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """gx = col2im(Wᵀ . dY), thread t owning images t*N//T .. (t+1)*N//T whole (the
     windows of neighbouring bands overlap in gx, so a band cannot be a thread's own).
@@ -455,27 +465,26 @@ def _grad_input_nchw(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
     N, K, C = gy.shape[0], gy.shape[1], gx.shape[1]
     Kg, crsg, PQ = K // G, C // G * R * S, P * Q
     wf, gyf = w.reshape(-1), gy.reshape(-1)
-    for t in prange(T):
-        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
-        dcols = ws[t * per:(t + 1) * per]
-        for n in range(t * N // T, (t + 1) * N // T):
-            gx[n] = 0
-            for p0 in range(0, P, pb):
-                pe = min(pb, P - p0)
-                L = pe * Q
-                for g in range(G if parts & PRODUCT else 0):
-                    # dcols_g (crsg, L) = W_gᵀ (crsg, Kg) . dY_g (Kg, L); to BLAS:
-                    # dcols_gᵀ (L x crsg, ld L) = dY_gᵀ (L x Kg, ld PQ) . W_g (Kg x crsg)
-                    gemm(gemm_fn, NOTRANS, TRANS, L, crsg, Kg,
-                         gyf, (n * K + g * Kg) * PQ + p0 * Q, PQ, wf, g * Kg * crsg, crsg,
-                         0.0, dcols, g * crsg * L, L)
-                if parts & UNROLL:
-                    _fold_nchw(dcols, n, p0, pe, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
-        ftz_leave(csr)
+    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    dcols = ws[t * per:(t + 1) * per]
+    for n in range(t * N // T, (t + 1) * N // T):
+        gx[n] = 0
+        for p0 in range(0, P, pb):
+            pe = min(pb, P - p0)
+            L = pe * Q
+            for g in range(G if parts & PRODUCT else 0):
+                # dcols_g (crsg, L) = W_gᵀ (crsg, Kg) . dY_g (Kg, L); to BLAS:
+                # dcols_gᵀ (L x crsg, ld L) = dY_gᵀ (L x Kg, ld PQ) . W_g (Kg x crsg)
+                gemm(gemm_fn, NOTRANS, TRANS, L, crsg, Kg,
+                     gyf, (n * K + g * Kg) * PQ + p0 * Q, PQ, wf, g * Kg * crsg, crsg,
+                     0.0, dcols, g * crsg * L, L)
+            if parts & UNROLL:
+                _fold_nchw(dcols, n, p0, pe, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+    ftz_leave(csr)
 
 
 @_kernel
-def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, parts,
+def _grad_weight_nchw(t, gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, parts,
                       R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """dW = sum over chunks of dY . colsᵀ, in one of two splits over threads.
 
@@ -495,45 +504,44 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, par
     nbands = (P + pb - 1) // pb
     nchunks = (N + nb - 1) // nb * nbands
     gyf = gy.reshape(-1)
-    for t in prange(T):
-        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
-        buf = ws[t * per:(t + 1) * per]
-        if split_rows:
-            r0, r1, c0, c1 = t * crs // T, (t + 1) * crs // T, 0, nchunks
-            out = gw.reshape(-1)
-        else:
-            r0, r1, c0, c1 = 0, crs, t * nchunks // T, (t + 1) * nchunks // T
-            out = buf[per - gw.size:]
-            if c0 == c1:
-                out[:] = 0
-        mmax = nb * pb * Q
-        for ci in range(c0, c1):
-            n0, p0 = ci // nbands * nb, ci % nbands * pb
-            n1, pe = min(N, n0 + nb), min(pb, P - p0)
-            L = pe * Q
-            M = (n1 - n0) * L
-            if parts & UNROLL:
-                _unroll_nchw(x, n0, n1 - n0, p0, pe, r0, r1, buf, M, L,
-                             R, S, P, Q, sh, sw, dh, dw, pt, pl)
-            if n1 - n0 == 1:  # dY of one image's band: read in place
-                dy, d0, ld = gyf, n0 * K * PQ + p0 * Q, PQ
-            else:  # several images side by side: (K, M)
-                dy, d0, ld = buf[(r1 - r0) * mmax:], 0, M
-                for j in range(n1 - n0 if parts & UNROLL else 0):
-                    for k in range(K):
-                        src, dst = _u(((n0 + j) * K + k) * PQ), _u(k * M + j * L)
-                        for i in range(_u(L)):
-                            dy[dst + i] = gyf[src + i]
-            beta = 0.0 if ci == c0 else 1.0
-            for g in range(G if parts & PRODUCT else 0):
-                lo, hi = max(r0, g * crsg), min(r1, (g + 1) * crsg)
-                if lo >= hi:
-                    continue
-                # dW_gᵀ rows lo:hi (ld crsg) = cols rows lo:hi (M x (hi-lo) to BLAS,
-                # ld M, transposed) . dY_gᵀ (M x Kg, ld)
-                gemm(gemm_fn, TRANS, NOTRANS, hi - lo, Kg, M, buf, (lo - r0) * M, M,
-                     dy, d0 + g * Kg * ld, ld, beta, out, g * Kg * crsg + lo - g * crsg, crsg)
-        ftz_leave(csr)
+    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    buf = ws[t * per:(t + 1) * per]
+    if split_rows:
+        r0, r1, c0, c1 = t * crs // T, (t + 1) * crs // T, 0, nchunks
+        out = gw.reshape(-1)
+    else:
+        r0, r1, c0, c1 = 0, crs, t * nchunks // T, (t + 1) * nchunks // T
+        out = buf[per - gw.size:]
+        if c0 == c1:
+            out[:] = 0
+    mmax = nb * pb * Q
+    for ci in range(c0, c1):
+        n0, p0 = ci // nbands * nb, ci % nbands * pb
+        n1, pe = min(N, n0 + nb), min(pb, P - p0)
+        L = pe * Q
+        M = (n1 - n0) * L
+        if parts & UNROLL:
+            _unroll_nchw(x, n0, n1 - n0, p0, pe, r0, r1, buf, M, L,
+                         R, S, P, Q, sh, sw, dh, dw, pt, pl)
+        if n1 - n0 == 1:  # dY of one image's band: read in place
+            dy, d0, ld = gyf, n0 * K * PQ + p0 * Q, PQ
+        else:  # several images side by side: (K, M)
+            dy, d0, ld = buf[(r1 - r0) * mmax:], 0, M
+            for j in range(n1 - n0 if parts & UNROLL else 0):
+                for k in range(K):
+                    src, dst = _u(((n0 + j) * K + k) * PQ), _u(k * M + j * L)
+                    for i in range(_u(L)):
+                        dy[dst + i] = gyf[src + i]
+        beta = 0.0 if ci == c0 else 1.0
+        for g in range(G if parts & PRODUCT else 0):
+            lo, hi = max(r0, g * crsg), min(r1, (g + 1) * crsg)
+            if lo >= hi:
+                continue
+            # dW_gᵀ rows lo:hi (ld crsg) = cols rows lo:hi (M x (hi-lo) to BLAS,
+            # ld M, transposed) . dY_gᵀ (M x Kg, ld)
+            gemm(gemm_fn, TRANS, NOTRANS, hi - lo, Kg, M, buf, (lo - r0) * M, M,
+                 dy, d0 + g * Kg * ld, ld, beta, out, g * Kg * crsg + lo - g * crsg, crsg)
+    ftz_leave(csr)
 
 
 # NHWC: the same pieces, with one column-matrix row per output position, its entries
@@ -543,7 +551,7 @@ def _grad_weight_nchw(gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, par
 # (image, p), across images: small images need no folding.
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """Output rows i0:i1 (i = n*P + p), column entries f0:f1 of f = (g*R*S + r*S + s)*Cg
     + cg -> cols[((i - i0)*Q + q)*(f1 - f0) + f - f0]."""
@@ -573,7 +581,7 @@ def _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
                                 cols[_u(o) + e] = 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, inline="always")
 def _fold_nhwc(dcols, n, p0, pb, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """col2im: dcols (pb*Q, G*R*S*Cg) of image n, output rows p0:p0+pb -> added into
     gx[n] (H, W, C), taps in increasing output-row order (last r first)."""
@@ -599,7 +607,7 @@ def _fold_nhwc(dcols, n, p0, pb, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
 
 
 @_kernel
-def _forward_nhwc(x, w, bias, y, gemm_fn, T, rb, G, ws, per, parts,
+def _forward_nhwc(t, x, w, bias, y, gemm_fn, T, rb, G, ws, per, parts,
                   R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """y = W . cols + bias in pieces of rb output rows (across images): thread t takes
     pieces t*U//T .. (t+1)*U//T."""
@@ -609,66 +617,67 @@ def _forward_nhwc(x, w, bias, y, gemm_fn, T, rb, G, ws, per, parts,
     NP = N * P
     U = (NP + rb - 1) // rb
     wf, yf = w.reshape(-1), y.reshape(-1)
-    for t in prange(T):
-        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
-        cols = ws[t * per:(t + 1) * per]
-        for u in range(t * U // T, (t + 1) * U // T):
-            i0, i1 = u * rb, min(NP, (u + 1) * rb)
-            M = (i1 - i0) * Q
-            if parts & UNROLL:
-                _unroll_nhwc(x, i0, i1, 0, F, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
-            for g in range(G if parts & PRODUCT else 0):
-                # y rows (M, K), columns g*Kg: to BLAS (Kg x M, ld K) =
-                # W_gᵀ (Kg x Fg: HWIO at column g*Kg, ld K) . cols_gᵀ (Fg x M, ld F)
-                gemm(gemm_fn, NOTRANS, NOTRANS, Kg, M, Fg, wf, g * Kg, K,
-                     cols, g * Fg, F, 0.0, yf, i0 * Q * K + g * Kg, K)
-            if bias.size:
-                for m in range(M):
-                    o = (i0 * Q + m) * K
-                    yf[o:o + K] += bias
-        ftz_leave(csr)
+    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    cols = ws[t * per:(t + 1) * per]
+    for u in range(t * U // T, (t + 1) * U // T):
+        i0, i1 = u * rb, min(NP, (u + 1) * rb)
+        M = (i1 - i0) * Q
+        if parts & UNROLL:
+            _unroll_nhwc(x, i0, i1, 0, F, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+        for g in range(G if parts & PRODUCT else 0):
+            # y rows (M, K), columns g*Kg: to BLAS (Kg x M, ld K) =
+            # W_gᵀ (Kg x Fg: HWIO at column g*Kg, ld K) . cols_gᵀ (Fg x M, ld F)
+            gemm(gemm_fn, NOTRANS, NOTRANS, Kg, M, Fg, wf, g * Kg, K,
+                 cols, g * Fg, F, 0.0, yf, i0 * Q * K + g * Kg, K)
+        if bias.size:
+            for m in range(M):
+                o = (i0 * Q + m) * K
+                for k in range(K):
+                    yf[o + k] += bias[k]
+    ftz_leave(csr)
 
 
 @_kernel
-def _flip_swap_hwio(w, out):
-    """out[RS-1-t, k, g, c] = w[t, c, g, k]: HWIO filters flipped, with their filter
-    and channel axes swapped ((R*S, Cg, G, Kg) -> (R*S, Kg, G, Cg))."""
+def _flip_swap_hwio(t, w, out, T):
+    """out[RS-1-j, k, g, c] = w[j, c, g, k]: HWIO filters flipped, with their filter
+    and channel axes swapped ((R*S, Cg, G, Kg) -> (R*S, Kg, G, Cg)); thread t takes the
+    rows i = j*Kg + k from t*B//T to (t+1)*B//T."""
     RS, Cg, G, Kg = w.shape
-    for i in prange(RS * Kg):
-        t, k = i // Kg, i % Kg
+    B = RS * Kg
+    for i in range(t * B // T, (t + 1) * B // T):
+        j, k = i // Kg, i % Kg
         for g in range(G):
             for c in range(Cg):
-                out[RS - 1 - t, k, g, c] = w[t, c, g, k]
+                out[RS - 1 - j, k, g, c] = w[j, c, g, k]
 
 
 @_kernel
-def _grad_input_nhwc(gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
+def _grad_input_nhwc(t, gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
                      R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """Strided grad_input: col2im of Wᵀ . dY, whole images per thread (t*N//T ..)."""
     N, K, C = gy.shape[0], gy.shape[3], gx.shape[3]
     Kg, F = K // G, R * S * C
     Fg = F // G
     wf, gyf = w.reshape(-1), gy.reshape(-1)
-    for t in prange(T):
-        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
-        dcols = ws[t * per:(t + 1) * per]
-        for n in range(t * N // T, (t + 1) * N // T):
-            gx[n] = 0
-            for p0 in range(0, P, pb):
-                pe = min(pb, P - p0)
-                M = pe * Q
-                for g in range(G if parts & PRODUCT else 0):
-                    # dcols_g (M, Fg), ld F: to BLAS (Fg x M) = W_g (Fg x Kg: HWIO
-                    # transposed, ld K) . dY_gᵀ (Kg x M, ld K)
-                    gemm(gemm_fn, TRANS, NOTRANS, Fg, M, Kg, wf, g * Kg, K,
-                         gyf, (n * P + p0) * Q * K + g * Kg, K, 0.0, dcols, g * Fg, F)
-                if parts & UNROLL:
-                    _fold_nhwc(dcols, n, p0, pe, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
-        ftz_leave(csr)
+    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    dcols = ws[t * per:(t + 1) * per]
+    for n in range(t * N // T, (t + 1) * N // T):
+        gx[n] = 0
+        for p0 in range(0, P, pb):
+            pe = min(pb, P - p0)
+            M = pe * Q
+            for g in range(G if parts & PRODUCT else 0):
+                # dcols_g (M, Fg), ld F: to BLAS (Fg x M) = W_g (Fg x Kg: HWIO
+                # transposed, ld K) . dY_gᵀ (Kg x M, ld K)
+                gemm(gemm_fn, TRANS, NOTRANS, Fg, M, Kg, wf, g * Kg, K,
+                     gyf, (n * P + p0) * Q * K + g * Kg, K, 0.0, dcols, g * Fg, F)
+            if parts & UNROLL:
+                _fold_nhwc(dcols, n, p0, pe, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+    ftz_leave(csr)
 
 
 @_kernel
-def _grad_weight_nhwc(gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
+def _grad_weight_nhwc(t, gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
                       R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """dW (HWIO) = colsᵀ . dY, summed over pieces of rb output rows in order. Thread t
     owns the column entries f = t*F//T .. (t+1)*F//T, i.e. those rows of dW, unrolls
@@ -679,25 +688,24 @@ def _grad_weight_nhwc(gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
     NP = N * P
     U = (NP + rb - 1) // rb
     gwf, gyf = gw.reshape(-1), gy.reshape(-1)
-    for t in prange(T):
-        csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
-        f0, f1 = t * F // T, (t + 1) * F // T
-        cols = ws[t * per:(t + 1) * per]
-        for u in range(U):
-            i0, i1 = u * rb, min(NP, (u + 1) * rb)
-            M = (i1 - i0) * Q
-            if parts & UNROLL:
-                _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
-            for g in range(G if parts & PRODUCT else 0):
-                lo, hi = max(f0, g * Fg), min(f1, (g + 1) * Fg)
-                if lo >= hi:
-                    continue
-                # dW rows lo:hi (HWIO, row (r, s, cg), ld K), columns g*Kg: to BLAS
-                # (Kg x (hi-lo)) = dY_gᵀ (Kg x M, ld K) . cols (M x (hi-lo), ld f1-f0)
-                gemm(gemm_fn, NOTRANS, TRANS, Kg, hi - lo, M, gyf, i0 * Q * K + g * Kg, K,
-                     cols, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
-                     gwf, (lo - g * Fg) * K + g * Kg, K)
-        ftz_leave(csr)
+    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    f0, f1 = t * F // T, (t + 1) * F // T
+    cols = ws[t * per:(t + 1) * per]
+    for u in range(U):
+        i0, i1 = u * rb, min(NP, (u + 1) * rb)
+        M = (i1 - i0) * Q
+        if parts & UNROLL:
+            _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+        for g in range(G if parts & PRODUCT else 0):
+            lo, hi = max(f0, g * Fg), min(f1, (g + 1) * Fg)
+            if lo >= hi:
+                continue
+            # dW rows lo:hi (HWIO, row (r, s, cg), ld K), columns g*Kg: to BLAS
+            # (Kg x (hi-lo)) = dY_gᵀ (Kg x M, ld K) . cols (M x (hi-lo), ld f1-f0)
+            gemm(gemm_fn, NOTRANS, TRANS, Kg, hi - lo, M, gyf, i0 * Q * K + g * Kg, K,
+                 cols, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
+                 gwf, (lo - g * Fg) * K + g * Kg, K)
+    ftz_leave(csr)
 
 
 # ---------------------------------------------------------------------------------
@@ -765,12 +773,12 @@ def _forward_pieces(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> 
     if flip_swap:
         wt = ws[T * per:].reshape(g.K, g.Cg, g.R, g.S)
         if _parts & UNROLL:
-            _flip_swap.run(T > 1, w.reshape(g.groups, g.Cg, g.Kg, -1),
-                           wt.reshape(g.groups, g.Kg, g.Cg, -1))
+            _flip_swap.run(T, w.reshape(g.groups, g.Cg, g.Kg, -1),
+                           wt.reshape(g.groups, g.Kg, g.Cg, -1), T)
         w = wt
     b = bias if bias is not None else np.empty(0, x.dtype)
     with single_threaded():
-        _forward_nchw.run(T > 1, x, w, b, y, gemm_for(x.dtype), T, nb, pb, nbands,
+        _forward_nchw.run(T, x, w, b, y, gemm_for(x.dtype), T, nb, pb, nbands,
                           g.groups, ws, per, _parts, *_taps(g))
 
 
@@ -789,12 +797,12 @@ def _forward_pieces_nhwc(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False
     if flip_swap:
         wt = ws[T * per:].reshape(g.R, g.S, g.Cg, g.K)
         if _parts & UNROLL:
-            _flip_swap_hwio.run(T > 1, w.reshape(-1, g.Kg, g.groups, g.Cg),
-                                wt.reshape(-1, g.Cg, g.groups, g.Kg))
+            _flip_swap_hwio.run(T, w.reshape(-1, g.Kg, g.groups, g.Cg),
+                                wt.reshape(-1, g.Cg, g.groups, g.Kg), T)
         w = wt
     b = bias if bias is not None else np.empty(0, x.dtype)
     with single_threaded():
-        _forward_nhwc.run(T > 1, x, w, b, y, gemm_for(x.dtype), T, rb, g.groups, ws, per,
+        _forward_nhwc.run(T, x, w, b, y, gemm_for(x.dtype), T, rb, g.groups, ws, per,
                           _parts, *_taps(g))
 
 
@@ -833,7 +841,7 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
         per = crs * pb * Q
         ws = _workspace(T * per, grad_y.dtype)
         with single_threaded():
-            _grad_input_nhwc.run(T > 1, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws,
+            _grad_input_nhwc.run(T, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws,
                                  per, _parts, *_taps(g))
         return gx
 
@@ -851,7 +859,7 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
     per = crs * pb * Q
     ws = _workspace(T * per, grad_y.dtype)
     with single_threaded():
-        _grad_input_nchw.run(T > 1, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws, per,
+        _grad_input_nchw.run(T, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws, per,
                              _parts, *_taps(g))
     return gx
 
@@ -872,7 +880,7 @@ def grad_weight(grad_y, x, g: ConvGeometry):
         per = fth * rb * Q
         ws = _workspace(T * per, x.dtype)
         with single_threaded():
-            _grad_weight_nhwc.run(T > 1, grad_y, x, gw, gemm_for(x.dtype), T, rb, G, ws,
+            _grad_weight_nhwc.run(T, grad_y, x, gw, gemm_for(x.dtype), T, rb, G, ws,
                                   per, _parts, *_taps(g))
         return gw
 
@@ -897,7 +905,7 @@ def grad_weight(grad_y, x, g: ConvGeometry):
     per += 0 if split_rows else gw.size
     ws = _workspace(T * per, x.dtype)
     with single_threaded():
-        _grad_weight_nchw.run(T > 1, grad_y, x, gw, gemm_for(x.dtype), T, nb, pb, G,
+        _grad_weight_nchw.run(T, grad_y, x, gw, gemm_for(x.dtype), T, nb, pb, G,
                               split_rows, ws, per, _parts, *_taps(g))
     if not split_rows:  # the partials, added in thread order
         parts = ws.reshape(T, per)[:, per - gw.size:]
