@@ -12,6 +12,14 @@ and so does ONNX Runtime (``_ort_peer``, forward only). Beside the geometric mea
 the speed against each peer, the time-weighted means (the peer's summed time over the
 engine's) say how the engines fare where the time is spent.
 
+The Winograd engine has a column of its own on the rows it computes (3x3 filters,
+stride 1, dilation 1; forward and grad_input: its grad_weight is the direct engine's),
+a dash elsewhere. Each row names its fastest engine, and a row where the engine ``auto``
+chose took more than 10% longer than that one is marked MISS; after the table, the
+misses are counted and, per pass, the fastest engines' summed time is put over the
+chosen engines' (the time-weighted ``auto`` against always picking the fastest, whose
+target is 0.97).
+
 ``fastconv bench --network NAME`` runs every convolution of a network
 (``fastconv.networks``) as a training step runs them: every forward in network order,
 then, from the last layer back, each layer's grad_input and grad_weight. The first
@@ -37,7 +45,9 @@ import numpy as np
 from . import __version__, conv2d, conv2d_backward, get_num_threads, num_threads, output_shape
 from ._api import auto_engine
 from ._dispatch import simd_variant
+from ._precision import get_float32_precision
 from ._validate import geometry
+from .engines import winograd
 from .networks import NETWORKS
 from .suite import LAYERS, QUICK
 
@@ -52,6 +62,22 @@ STEP = "training step"
 NETWORK_SEED = 0
 # Agreement between engines, relative to the largest magnitude in the result.
 AGREE_RTOL = {"float32": 2e-4, "float64": 1e-10}
+# Winograd's transforms mix a whole tile and round differently: tests/test_winograd.py
+# and the README bound its error at 1e-4 (float32) and 1e-12 (float64) of the largest
+# exact value; im2col, the result it is checked against, rounds within AGREE_RTOL. A
+# wrong tile is off by the order of the values themselves, far above either.
+WINOGRAD_AGREE_RTOL = {"float32": 1e-4 + AGREE_RTOL["float32"],
+                       "float64": 1e-12 + AGREE_RTOL["float64"]}
+# The passes the Winograd engine computes itself; its grad_weight calls the direct
+# engine's, and timing that twice would only add noise to the choice of the fastest.
+WINOGRAD_PASSES = ("forward", "grad_input")
+# The table's engine columns: ENGINES, with Winograd where it runs.
+COLUMNS = ("direct", "im2col", "winograd", "auto")
+# A row is a miss of auto's when the engine it chose took more than this many times the
+# fastest engine's time (issue 17); within it, the medians' noise could decide.
+MISS_FACTOR = 1.10
+# Per pass, the fastest engines' summed time over the chosen engines' should reach this.
+WEIGHTED_TARGET = 0.97
 
 
 def add_arguments(p) -> None:
@@ -249,9 +275,16 @@ def _close(peers: dict) -> None:
         peer.close()
 
 
-def _agree(a, b, dtype: str) -> bool:
+def _agree(a, b, dtype: str, rtol: dict = AGREE_RTOL) -> bool:
     scale = max(float(np.max(np.abs(b))), 1.0)
-    return float(np.max(np.abs(a - b))) <= AGREE_RTOL[dtype] * scale
+    return float(np.max(np.abs(a - b))) <= rtol[dtype] * scale
+
+
+def _agree_rtol(engine: str, auto_chose: str) -> dict:
+    """The tolerance for ``engine``'s result: Winograd's when Winograd computed it (its
+    own column, or ``auto`` having chosen it)."""
+    by = auto_chose if engine == "auto" else engine
+    return WINOGRAD_AGREE_RTOL if by == "winograd" else AGREE_RTOL
 
 
 def cpu_model() -> str:
@@ -325,6 +358,71 @@ def _from_nhwc(a, pass_name: str):
     return a.transpose(3, 2, 0, 1) if pass_name == "grad_weight" else a.transpose(0, 3, 1, 2)
 
 
+def _suite_geometry(layer, nhwc: bool):
+    """The geometry of a suite layer as our engines get it, in NCHW or NHWC (HWIO)."""
+    x_shape, w_shape = layer.x_shape, layer.w_shape
+    if nhwc:
+        x_shape = (layer.N, layer.H, layer.W, layer.C)
+        w_shape = (layer.R, layer.S, layer.C // layer.groups, layer.K)
+    return geometry(x_shape, w_shape, layer.stride, layer.pad, 1, layer.groups, int(nhwc))
+
+
+def timed_engines(g, pass_name: str) -> tuple:
+    """The engines a row times: ENGINES, and Winograd where it computes the pass itself."""
+    if pass_name in WINOGRAD_PASSES and winograd.takes(g):
+        return COLUMNS
+    return ENGINES
+
+
+def auto_candidates(dtype: str) -> tuple:
+    """The engines ``auto`` may run, among which a row's fastest is sought. Winograd only
+    for float32 under float32 precision "high": float64 and "highest" leave its rounding
+    out on purpose, so a faster Winograd there is no miss of auto's."""
+    if dtype == "float32" and get_float32_precision() == "high":
+        return ("direct", "im2col", "winograd")
+    return ("direct", "im2col")
+
+
+def _chosen_time(times: dict, auto_chose: str) -> float:
+    """The median of the engine auto chose, in its own column; the auto column where the
+    bench does not time that engine (one a tuning file names, say)."""
+    return times.get(auto_chose, times["auto"])
+
+
+def dispatch_verdict(times: dict, auto_chose: str, candidates) -> dict:
+    """A row's fastest engine among ``candidates``, auto's and its chosen engine's time
+    over the fastest's, and whether auto missed. The miss compares the chosen engine's own
+    column, not auto's: the call's dispatch overhead and the noise between two columns of
+    the same engine should not decide which engine was the right choice."""
+    fastest = min((e for e in candidates if e in times), key=times.get)
+    best = times[fastest]
+    chosen_ratio = _chosen_time(times, auto_chose) / best
+    return {"fastest": fastest, "auto_vs_fastest": times["auto"] / best,
+            "chosen_vs_fastest": chosen_ratio, "auto_missed": chosen_ratio > MISS_FACTOR}
+
+
+def _pass_dispatch(rows) -> dict:
+    """One pass's misses and time-weighted ratios: the fastest engines' summed time over
+    the chosen engines' ("weighted", what always picking the fastest would gain) and
+    over the auto column's ("weighted_auto", dispatch included)."""
+    fastest = sum(r["median_s"][r["fastest"]] for r in rows)
+    return {"rows": len(rows), "missed": sum(r["auto_missed"] for r in rows),
+            "weighted": fastest / sum(_chosen_time(r["median_s"], r["auto_chose"])
+                                      for r in rows),
+            "weighted_auto": fastest / sum(r["median_s"]["auto"] for r in rows)}
+
+
+def dispatch_summary(rows) -> dict:
+    """How well ``auto`` chose over ``rows`` (each with its ``dispatch_verdict``): the
+    rows it missed, and per pass the counts and time-weighted ratios of _pass_dispatch."""
+    per_pass = {p: _pass_dispatch([r for r in rows if r["pass"] == p])
+                for p in PASSES if any(r["pass"] == p for r in rows)}
+    missed = [{k: r[k] for k in ("layer", "pass", "auto_chose", "fastest", "chosen_vs_fastest")}
+              for r in rows if r["auto_missed"]]
+    return {"miss_factor": MISS_FACTOR, "target": WEIGHTED_TARGET, "rows": len(rows),
+            "missed": missed, "per_pass": per_pass}
+
+
 def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
             layout: str = "NCHW") -> dict:
     """Time every engine on every layer and pass; returns the run as a JSON-able dict.
@@ -337,16 +435,17 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
     nhwc = layout == "NHWC"
     rng = np.random.default_rng(0)
     rows, failures = [], []
-    bar = _progress(sum(len(ENGINES) + sum(p in PEER_PASSES[n] for n in peers)
-                        for p in passes) * len(layers))
+    geometries = {name: _suite_geometry(LAYERS[name], nhwc) for name in layers}
+    candidates = auto_candidates(dtype)
+    bar = _progress(sum(len(timed_engines(geometries[name], p))
+                        + sum(p in PEER_PASSES[n] for n in peers)
+                        for name in layers for p in passes))
     with num_threads(threads):
         ceiling = sgemm_ceiling(dtype)
         for name in layers:
-            layer = LAYERS[name]
+            layer, g = LAYERS[name], geometries[name]
             x, w, gy = _layer_arrays(rng, layer, dtype)
             ours = _to_nhwc(x, w, gy) if nhwc else (x, w, gy)
-            g = geometry(ours[0].shape, ours[1].shape, layer.stride, layer.pad, 1,
-                         layer.groups, int(nhwc))
             for peer_name, peer in peers.items():
                 # a forward-only peer is not sent grad_y: no pipe copy of an unused array
                 peer_gy = None if PEER_PASSES[peer_name] == ("forward",) else gy
@@ -354,7 +453,8 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
                           channels_last=nhwc)
             for pass_name in passes:
                 bar.set_description(f"{name} {pass_name}")
-                fns = {e: _pass_fn(e, pass_name, *ours, layer, layout) for e in ENGINES}
+                fns = {e: _pass_fn(e, pass_name, *ours, layer, layout)
+                       for e in timed_engines(g, pass_name)}
                 timed = _median_times(fns, repeat)
                 if nhwc:
                     timed = {e: (t, _from_nhwc(out, pass_name)) for e, (t, out) in timed.items()}
@@ -364,8 +464,10 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
                 times = {e: t for e, (t, _) in timed.items()}
                 results = {e: out for e, (_, out) in timed.items()}
                 bar.update(len(times))
+                auto_chose = auto_engine(g, np.dtype(dtype), pass_name)
                 for engine in times:
-                    if not _agree(results[engine], results["im2col"], dtype):
+                    if not _agree(results[engine], results["im2col"], dtype,
+                                  _agree_rtol(engine, auto_chose)):
                         failures.append(f"{name} {pass_name}: {engine} disagrees with im2col")
                 gflops = {e: g.flops / t / 1e9 for e, t in times.items()}
                 rows.append({
@@ -373,7 +475,8 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
                     "median_s": times, "gflops": gflops,
                     **{f"vs_{n}": ({e: times[n] / t for e, t in times.items()}
                                    if n in times else None) for n in PEERS},
-                    "auto_chose": auto_engine(g, np.dtype(dtype), pass_name),
+                    "auto_chose": auto_chose,
+                    **dispatch_verdict(times, auto_chose, candidates),
                 })
         # Measured again after the suite, the higher kept: a transient at either end
         # cannot halve every share.
@@ -384,7 +487,8 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
     return {"machine": machine_info(threads, peers), "dtype": dtype, "threads": threads,
             "layout": layout,
             "repeat": repeat, "sgemm_gflops": ceiling, "rows": rows, "failures": failures,
-            "means": {f"vs_{n}": speedups(rows, n) for n in peers}}
+            "means": {f"vs_{n}": speedups(rows, n) for n in peers},
+            "dispatch": {"candidates": list(candidates), **dispatch_summary(rows)}}
 
 
 def machine_info(threads: int, peers: dict) -> dict:
@@ -416,23 +520,46 @@ def _cell(times: dict, key: str, scale: float = 1e3, fmt: str = "11.2f") -> str:
 def format_table(run: dict) -> str:
     rows = run["rows"]
     peers = [n for n in PEERS if any(r.get(f"vs_{n}") for r in rows)]
-    engines = ENGINES + tuple(peers)
+    engines = COLUMNS + tuple(peers)
     out = _header(run, f"{run.get('layout', 'NCHW')}, median of {run['repeat']}")
     out += [f"SGEMM ceiling {run['sgemm_gflops']:.0f} GFLOP/s", ""]
-    head = (f"{'layer':<16} {'pass':<11} " + "".join(f"{e + ' ms':>11}" for e in engines)
+    head = (f"{'layer':<16} {'pass':<11}" + "".join(f"{e + ' ms':>12}" for e in engines)
             + f" {'auto GF/s':>9} {'%ceil':>6}" + "".join(f" {'auto/' + n:>10}" for n in peers)
-            + "  auto chose")
+            + f"  {'fastest':<8}  auto chose")
     out += [head, "-" * len(head)]
     for r in rows:
-        out.append(f"{r['layer']:<16} {r['pass']:<11} "
-                   + "".join(_cell(r["median_s"], e) for e in engines)
+        out.append(f"{r['layer']:<16} {r['pass']:<11}"
+                   + "".join(_cell(r["median_s"], e, fmt="12.2f") for e in engines)
                    + f" {r['gflops']['auto']:9.1f} {100 * r['ceiling_share']['auto']:5.0f}%"
                    + "".join(f" {r[f'vs_{n}']['auto']:9.2f}x" if r[f"vs_{n}"] else f" {'-':>10}"
                              for n in peers)
-                   + f"  {r['auto_chose']}")
+                   + f"  {r.get('fastest', '-'):<8}  {r['auto_chose']}" + _miss_mark(r))
+    if run.get("dispatch"):
+        out += ["", *_dispatch_lines(run["dispatch"])]
     for n in peers:
         out += ["", *_means_lines(run["means"][f"vs_{n}"], n)]
     return "\n".join(out)
+
+
+def _miss_mark(row: dict) -> str:
+    """After "auto chose": how much slower the chosen engine was, on a row auto missed."""
+    return f"  MISS {row['chosen_vs_fastest']:.2f}x" if row.get("auto_missed") else ""
+
+
+def _dispatch_lines(dispatch: dict) -> list[str]:
+    """The misses counted, and per pass the time-weighted auto against always-fastest."""
+    per_pass, target = dispatch["per_pass"], dispatch["target"]
+    slower = f">{100 * (dispatch['miss_factor'] - 1):.0f}% slower"
+    counts = ", ".join(f"{p} {d['missed']} of {d['rows']}" for p, d in per_pass.items())
+    out = [f"auto missed (chosen engine {slower} than the fastest): "
+           f"{len(dispatch['missed'])} of {dispatch['rows']} rows ({counts})",
+           "time-weighted auto vs always-fastest (sum of the fastest engine's times / sum of "
+           f"the chosen engine's; >= {target} is the target):"]
+    for p, d in per_pass.items():
+        verdict = "met" if d["weighted"] >= target else "BELOW TARGET"
+        out.append(f"  {p:<12} {d['weighted']:6.3f}x  {verdict:<12}  "
+                   f"(auto's own column: {d['weighted_auto']:.3f}x)")
+    return out
 
 
 def _means_lines(means: dict, peer: str) -> list[str]:
@@ -450,14 +577,13 @@ def format_comparison(old: dict, new: dict) -> str:
     """Speed of this run relative to a saved one (old time / new time), per engine."""
     before = {(r["layer"], r["pass"]): r for r in old["rows"]}
     out = [f"compared with the run of {old['machine']['date']} (old time / new time):",
-           f"{'layer':<16} {'pass':<11} " + "".join(f"{e:>9}" for e in ENGINES)]
+           f"{'layer':<16} {'pass':<11} " + "".join(f"{e:>9}" for e in COLUMNS)]
     for r in new["rows"]:
         o = before.get((r["layer"], r["pass"]))
         if o is None:
             continue
         out.append(f"{r['layer']:<16} {r['pass']:<11} " + "".join(
-            f"{o['median_s'][e] / r['median_s'][e]:8.2f}x" if e in o["median_s"] else f"{'-':>9}"
-            for e in ENGINES))
+            _ratio(o["median_s"].get(e), r["median_s"].get(e), 9) for e in COLUMNS))
     return "\n".join(out)
 
 
@@ -602,7 +728,7 @@ def _pyplot():
 def plot(run: dict, path: str) -> None:
     plt = _pyplot()
     rows = run["rows"]
-    engines = [e for e in ENGINES + PEERS if any(e in r["gflops"] for r in rows)]
+    engines = [e for e in COLUMNS + PEERS if any(e in r["gflops"] for r in rows)]
     labels = [f"{r['layer']}\n{r['pass']}" for r in rows]
     width = 0.8 / len(engines)
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(rows)), 5))

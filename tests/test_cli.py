@@ -55,8 +55,9 @@ def test_bench_quick_runs_and_saves_json(tmp_path):
     for r in run["rows"]:
         assert set(r["median_s"]) >= {"direct", "im2col", "auto"}
         assert all(t > 0 for t in r["median_s"].values())
-        assert r["auto_chose"] in ("direct", "im2col")
+        assert r["auto_chose"] in ("direct", "im2col", "winograd")
         assert r["gflops"]["auto"] == pytest.approx(r["flops"] / r["median_s"]["auto"] / 1e9)
+    _check_misses(run, proc.stdout)
     # Beside the geometric means, the time-weighted ones, for each peer that ran.
     timed = {n for n in ("torch", "ort") if any(n in r["median_s"] for r in run["rows"])}
     assert set(run["means"]) == {f"vs_{n}" for n in timed}
@@ -69,6 +70,36 @@ def test_bench_quick_runs_and_saves_json(tmp_path):
                   "--compare", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "old time / new time" in proc.stdout and "lenet_c5" in proc.stdout
+
+
+def _check_misses(run, stdout):
+    """Issue 17 on a real run: Winograd timed on the one 3x3 stride-1 layer of --quick
+    (batch1_c4) in the passes it computes, each row's fastest engine, the misses marked
+    and counted, and per pass the time-weighted auto against always-fastest."""
+    wino = {(r["layer"], r["pass"]) for r in run["rows"] if "winograd" in r["median_s"]}
+    assert wino == {("batch1_c4", "forward"), ("batch1_c4", "grad_input")}
+    missed = []
+    for r in run["rows"]:
+        t = r["median_s"]
+        assert t[r["fastest"]] == min(t[e] for e in ("direct", "im2col", "winograd") if e in t)
+        chosen = t[r["auto_chose"]] / t[r["fastest"]]
+        assert r["auto_missed"] == (chosen > 1.10)
+        assert r["auto_vs_fastest"] == pytest.approx(t["auto"] / t[r["fastest"]])
+        line = next(ln for ln in stdout.splitlines()
+                    if ln.split()[:2] == [r["layer"], r["pass"]])
+        assert ("MISS" in line) == r["auto_missed"], line
+        missed += [(r["layer"], r["pass"])] if r["auto_missed"] else []
+    dispatch = run["dispatch"]
+    assert [(m["layer"], m["pass"]) for m in dispatch["missed"]] == missed
+    assert (f"auto missed (chosen engine >10% slower than the fastest): {len(missed)} of 9 "
+            "rows") in stdout
+    assert "time-weighted auto vs always-fastest" in stdout
+    for p in PASSES:
+        rs = [r for r in run["rows"] if r["pass"] == p]
+        weighted = (sum(r["median_s"][r["fastest"]] for r in rs)
+                    / sum(r["median_s"][r["auto_chose"]] for r in rs))
+        assert dispatch["per_pass"][p]["weighted"] == pytest.approx(weighted)
+        assert any(ln.split()[:2] == [p, f"{weighted:.3f}x"] for ln in stdout.splitlines())
 
 
 def test_bench_rejects_unknown_layer():
