@@ -22,10 +22,20 @@ Where things live:
 * ``set_float32_precision`` (may ``auto`` use Winograd for float32):
   ``fastconv/_precision.py``; the Winograd transforms: ``fastconv/_winograd_mats.py``,
   their NumPy twin ``engines/winograd_twin.py``
+* ``set_autotune`` (``auto`` times the engines on a problem's first call):
+  ``fastconv/_autotune.py``, the timing and the cache in ``fastconv/_tune.py``
+* ``compile`` (fill Numba's cache ahead of time): ``fastconv/_compile.py``
+* the OpenMP threads' spin after a region: ``fastconv/_openmp.py``
 * the engines' output arrays (aligned, large ones reused; ``release_memory``):
   ``fastconv/engines/_alloc.py``
 """
+from ._openmp import load_direct as _load_direct
+
+_load_direct()  # first, so that libgomp starts with the spin count of fastconv/_openmp.py
+
 from ._api import ConvGrads, conv2d, conv2d_backward, output_shape
+from ._autotune import autotune, get_autotune, set_autotune
+from ._compile import compile
 from ._config import show_config
 from ._conv1d import conv1d, conv1d_backward, convolve, correlate
 from ._dispatch import choose_backend
@@ -55,10 +65,11 @@ def backends() -> tuple[str, ...]:
 
 
 __all__ = [
-    "__version__", "backends", "choose_backend", "clear_tuning_cache", "Conv1d", "conv1d",
+    "__version__", "autotune", "backends", "compile", "choose_backend", "clear_tuning_cache", "Conv1d", "conv1d",
     "conv1d_backward", "Conv2d", "conv2d", "conv2d_backward", "conv_matrix",
     "conv_to_linear", "ConvGrads", "convolve", "correlate", "float32_precision",
-    "get_float32_precision", "get_num_threads",
+    "get_autotune", "get_float32_precision", "get_num_threads",
     "get_workspace_limit", "linear_to_conv", "num_threads", "output_shape",
-    "release_memory", "set_float32_precision", "set_num_threads", "set_workspace_limit", "show_config", "tune", "workspace_limit",
+    "release_memory", "set_autotune", "set_float32_precision", "set_num_threads",
+    "set_workspace_limit", "show_config", "tune", "workspace_limit",
 ]

@@ -11,11 +11,12 @@ from collections import namedtuple
 
 import numpy as np
 
+from . import _tune
 from . import _validate as v
+from ._autotune import ROUNDS, get_autotune
 from ._dispatch import choose_backend
 from ._geometry import LAYOUT_NHWC, ConvGeometry
 from ._threads import get_num_threads
-from ._tune import lookup as tuned_winner
 from .engines import get_engine
 
 ConvGrads = namedtuple("ConvGrads", ["x", "w", "b"])
@@ -43,9 +44,10 @@ def _check_memory(shape, dtype, name: str) -> None:
 
 
 def auto_engine(g: ConvGeometry, dtype, pass_name: str) -> str:
-    """What ``backend="auto"`` runs: the tuned winner if there is one, else the cost model."""
+    """What ``backend="auto"`` runs: the tuned winner if there is one (``tune`` or
+    autotune, this process's or the cache file's), else the cost model."""
     threads = get_num_threads()
-    return (tuned_winner(g, dtype, threads, pass_name)
+    return (_tune.lookup(g, dtype, threads, pass_name)
             or choose_backend(g, dtype, threads)[pass_name])
 
 
@@ -86,7 +88,12 @@ class _Problem:
         tile, so one NaN or Inf would reach outputs whose window does not hold it; the
         engine counts non-finite values as it reads its inputs (in parallel, on data it
         copies anyway; a NumPy sum beforehand cost resnet_c2 forward 0.26 of 5.8 ms,
-        Zen 4) and returns None, and the exact engine that "highest" picks runs the call."""
+        Zen 4) and returns None, and the exact engine that "highest" picks runs the call.
+        With autotune on, a problem ``auto`` has no winner for is timed first."""
+        if self.backend == "auto" and get_autotune():
+            out = self._autotuned(pass_name, call)
+            if out is not None:
+                return out
         eng = self.engine(pass_name)
         if self.backend != "auto" or eng is not get_engine("winograd"):
             return call(eng)
@@ -95,6 +102,26 @@ class _Problem:
             exact = choose_backend(self.g, self.dtype, get_num_threads(),
                                    precision="highest")[pass_name]
             out = call(get_engine(exact))
+        return out
+
+    def _autotuned(self, pass_name: str, call):
+        """The first call of a problem with no winner yet: time the candidates on this
+        call's arrays (fastconv/_autotune.py), keep the fastest, return its result.
+        None when there is a winner already, or when Winograd met a NaN or Inf (no
+        winner is kept then: the next call times again)."""
+        threads = get_num_threads()
+        if _tune.lookup(self.g, self.dtype, threads, pass_name):
+            return None
+        calls = {}
+        for name in _tune.candidates(self.g, self.dtype, pass_name):
+            eng = get_engine(name)
+            opts = {"finite_only": True} if name == "winograd" else {}
+            calls[name] = lambda eng=eng, opts=opts: call(eng, **opts)
+        timed = _tune.time_engines(calls, ROUNDS)
+        if timed is None:
+            return None
+        winner, out = timed
+        _tune.remember({_tune.entry_key(self.g, self.dtype, threads, pass_name): winner})
         return out
 
     def unbatch(self, a: np.ndarray) -> np.ndarray:
@@ -191,7 +218,7 @@ def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
         gx = pr.unbatch(pr.run("grad_input",
                                lambda eng, **kw: eng.grad_input(gy4, pr.w, g, **kw)))
     if "w" in want:
-        gw = pr.engine("grad_weight").grad_weight(gy4, pr.x, g)
+        gw = pr.run("grad_weight", lambda eng, **kw: eng.grad_weight(gy4, pr.x, g))
         if pr.flip:  # the gradient w.r.t. the flipped kernel, flipped back
             gw = np.ascontiguousarray(_flip(gw, pr.layout))
     if "b" in want:

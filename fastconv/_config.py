@@ -4,6 +4,7 @@ from __future__ import annotations
 import platform
 import sys
 
+from ._autotune import get_autotune
 from ._blas import describe_blas
 from ._precision import get_float32_precision
 from ._threads import available_cores, get_num_threads
@@ -14,7 +15,9 @@ def _direct_info() -> dict:
         from . import _direct
     except ImportError as e:  # pragma: no cover - a broken install
         return {"available": False, "error": str(e)}
-    return {"available": True, **_direct.openmp_info(), **_direct.simd_info()}
+    from ._openmp import spin_setting
+    return {"available": True, **_direct.openmp_info(), **_direct.simd_info(),
+            "spin": spin_setting()}
 
 
 def _numba_info() -> dict:
@@ -39,6 +42,7 @@ def config_info() -> dict:
         "threads": get_num_threads(),
         "cores": available_cores(),
         "float32_precision": get_float32_precision(),
+        "autotune": get_autotune(),
     }
 
 
@@ -49,7 +53,8 @@ def show_config(file=None) -> None:
     info = config_info()
     d, nb = info["direct"], info["numba"]
     if d["available"]:
-        omp = (f"OpenMP {d['openmp_version']} (max {d['max_threads']} threads)"
+        omp = (f"OpenMP {d['openmp_version']} (max {d['max_threads']} threads, "
+               f"{d['spin']})"
                if d["openmp"] else "no OpenMP (serial)")
         direct = (f"compiled, {omp}, SIMD {d['simd']} ({d['vector_bits']}-bit; this CPU: "
                   f"{', '.join(d['supported'])}; override with FASTCONV_SIMD)"
@@ -68,5 +73,8 @@ def show_config(file=None) -> None:
         + ("auto may run 3x3 stride-1 layers through Winograd"
            if info["float32_precision"] == "high" else "auto uses the exact engines only")
         + "; set_float32_precision or FASTCONV_FLOAT32_PRECISION)",
+        "autotune:        " + ("on: auto times the engines on each new problem's first call"
+                               if info["autotune"] else "off: auto follows the cost model")
+        + " (set_autotune or FASTCONV_AUTOTUNE)",
     ]
     print("\n".join(lines), file=file or sys.stdout)

@@ -1,20 +1,22 @@
-"""``fastconv.tune``: time both engines on the caller's shapes and remember the winners.
+"""``fastconv.tune`` and autotune: time the engines on the caller's shapes and remember
+the winners.
 
-Winners live in a JSON file under the user's cache directory
-(``$XDG_CACHE_HOME/fastconv`` or ``~/.cache/fastconv`` on Linux,
-``~/Library/Caches/fastconv`` on macOS, ``%LOCALAPPDATA%\\fastconv`` on Windows;
-``FASTCONV_CACHE_DIR`` overrides). The file records the fastconv version and the
-direct engine's SIMD variant: a file written by another version or for another CPU is
-stale and ignored with a warning, as is a corrupt one. Entries are keyed by the thread
-count, dtype, geometry and pass. ``backend="auto"`` consults them before the cost model
-in :mod:`fastconv._dispatch`.
+Winners live in a JSON file under the user's cache directory, as platformdirs places
+it (``user_cache_dir("fastconv")``: ``$XDG_CACHE_HOME/fastconv`` or
+``~/.cache/fastconv`` on Linux, ``~/Library/Caches/fastconv`` on macOS,
+``%LOCALAPPDATA%\\fastconv\\Cache`` on Windows; ``FASTCONV_CACHE_DIR`` overrides). The
+file records the fastconv version and the direct engine's SIMD variant: a file written
+by another version or for another CPU is stale and ignored with a warning, as is a
+corrupt or unreadable one. Entries are keyed by the thread count, dtype, geometry
+(layout included), pass and float32 precision setting. ``backend="auto"`` consults
+them, and the winners autotune found in this process (kept even where the file cannot
+be written), before the cost model in :mod:`fastconv._dispatch`.
 """
 from __future__ import annotations
 
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -23,23 +25,22 @@ from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
+import platformdirs
 
 from ._dispatch import PASSES, simd_variant
 from ._geometry import ConvGeometry
 
 FILE_NAME = "tuned.json"
-FORMAT = 1
+# 2: entries keyed by the precision setting too, and Winograd among the winners.
+FORMAT = 2
+ENGINES = ("direct", "im2col", "winograd")
 
 
 def cache_dir() -> Path:
     env = os.environ.get("FASTCONV_CACHE_DIR")
     if env:
         return Path(env)
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "fastconv"
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "fastconv"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastconv"
+    return Path(platformdirs.user_cache_dir("fastconv", appauthor=False))
 
 
 def _header() -> dict:
@@ -47,13 +48,23 @@ def _header() -> dict:
     return {"format": FORMAT, "fastconv": __version__, "simd": simd_variant()}
 
 
-def entry_key(g: ConvGeometry, dtype, threads: int, pass_name: str) -> str:
-    return f"{threads}|{np.dtype(dtype).name}|{','.join(map(str, astuple(g)))}|{pass_name}"
+def precision_key(dtype) -> str:
+    """The precision setting a choice depends on: float32's, "highest" for the others
+    (no setting changes what auto may run for them)."""
+    from ._precision import get_float32_precision
+    return get_float32_precision() if np.dtype(dtype) == np.float32 else "highest"
+
+
+def entry_key(g: ConvGeometry, dtype, threads: int, pass_name: str,
+              precision: str | None = None) -> str:
+    return (f"{threads}|{np.dtype(dtype).name}|{','.join(map(str, astuple(g)))}|{pass_name}"
+            f"|{precision or precision_key(dtype)}")
 
 
 _lock = threading.Lock()
 _loaded: dict | None = None  # entries of the cache file, once read
 _loaded_from: tuple | None = None
+_session: dict = {}  # winners that could not be written to the file, for this process
 
 
 def _read() -> dict:
@@ -76,10 +87,10 @@ def _read() -> dict:
                 warnings.warn(f"fastconv: ignoring tuning cache {path}: written for {header}, "
                               f"this is {_header()}; run fastconv.tune() again", stacklevel=3)
             else:
-                entries = {k: v for k, v in data["entries"].items()
-                           if v in ("direct", "im2col")}
-        except (OSError, ValueError) as e:
-            warnings.warn(f"fastconv: ignoring corrupt tuning cache {path}: {e}", stacklevel=3)
+                entries = {k: v for k, v in data["entries"].items() if v in ENGINES}
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            warnings.warn(f"fastconv: ignoring corrupt or unreadable tuning cache {path}: "
+                          f"{e}", stacklevel=3)
     _loaded, _loaded_from = entries, where
     return entries
 
@@ -89,7 +100,24 @@ def lookup(g: ConvGeometry, dtype, threads: int, pass_name: str) -> str | None:
     with _lock:
         entries = _read()
     # Most processes never tune: skip building the key (astuple costs ~10 us a call).
-    return entries.get(entry_key(g, dtype, threads, pass_name)) if entries else None
+    if not (entries or _session):
+        return None
+    key = entry_key(g, dtype, threads, pass_name)
+    return entries.get(key) or _session.get(key)
+
+
+def remember(new_entries: dict) -> Path | None:
+    """Write winners to the cache file (which also keeps them for this process); a file
+    that cannot be written costs a warning, not the winners: they are then kept for
+    this process only, and None is returned."""
+    try:
+        return _write(new_entries)
+    except OSError as e:
+        with _lock:
+            _session.update(new_entries)
+        warnings.warn(f"fastconv: could not write the tuning cache in {cache_dir()} ({e}); "
+                      "the winners are kept for this process only", stacklevel=3)
+        return None
 
 
 def _write(new_entries: dict) -> Path:
@@ -101,35 +129,63 @@ def _write(new_entries: dict) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary file and rename, so a crash never leaves half a file.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tuned-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({**_header(), "entries": entries}, f, indent=0, sort_keys=True)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({**_header(), "entries": entries}, f, indent=0, sort_keys=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         _loaded = entries
     return path
 
 
 def clear_cache() -> None:
-    """Forget every tuned winner (deletes the cache file)."""
+    """Forget every tuned winner (this process's, and the cache file)."""
     global _loaded
     with _lock:
+        _session.clear()
         (cache_dir() / FILE_NAME).unlink(missing_ok=True)
         _loaded = None
 
 
-def _median_time(fn, repeat: int) -> float:
-    fn()  # warm-up: compilation and first touch stay out of the timing
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def candidates(g: ConvGeometry, dtype, pass_name: str) -> tuple[str, ...]:
+    """The engines ``auto`` may run for this pass: direct and im2col, and Winograd for
+    the float32 forward and grad_input of the shapes it takes under precision "high"."""
+    from .engines.winograd import takes
+    if (pass_name in ("forward", "grad_input") and np.dtype(dtype) == np.float32
+            and precision_key(dtype) == "high" and takes(g)):
+        return ENGINES
+    return ENGINES[:2]
+
+
+def time_engines(calls: dict, rounds: int):
+    """Time ``calls`` (engine -> function of no arguments returning the pass's result)
+    in ``rounds`` interleaved rounds after a warm-up call each; return the engine of the
+    lowest median and its warm-up result, or None when a call returned None (Winograd,
+    asked for finite inputs only, met a NaN or Inf: no fair timing of it was had)."""
+    results = {}
+    for name, fn in calls.items():
+        results[name] = fn()  # warm-up: compilation and first touch stay out of the timing
+        if results[name] is None:
+            return None
+    times: dict = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    winner = min(medians, key=medians.get)
+    return winner, results[winner]
 
 
 def tune(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW", dtype=None,
          passes=PASSES, repeat=3) -> dict[str, str]:
-    """Time the direct and im2col engines on this problem and store the faster per pass.
+    """Time the engines ``auto`` may run on this problem and store the fastest per pass.
 
+    The candidates are those of autotune (:func:`candidates`: Winograd too for float32
+    3x3 stride-1 forward and grad_input under precision "high"), timed the same way.
     ``x`` and ``w`` may be arrays or shapes (random data of ``dtype``, default float32,
     is made for shapes). Returns ``{pass: engine}`` for the passes timed; from then on
     ``backend="auto"`` uses these winners for this shape, dtype and thread count.
@@ -157,8 +213,9 @@ def tune(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW", dtype=No
     for p in passes:
         if p not in calls:
             raise ValueError(f"passes must be drawn from {PASSES}, got {p!r}")
-        times = {e: _median_time(calls[p](e), repeat) for e in ("direct", "im2col")}
-        winners[p] = min(times, key=times.get)
+        # Every call returns an array or ConvGrads (no finite-only call): never None.
+        winners[p] = time_engines({e: calls[p](e) for e in candidates(g, gy.dtype, p)},
+                                  repeat)[0]
         entries[entry_key(g, gy.dtype, threads, p)] = winners[p]
-    _write(entries)
+    remember(entries)
     return winners

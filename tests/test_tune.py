@@ -14,6 +14,7 @@ from fastconv._validate import geometry
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(_tune, "_loaded", None)
+    monkeypatch.setattr(_tune, "_session", {})
     yield tmp_path / _tune.FILE_NAME
     monkeypatch.setattr(_tune, "_loaded", None)
 
@@ -63,7 +64,7 @@ def test_tune_stores_winners_that_auto_uses(cache, monkeypatch):
 
 def test_corrupt_cache_is_ignored_with_a_warning(cache):
     cache.write_text("{not json")
-    with pytest.warns(UserWarning, match="corrupt tuning cache"):
+    with pytest.warns(UserWarning, match="corrupt or unreadable tuning cache"):
         y = fastconv.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)))
     assert y.shape == (1, 1, 3, 3)
     # tune() replaces the corrupt file with a valid one

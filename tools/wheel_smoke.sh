@@ -28,3 +28,49 @@ echo "== smoke test (PATH holds only the environment's bin/)"
 cd "$work"
 env -i HOME="$HOME" LANG=C.UTF-8 PATH="$work/runenv/bin" \
   "$work/runenv/bin/python" "$root/tools/wheel_smoke.py"
+
+echo "== first call after the install: each engine cold (an empty Numba cache), then warm"
+cp "$root/tools/first_call.py" "$work/first_call.py"
+first_call() {  # first_call HOME NUMBA_CACHE_DIR-or-empty ARGS...: one fresh process
+  local home=$1 numba_cache=$2
+  shift 2
+  env -i HOME="$home" LANG=C.UTF-8 PATH="$work/runenv/bin" \
+    ${numba_cache:+NUMBA_CACHE_DIR="$numba_cache"} "$work/runenv/bin/python" "$work/first_call.py" "$@"
+}
+for engine in direct im2col winograd; do
+  numba_cache=$(mktemp -d)
+  first_call "$HOME" "$numba_cache" "$engine"
+  first_call "$HOME" "$numba_cache" "$engine"
+  rm -rf "$numba_cache"
+done
+
+echo "== a read-only installation: Numba caches in the user's directory instead"
+site=$("$work/runenv/bin/python" -c "import fastconv, os; print(os.path.dirname(fastconv.__file__))")
+# The runs above cached kernels next to the sources: drop them, then make the package
+# read-only. As root, write permission bits do not bind: run as nobody then.
+find "$site" \( -name '*.nbi' -o -name '*.nbc' \) -delete
+chmod -R a-w "$site"
+home="$work/home"
+mkdir -p "$home"
+as_user=()
+if [ "$(id -u)" = 0 ]; then
+  chmod 755 "$work"
+  chown 65534:65534 "$home"
+  as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+"${as_user[@]}" bash -c "$(declare -f first_call); work='$work'; \
+  first_call '$home' '' im2col > '$work/ro1.json' && first_call '$home' '' im2col > '$work/ro2.json'" \
+  || { chmod -R u+w "$site"; exit 1; }
+cat "$work/ro1.json" "$work/ro2.json"
+"$work/runenv/bin/python" - "$work/ro1.json" "$work/ro2.json" "$home" "$site" <<'PY'
+import json, pathlib, sys
+first, second = (json.load(open(p)) for p in sys.argv[1:3])
+home, site = pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4])
+assert first["compiled"], "the first run on a read-only install compiled nothing"
+assert not second["compiled"], f"the second run compiled again: {second['compiled']}"
+assert list(home.rglob("*.nbi")), f"no Numba cache under {home}"
+assert not list(site.rglob("*.nbi")), f"Numba wrote into the read-only {site}"
+print(f"read-only install: first call {first['first_call_s']} s ({len(first['compiled'])} "
+      f"compiled), second process {second['first_call_s']} s (none compiled), cache in {home}")
+PY
+chmod -R u+w "$site"  # so that the trap can remove it
