@@ -38,7 +38,7 @@ from ._autotune import autotune, get_autotune, set_autotune
 from ._compile import compile
 from ._config import show_config
 from ._conv1d import conv1d, conv1d_backward, convolve, correlate
-from ._dispatch import choose_backend
+from ._dispatch import Machine, choose_backend, machine
 from ._matrix import conv_matrix, conv_to_linear, linear_to_conv
 from ._precision import float32_precision, get_float32_precision, set_float32_precision
 from ._threads import get_num_threads, num_threads, set_num_threads
@@ -69,7 +69,7 @@ __all__ = [
     "conv1d_backward", "Conv2d", "conv2d", "conv2d_backward", "conv_matrix",
     "conv_to_linear", "ConvGrads", "convolve", "correlate", "float32_precision",
     "get_autotune", "get_float32_precision", "get_num_threads",
-    "get_workspace_limit", "linear_to_conv", "num_threads", "output_shape",
+    "get_workspace_limit", "linear_to_conv", "Machine", "machine", "num_threads", "output_shape",
     "release_memory", "set_autotune", "set_float32_precision", "set_num_threads",
     "set_workspace_limit", "show_config", "tune", "workspace_limit",
 ]

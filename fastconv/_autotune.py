@@ -4,15 +4,15 @@ Off (the default), ``backend="auto"`` runs what :func:`fastconv.choose_backend`'
 model (or a winner stored by :func:`fastconv.tune`) names: a pure function of the
 problem, so two runs of a program run the same engines. On, the first call of each new
 problem (geometry and layout, dtype, thread count, float32 precision setting) with no
-stored winner times the candidate engines on the caller's own arrays, ``ROUNDS`` rounds
-of one call each, interleaved, after a warm-up call each (Numba's first compile and the
-first touch of the memory stay out of the timing), and keeps the engine with the
-lowest median for the rest of the process and in the tuning cache on disk
+stored winner times the candidate engines on the caller's own arrays, ``ROUNDS``
+calls each after a warm-up call each (Numba's first compile and the first touch of the
+memory stay out of the timing), in two blocks of consecutive calls per engine
+(``_tune.time_engines``), and keeps the engine with the lowest median for the rest of the process and in the tuning cache on disk
 (``fastconv/_tune.py``), where later processes find it. The call returns the winner's
 own result; every later call of that problem runs the winner, so results are bitwise
 stable for as long as the cache holds the entry.
 
-What the first call costs: ``(ROUNDS + 1)`` calls of each candidate, two (direct,
+What the first call costs: ``ROUNDS + 1`` calls of each candidate, two (direct,
 im2col) or three (Winograd, for float32 3x3 stride-1 forward and grad_input under
 precision "high"), plus Numba's compile of the im2col kernels if no earlier process
 cached them (``fastconv.compile()``). ``FASTCONV_AUTOTUNE=1`` in the environment turns it
@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-# Timed calls per candidate on a problem's first call (after a warm-up call each), one
-# round of every candidate at a time so that a transient slows all of them alike.
-ROUNDS = 5
+# Timed calls per candidate on a problem's first call, after a warm-up call each, in
+# two blocks (``_tune.time_engines``), so that a transient slows all of them alike.
+ROUNDS = 6
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")

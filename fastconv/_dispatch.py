@@ -96,6 +96,40 @@ own threads (``engines/_products``):
   resnet_stem 26.1 / 44.1; lenet_c1 0.72 / 6.29), and in NHWC the short-reduction
   grad_weight rule above does not hold: cs231n 1.58 / 4.29.
 
+Revised 2026-12-03 on a 2-core AMD EPYC (Zen 3, AVX2 only, KVM; float32, 2 threads;
+``fastconv bench`` three times, then the rows it missed and their neighbours in blocks
+of calls as the bench times them, medians of 15, direct / im2col ms), after the direct
+engine's AVX2 kernels of the issue before had landed:
+
+* Strided grad_input onto large maps no longer goes to im2col without AVX-512 (the
+  rule above with ``STRIDED_GRAD_INPUT_POSITIONS`` is gone): resnet_c3_3x3s2
+  18.7 / 22.6 (bench medians 18.9 / 24.4), ResNet-18's 3x3/2 64->128 at 56x56
+  10.2 / 11.5, 256->512 at 14x14 12.0 / 12.5; 128->256 at 28x28 is im2col's by
+  11.5 / 10.1.
+* Strided grad_input into few channels goes to im2col only from input images of
+  ``FEW_CHANNELS_IM2COL_PIXELS`` pixels without AVX-512: the stems (alexnet_conv1
+  41.4 / 23.8 and resnet_stem 37.1 / 32.6 in the bench; MobileNetV2's 3->32 3x3/2 at
+  224x224 10.1 / 6.8; 7x7/2 3->64 at 112x112 8.8 / 8.7) and not the small images
+  (cs231n 3.05 / 3.38, bench 2.72 / 3.49; 3->32 3x3/2 at 64x64 2.9 / 4.4; 5x5/2 at
+  128x128 4.1 / 5.2; 7x7/2 3->64 at 64x64 3.3 / 4.2). Two small-image layers go the
+  other way (11x11/4 at 63x63 5.4 / 4.6; cs231n with 64 filters 5.8 / 3.9): autotune
+  is the remedy there.
+* The short-reduction grad_weight rule holds with AVX-512 only: on AVX2 the direct
+  engine wins or ties (cs231n 2.41 / 2.42, bench 1.57 / 2.49; with 16 filters
+  0.97 / 2.07; with 64, 3.12 / 4.16).
+* Forward onto maps of at most ``SMALL_MAP_POSITIONS`` positions with at least
+  ``SMALL_MAP_IM2COL_CHANNELS`` channels per group goes to im2col without AVX-512,
+  where 8-lane vectors over 7 columns waste an eighth of every register
+  (resnet_c5_3x3 23.3 / 18.3, bench 17.2 / 15.7; at N=4 10.2 / 8.5); 256 channels on
+  7x7 stay direct (4.7 / 5.0), as does their grad_input, and NHWC's (the NHWC note
+  below: resnet_c5_3x3 23.1 / 26.8).
+
+The machine enters through :class:`Machine` (``machine()`` reads this one): the SIMD
+variant decides every rule above that names AVX-512; the core count and the L2 cache
+size are part of the description, and of what a test pins, but no rule uses them yet,
+none having been measured on machines that differ in them (every figure here is from a
+2-core machine with 1 MiB of L2 per core, or 2 MiB on the Xeon).
+
 Added 2026-12-02, Zen 3 (AVX2), float32, 2 threads, medians of 7, per call (filters
 transformed every call), direct / winograd ms, forward then grad_input:
 
@@ -113,6 +147,9 @@ transformed every call), direct / winograd ms, forward then grad_input:
   only for finite inputs (``_api``); float64 keeps the exact engines.
 """
 from __future__ import annotations
+
+import os
+from typing import NamedTuple
 
 import numpy as np
 
@@ -137,9 +174,13 @@ POINTWISE_FEW_IMAGES = 4
 # positions per image go to the direct engine's pointwise products (strided grad_input
 # goes there at any size).
 POINTWISE_DIRECT_POSITIONS = 400
-# Without AVX-512: strided grad_input with at least this many output positions per
-# image goes to im2col.
-STRIDED_GRAD_INPUT_POSITIONS = 196
+# Without AVX-512: strided grad_input into few channels goes to im2col from input
+# images of this many pixels (112 x 112).
+FEW_CHANNELS_IM2COL_PIXELS = 112 * 112
+# Without AVX-512: forward onto maps of at most this many positions, with at least this
+# many channels per group, goes to im2col.
+SMALL_MAP_POSITIONS = 49
+SMALL_MAP_IM2COL_CHANNELS = 512
 # Without AVX-512: NHWC forward and grad_input (not pointwise, not thin groups) with at
 # least this many output positions per image go to im2col.
 NHWC_IM2COL_POSITIONS = 784
@@ -147,6 +188,28 @@ NHWC_IM2COL_POSITIONS = 784
 # tiles over the batch from which it wins.
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_TILES = 48
+
+
+class Machine(NamedTuple):
+    """What :func:`choose_backend` knows of the machine: the direct engine's SIMD
+    variant ("avx512", "avx2", "baseline"), the cores this process may use, and the L2
+    cache per core in bytes (0 when the OS does not say)."""
+    simd: str
+    cores: int
+    l2_bytes: int
+
+
+def _l2_bytes() -> int:
+    try:
+        return max(int(os.sysconf("SC_LEVEL2_CACHE_SIZE")), 0)
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def machine() -> Machine:
+    """This machine's description (the default of :func:`choose_backend`)."""
+    from ._threads import available_cores
+    return Machine(simd_variant(), available_cores(), _l2_bytes())
 
 
 def simd_variant() -> str:
@@ -170,7 +233,8 @@ def winograd_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
 
 
 def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = None,
-                   precision: str | None = None) -> dict[str, str]:
+                   precision: str | None = None, machine: Machine | None = None
+                   ) -> dict[str, str]:
     """Return ``{"forward": engine, "grad_input": engine, "grad_weight": engine}``.
 
     ``engine`` is "direct", "im2col" or (forward and grad_input of float32 3x3 stride-1
@@ -178,7 +242,9 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     "winograd". ``dtype`` and ``num_threads`` are part of the
     signature because a crossover can depend on them; the rules measured so far hold for
     float32 and float64 on 1 and 2 threads alike. ``simd`` is the direct engine's SIMD
-    variant ("avx512", "avx2", "baseline"; default: the one in use, ``simd_variant()``).
+    variant ("avx512", "avx2", "baseline"; default: the one in use, ``simd_variant()``);
+    ``machine``, a :class:`Machine`, describes the whole machine instead (its ``simd``
+    wins over the argument).
     """
     np.dtype(dtype)  # validates
     if num_threads < 1:
@@ -201,16 +267,20 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'highest' or 'high', got {precision!r}")
     wino = winograd_wins(g, dtype, precision)
-    avx512 = (simd or simd_variant()) == "avx512"
-    wide_strided = strided and positions >= STRIDED_GRAD_INPUT_POSITIONS and not avx512
+    avx512 = ((machine.simd if machine is not None else simd) or simd_variant()) == "avx512"
     nhwc_wide = (g.nhwc and positions >= NHWC_IM2COL_POSITIONS and g.Cg > FEW_CHANNELS
                  and not avx512)
+    small_map = (not avx512 and not g.nhwc and positions <= SMALL_MAP_POSITIONS
+                 and g.Cg >= SMALL_MAP_IM2COL_CHANNELS)
+    few_channels = strided and g.Cg <= FEW_CHANNELS and (
+        avx512 or g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
+    short_reduction = (avx512 and not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
+                       and g.Kg >= WGRAD_MIN_FILTERS)
     return {
-        "forward": "winograd" if wino else ("im2col" if nhwc_wide else "direct"),
+        "forward": "winograd" if wino else (
+            "im2col" if nhwc_wide or small_map else "direct"),
         "grad_input": "winograd" if wino else (
-            "im2col" if nhwc_wide or (strided and (g.Cg <= FEW_CHANNELS or wide_strided))
-            else "direct"),
+            "im2col" if nhwc_wide or few_channels else "direct"),
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
-        or (not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION and g.Kg >= WGRAD_MIN_FILTERS)
-        else "direct",
+        or short_reduction else "direct",
     }

@@ -1,15 +1,18 @@
 """Load the direct engine's compiled module with OpenMP threads that stop spinning soon.
 
 GNU OpenMP's threads spin after a parallel region before they sleep, 300,000 rounds
-of a pause loop when neither ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT`` is set: about
-6 ms on a Zen 3 core. A call that follows on the im2col engine's threads (or the
-caller's NumPy) shares each core with a spinning thread for that long. Measured on a
-2-core AMD EPYC (Zen 3, 2026-12-03, float32, medians of 9-15 interleaved rounds):
-cs231n grad_input on im2col right after a direct call 4.32 ms, 1.99 ms with a spin of
-10,000; three small layers alternating direct forward and im2col grad_weight 21.5 ms,
-15.2 ms with 10,000 (1,000: 16.3; 30,000: 17.1; PASSIVE, no spin: 16.3), while the
-same layers all on the direct engine ran 14.1-15.8 ms by default and 15.0 with 10,000
-(PASSIVE 16.8, 1,000 16.7: a sleeping thread is woken once per region).
+of a pause loop when neither ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT`` is set, several
+milliseconds; a call that follows on the im2col engine's threads (or the caller's
+NumPy) shares each core with a spinning thread for that long. Measured on a 2-core AMD
+EPYC (Zen 3, KVM, 2026-12-03, float32, medians of interleaved rounds): cs231n
+grad_input on im2col right after a direct call took 7.9 ms by default, 4.2 ms with a
+spin of 10,000, 6.2 ms with 100,000. But a short spin costs the direct engine more on
+this VM: a thread that slept is woken through the hypervisor, and under ``fastconv
+bench`` (blocks of back-to-back calls) a spin of 10,000 made small direct calls 2-3x
+slower (cs231n forward 1.1 -> 3.2-3.5 ms, batch1_c4 forward 2.4-3.4 -> 6.2-7.1,
+lenet_c1 forward 0.5 -> 1.6-1.7), 30,000 once 8x on lenet_c1, while 100,000 matched
+the default within the noise (cs231n 1.2-1.6, batch1_c4 2.6-2.7, lenet_c1 0.5-0.6 ms).
+So 100,000: a third of the default's spin after each call, none of its cost.
 
 libgomp reads the variables once, when it is loaded, so this module sets
 ``GOMP_SPINCOUNT`` (only if the user set neither variable), imports ``_direct`` (whose
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-SPIN_COUNT = "10000"
+SPIN_COUNT = "100000"
 _VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 

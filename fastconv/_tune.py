@@ -159,23 +159,34 @@ def candidates(g: ConvGeometry, dtype, pass_name: str) -> tuple[str, ...]:
     return ENGINES[:2]
 
 
+# Timed calls of one engine in a row: a block, as ``fastconv bench`` times them. Calls
+# alternating between engines measured the switch, not the engines: after an im2col
+# call the direct engine's OpenMP threads have gone to sleep and each direct call paid
+# for waking them, and autotune chose im2col for cs231n grad_input in three runs of
+# three where the bench's blocks had direct 1.26x faster (Zen 3, 2026-12-03).
+BLOCKS = 2
+
+
 def time_engines(calls: dict, rounds: int):
-    """Time ``calls`` (engine -> function of no arguments returning the pass's result)
-    in ``rounds`` interleaved rounds after a warm-up call each; return the engine of the
-    lowest median and its warm-up result, or None when a call returned None (Winograd,
-    asked for finite inputs only, met a NaN or Inf: no fair timing of it was had)."""
+    """Time ``calls`` (engine -> function of no arguments returning the pass's result),
+    ``rounds`` calls each after a warm-up call, in ``BLOCKS`` blocks of consecutive
+    calls per engine, the engines' blocks taking turns; return the engine of the lowest
+    median and its warm-up result, or None when a call returned None (Winograd, asked
+    for finite inputs only, met a NaN or Inf: no fair timing of it was had)."""
     results = {}
     for name, fn in calls.items():
         results[name] = fn()  # warm-up: compilation and first touch stay out of the timing
         if results[name] is None:
             return None
     times: dict = {name: [] for name in calls}
-    for _ in range(rounds):
+    per_block = -(-rounds // BLOCKS)
+    for block in range(BLOCKS):
         for name, fn in calls.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+            for _ in range(min(per_block, rounds - block * per_block)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    medians = {name: statistics.median(t) for name, t in times.items() if t}
     winner = min(medians, key=medians.get)
     return winner, results[winner]
 

@@ -33,8 +33,10 @@ same sequence in its peer process, ONNX Runtime the forward part in its own.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -102,6 +104,9 @@ def add_arguments(p) -> None:
     p.add_argument("--no-torch", action="store_true", help="do not time PyTorch even if installed")
     p.add_argument("--no-ort", action="store_true",
                    help="do not time ONNX Runtime even if installed")
+    p.add_argument("--autotune", action="store_true",
+                   help="run auto with set_autotune(True), tuning into a fresh temporary "
+                   "cache (your tuning cache is neither read nor written)")
     p.add_argument("--network", metavar="NAMES",
                    help="comma-separated networks to run whole instead of the layer suite; "
                    f"known: {', '.join(NETWORKS)}")
@@ -752,6 +757,29 @@ def _reject(options: dict, why: str) -> None:
         raise SystemExit(f"fastconv bench: {', '.join(given)} {why}")
 
 
+@contextlib.contextmanager
+def _autotuned(on: bool):
+    """--autotune: autotune on, with a tuning cache of its own for the run."""
+    if not on:
+        yield
+        return
+    import tempfile
+
+    from . import _tune, autotune
+    old = os.environ.get("FASTCONV_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="fastconv-bench-tune-") as where, autotune(True):
+        os.environ["FASTCONV_CACHE_DIR"] = where
+        _tune._loaded = None
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("FASTCONV_CACHE_DIR", None)
+            else:
+                os.environ["FASTCONV_CACHE_DIR"] = old
+            _tune._loaded = None
+
+
 def run(args) -> int:
     passes = _split(args.passes, PASSES, "pass(es)")
     threads = args.threads or get_num_threads()
@@ -769,9 +797,11 @@ def run(args) -> int:
     peers, notes = _start_peers(args.no_torch, args.no_ort, threads, args.dtype, passes,
                                 args.layout)
     try:
-        result = measure(layers, passes, args.dtype, threads, repeat, peers, args.layout)
+        with _autotuned(args.autotune):
+            result = measure(layers, passes, args.dtype, threads, repeat, peers, args.layout)
     finally:
         _close(peers)
+    result["autotune"] = bool(args.autotune)
     result["notes"] = notes
     print(format_table(result))
     if old is not None:
@@ -785,7 +815,8 @@ def run(args) -> int:
 
 
 def _run_networks(args, passes, threads: int) -> int:
-    _reject({"--layers": args.layers, "--quick": args.quick, "--plot": args.plot},
+    _reject({"--layers": args.layers, "--quick": args.quick, "--plot": args.plot,
+             "--autotune": args.autotune},
             "applies to the layer suite only, not to --network")
     names = _split(args.network, NETWORKS, "network(s)")
     engines = _split(args.engines or "auto", ENGINES, "engine(s)")

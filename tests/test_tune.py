@@ -108,22 +108,48 @@ EXPECTED_CHOICES = {
     "lenet_c1": ("direct", "direct", "direct"),
     "resnet_c2_1x1": ("direct", "direct", "im2col"),
 }
-# Where a machine without AVX-512 is answered otherwise: strided grad_input onto a large
-# map goes to im2col.
-EXPECTED_WITHOUT_AVX512 = {"resnet_c3_3x3s2": ("direct", "im2col", "direct")}
+# Where a machine without AVX-512 is answered otherwise (fastconv/_dispatch.py, revised
+# 2026-12-03 on Zen 3): cs231n's small images keep the direct engine's strided
+# grad_input and its short-reduction grad_weight; 512 channels on 7x7 maps forward on
+# im2col.
+EXPECTED_WITHOUT_AVX512 = {
+    "cs231n": ("direct", "direct", "direct"),
+    "resnet_c5_3x3": ("im2col", "direct", "im2col"),
+}
+# Two machine descriptions the choices are pinned for: a 2-core Zen 3 VM (AVX2, 512 KiB
+# of L2 per core) and a 2-core Xeon (AVX-512, 2 MiB of L2 per core), and a many-core
+# AVX2 server that the rules answer as the 2-core one.
+MACHINES = {
+    "zen3_avx2": fastconv.Machine("avx2", 2, 512 << 10),
+    "xeon_avx512": fastconv.Machine("avx512", 2, 2 << 20),
+    "avx2_64_cores": fastconv.Machine("avx2", 64, 1 << 20),
+}
 
 
-@pytest.mark.parametrize("simd", ["avx512", "avx2", "baseline"])
+@pytest.mark.parametrize("machine", sorted(MACHINES))
 @pytest.mark.parametrize("name", sorted(EXPECTED_CHOICES))
-def test_choose_backend_on_the_suite(name, simd):
+def test_choose_backend_on_the_suite(name, machine):
     from fastconv.suite import LAYERS
     layer = LAYERS[name]
     g = geometry(layer.x_shape, layer.w_shape, layer.stride, layer.pad, 1, layer.groups, 0)
-    choice = fastconv.choose_backend(g, np.float32, 2, simd=simd, precision="highest")
+    m = MACHINES[machine]
+    choice = fastconv.choose_backend(g, np.float32, 2, precision="highest", machine=m)
     expected = EXPECTED_CHOICES[name]
-    if simd != "avx512":
+    if m.simd != "avx512":
         expected = EXPECTED_WITHOUT_AVX512.get(name, expected)
     assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == expected
+    # simd= says the same as a machine of that variant; the machine's wins over it
+    assert choice == fastconv.choose_backend(g, np.float32, 2, simd=m.simd,
+                                             precision="highest")
+    other = "avx2" if m.simd == "avx512" else "avx512"
+    assert choice == fastconv.choose_backend(g, np.float32, 2, simd=other,
+                                             precision="highest", machine=m)
+
+
+def test_this_machine_is_described():
+    m = fastconv.machine()
+    assert m.simd == fastconv._dispatch.simd_variant()
+    assert m.cores == fastconv._threads.available_cores() and m.l2_bytes >= 0
 
 
 # float32 under precision "high" (the default): Winograd's forward and grad_input on the
@@ -168,7 +194,9 @@ def test_winograd_choices_on_the_suite(name, layout):
     ((1, 512, 7, 7), (2048, 512, 1, 1), 1, "im2col"),    # 7x7, one image
     ((8, 512, 14, 14), (1024, 512, 1, 1), 2, "direct"),  # a strided projection
     ((8, 256, 14, 14), (512, 256, 3, 3), 2, "direct"),   # strided onto 7x7 maps
-    ((8, 128, 28, 28), (256, 128, 3, 3), 2, "im2col"),   # strided onto 14x14 maps
+    ((8, 128, 56, 56), (128, 128, 3, 3), 2, "direct"),   # strided onto 28x28 maps
+    ((8, 3, 224, 224), (32, 3, 3, 3), 2, "im2col"),      # a stem: 3 channels, 224x224
+    ((32, 3, 64, 64), (32, 3, 3, 3), 2, "direct"),       # 3 channels, 64x64
     ((8, 256, 14, 14), (1024, 256, 1, 1), 1, "im2col"),  # pointwise onto 14x14 maps
     ((8, 512, 28, 28), (128, 512, 1, 1), 1, "direct"),   # pointwise onto 28x28 maps
 ])
@@ -201,7 +229,7 @@ def test_nhwc_choices_without_avx512(x_shape, stride, expected):
     ("alexnet_conv1", ("direct", "im2col", "direct")),  # 3 channels: forward stays direct
     ("resnet_stem", ("direct", "im2col", "direct")),
     ("lenet_c1", ("direct", "direct", "direct")),
-    ("cs231n", ("direct", "im2col", "direct")),          # short reduction: NCHW's rule only
+    ("cs231n", ("direct", "direct", "direct")),  # small images keep direct grad_input (NCHW rule)
     ("resnet_c2_3x3", ("im2col", "im2col", "direct")),
 ])
 def test_nhwc_choices_on_the_suite(name, expected):
