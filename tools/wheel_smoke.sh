@@ -37,32 +37,36 @@ first_call() {  # first_call HOME NUMBA_CACHE_DIR-or-empty ARGS...: one fresh pr
   env -i HOME="$home" LANG=C.UTF-8 PATH="$work/runenv/bin" \
     ${numba_cache:+NUMBA_CACHE_DIR="$numba_cache"} "$work/runenv/bin/python" "$work/first_call.py" "$@"
 }
-for engine in direct im2col winograd; do
-  numba_cache=$(mktemp -d)
-  first_call "$HOME" "$numba_cache" "$engine"
-  first_call "$HOME" "$numba_cache" "$engine"
-  rm -rf "$numba_cache"
+# FIRST_CALL_REPEAT=3 for the README's medians; CI measures each once.
+for _ in $(seq "${FIRST_CALL_REPEAT:-1}"); do
+  for engine in auto direct im2col winograd; do
+    numba_cache=$(mktemp -d)
+    first_call "$HOME" "$numba_cache" "$engine"
+    first_call "$HOME" "$numba_cache" "$engine"
+    rm -rf "$numba_cache"
+  done
 done
 
 echo "== a read-only installation: Numba caches in the user's directory instead"
 site=$("$work/runenv/bin/python" -c "import fastconv, os; print(os.path.dirname(fastconv.__file__))")
 # The runs above cached kernels next to the sources: drop them, then make the package
-# read-only. As root, write permission bits do not bind: run as nobody then.
+# read-only. As root, permission bits do not bind, so root remounts the package
+# read-only in a mount namespace of its own (unshare); anyone else gets chmod.
 find "$site" \( -name '*.nbi' -o -name '*.nbc' \) -delete
-chmod -R a-w "$site"
 home="$work/home"
 mkdir -p "$home"
-as_user=()
+ro_runs="$(declare -f first_call); work='$work'; \
+  first_call '$home' '' im2col > '$home/ro1.json' && first_call '$home' '' im2col > '$home/ro2.json'"
 if [ "$(id -u)" = 0 ]; then
-  chmod 755 "$work"
-  chown 65534:65534 "$home"
-  as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+  unshare -m --propagation private bash -c \
+    "mount --bind '$site' '$site' && mount -o remount,ro,bind '$site' && $ro_runs"
+else
+  chmod -R a-w "$site"
+  bash -c "$ro_runs" || { chmod -R u+w "$site"; exit 1; }
+  chmod -R u+w "$site"  # so that the trap can remove it
 fi
-"${as_user[@]}" bash -c "$(declare -f first_call); work='$work'; \
-  first_call '$home' '' im2col > '$work/ro1.json' && first_call '$home' '' im2col > '$work/ro2.json'" \
-  || { chmod -R u+w "$site"; exit 1; }
-cat "$work/ro1.json" "$work/ro2.json"
-"$work/runenv/bin/python" - "$work/ro1.json" "$work/ro2.json" "$home" "$site" <<'PY'
+cat "$home/ro1.json" "$home/ro2.json"
+"$work/runenv/bin/python" - "$home/ro1.json" "$home/ro2.json" "$home" "$site" <<'PY'
 import json, pathlib, sys
 first, second = (json.load(open(p)) for p in sys.argv[1:3])
 home, site = pathlib.Path(sys.argv[3]), pathlib.Path(sys.argv[4])
@@ -73,4 +77,3 @@ assert not list(site.rglob("*.nbi")), f"Numba wrote into the read-only {site}"
 print(f"read-only install: first call {first['first_call_s']} s ({len(first['compiled'])} "
       f"compiled), second process {second['first_call_s']} s (none compiled), cache in {home}")
 PY
-chmod -R u+w "$site"  # so that the trap can remove it
