@@ -117,7 +117,8 @@ class _Problem:
             eng = get_engine(name)
             opts = {"finite_only": True} if name == "winograd" else {}
             calls[name] = lambda eng=eng, opts=opts: call(eng, **opts)
-        timed = _tune.time_engines(calls, ROUNDS)
+        model = choose_backend(self.g, self.dtype, threads)[pass_name]
+        timed = _tune.time_engines(calls, ROUNDS, prefer=model)
         if timed is None:
             return None
         winner, out = timed

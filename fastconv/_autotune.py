@@ -7,7 +7,8 @@ problem (geometry and layout, dtype, thread count, float32 precision setting) wi
 stored winner times the candidate engines on the caller's own arrays, ``ROUNDS``
 calls each after a warm-up call each (Numba's first compile and the first touch of the
 memory stay out of the timing), in two blocks of consecutive calls per engine
-(``_tune.time_engines``), and keeps the engine with the lowest median for the rest of the process and in the tuning cache on disk
+(``_tune.time_engines``), and keeps the engine with the lowest median (the cost
+model's engine where it is within 5% of that) for the rest of the process and in the tuning cache on disk
 (``fastconv/_tune.py``), where later processes find it. The call returns the winner's
 own result; every later call of that problem runs the winner, so results are bitwise
 stable for as long as the cache holds the entry.

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from ._dispatch import PASSES, simd_variant
+from ._dispatch import PASSES, choose_backend, simd_variant
 from ._geometry import ConvGeometry
 
 FILE_NAME = "tuned.json"
@@ -175,12 +175,20 @@ def candidates(g: ConvGeometry, dtype, pass_name: str) -> tuple[str, ...]:
 BLOCKS = 2
 
 
-def time_engines(calls: dict, rounds: int):
+# The cost model's engine keeps a problem unless another was faster by more than this:
+# on a noisy machine a first call's few timings flip between engines that tie, and
+# three runs of `fastconv bench --autotune` each sent some small rows to an engine
+# 1.1-1.6x slower by the bench's own medians (Zen 3, 2026-12-03).
+MARGIN = 0.05
+
+
+def time_engines(calls: dict, rounds: int, prefer: str | None = None):
     """Time ``calls`` (engine -> function of no arguments returning the pass's result),
     ``rounds`` calls each after a warm-up call, in ``BLOCKS`` blocks of consecutive
     calls per engine, the engines' blocks taking turns; return the engine of the lowest
-    median and its warm-up result, or None when a call returned None (Winograd, asked
-    for finite inputs only, met a NaN or Inf: no fair timing of it was had)."""
+    median (``prefer``, the cost model's, when within ``MARGIN`` of it) and its warm-up
+    result, or None when a call returned None (Winograd, asked for finite inputs only,
+    met a NaN or Inf: no fair timing of it was had)."""
     results = {}
     for name, fn in calls.items():
         results[name] = fn()  # warm-up: compilation and first touch stay out of the timing
@@ -196,6 +204,8 @@ def time_engines(calls: dict, rounds: int):
                 times[name].append(time.perf_counter() - t0)
     medians = {name: statistics.median(t) for name, t in times.items() if t}
     winner = min(medians, key=medians.get)
+    if prefer in medians and medians[prefer] <= (1 + MARGIN) * medians[winner]:
+        winner = prefer
     return winner, results[winner]
 
 
@@ -233,8 +243,9 @@ def tune(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW", dtype=No
         if p not in calls:
             raise ValueError(f"passes must be drawn from {PASSES}, got {p!r}")
         # Every call returns an array or ConvGrads (no finite-only call): never None.
+        model = choose_backend(g, gy.dtype, threads)[p]
         winners[p] = time_engines({e: calls[p](e) for e in candidates(g, gy.dtype, p)},
-                                  repeat)[0]
+                                  repeat, prefer=model)[0]
         entries[entry_key(g, gy.dtype, threads, p)] = winners[p]
     remember(entries)
     return winners

@@ -34,9 +34,9 @@ def timings(monkeypatch):
     seen = []
     real = _tune.time_engines
 
-    def counted(calls, rounds):
+    def counted(calls, rounds, prefer=None):
         seen.append(tuple(calls))
-        return real(calls, 1)  # one round: these tests count, they do not time
+        return real(calls, 1, prefer)  # one round: these tests count, they do not time
 
     monkeypatch.setattr(_tune, "time_engines", counted)
     return seen
@@ -119,7 +119,7 @@ def test_the_winner_is_what_auto_runs(cache, monkeypatch):
     model = fastconv.choose_backend(g, np.float32, fastconv.get_num_threads())["forward"]
     other = "im2col" if model != "im2col" else "direct"
     monkeypatch.setattr(_tune, "time_engines",
-                        lambda calls, rounds: (other, calls[other]()))
+                        lambda calls, rounds, prefer=None: (other, calls[other]()))
     fastconv.conv2d(x, w, 1, 1)
     called = []
     engine = get_engine(other)
@@ -151,7 +151,7 @@ def test_survives_a_process_restart(tmp_path):
         "from fastconv import _tune\n"
         "n = []\n"
         "real = _tune.time_engines\n"
-        "_tune.time_engines = lambda c, r: n.append(1) or real(c, 1)\n"
+        "_tune.time_engines = lambda c, r, prefer=None: n.append(1) or real(c, 1, prefer)\n"
         "x = np.ones((2, 3, 8, 8), np.float32); w = np.ones((4, 3, 3, 3), np.float32)\n"
         "fastconv.conv2d(x, w, 1, 1)\n"
         "print(fastconv.get_autotune(), len(n))\n")
@@ -210,7 +210,8 @@ def test_tune_uses_the_same_candidates(cache, monkeypatch):
     seen = []
     real = _tune.time_engines
     monkeypatch.setattr(_tune, "time_engines",
-                        lambda calls, rounds: seen.append(tuple(calls)) or real(calls, 1))
+                        lambda calls, rounds, prefer=None: seen.append(tuple(calls))
+                        or real(calls, 1, prefer))
     with fastconv.autotune(False):
         winners = fastconv.tune((2, 64, 10, 10), (64, 64, 3, 3), 1, 1, repeat=1)
     assert seen == [("direct", "im2col", "winograd"), ("direct", "im2col", "winograd"),
@@ -226,3 +227,22 @@ def test_cache_dir_comes_from_platformdirs(monkeypatch, tmp_path):
         platformdirs.user_cache_dir("fastconv", appauthor=False))
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     assert _tune.cache_dir() == tmp_path
+
+
+def test_the_cost_models_engine_keeps_a_tie(monkeypatch):
+    """Within MARGIN of the fastest, the preferred (cost model's) engine wins; beyond
+    it, the fastest does. A fake clock makes each engine's calls take fixed times."""
+    clock = [0.0]
+    monkeypatch.setattr(_tune.time, "perf_counter", lambda: clock[0])
+
+    def engine(seconds):
+        def call():
+            clock[0] += seconds
+            return np.zeros(1)
+        return call
+
+    tie = {"direct": engine(1.04), "im2col": engine(1.00)}
+    assert _tune.time_engines(tie, 4, prefer="direct")[0] == "direct"
+    assert _tune.time_engines(tie, 4)[0] == "im2col"
+    clear = {"direct": engine(1.10), "im2col": engine(1.00)}
+    assert _tune.time_engines(clear, 4, prefer="direct")[0] == "im2col"
