@@ -112,13 +112,13 @@ class _Problem:
         threads = get_num_threads()
         if _tune.lookup(self.g, self.dtype, threads, pass_name):
             return None
-        calls = {}
-        for name in _tune.candidates(self.g, self.dtype, pass_name):
+        def call_for(name):
             eng = get_engine(name)
             opts = {"finite_only": True} if name == "winograd" else {}
-            calls[name] = lambda eng=eng, opts=opts: call(eng, **opts)
-        model = choose_backend(self.g, self.dtype, threads)[pass_name]
-        timed = _tune.time_engines(calls, ROUNDS, prefer=model)
+            return lambda: call(eng, **opts)
+
+        timed = _tune.time_candidates(self.g, self.dtype, threads, pass_name, call_for,
+                                      ROUNDS)
         if timed is None:
             return None
         winner, out = timed

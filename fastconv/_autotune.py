@@ -24,18 +24,14 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ._validate import flag
+
 # Timed calls per candidate on a problem's first call, after a warm-up call each, in
 # two blocks (``_tune.time_engines``), so that a transient slows all of them alike.
 ROUNDS = 6
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
-
-
-def _flag(value, name: str) -> bool:
-    if not isinstance(value, (bool, int)) or isinstance(value, int) and value not in (0, 1):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
 
 
 def _initial() -> bool:
@@ -55,7 +51,7 @@ def set_autotune(enabled: bool) -> None:
     """True: ``auto`` times the engines on each new problem's first call and keeps the
     winner (process and disk); False (default): it follows the cost model."""
     global _enabled
-    _enabled = _flag(enabled, "enabled")
+    _enabled = flag(enabled, "enabled")
 
 
 def get_autotune() -> bool:
@@ -66,7 +62,7 @@ def get_autotune() -> bool:
 @contextlib.contextmanager
 def autotune(enabled: bool = True):
     """Context manager: ``with fastconv.autotune(): ...`` tunes the calls inside."""
-    new = _flag(enabled, "enabled")
+    new = flag(enabled, "enabled")
     old = get_autotune()
     set_autotune(new)
     try:

@@ -128,7 +128,7 @@ The machine enters through :class:`Machine` (``machine()`` reads this one): the 
 variant decides every rule above that names AVX-512; the core count and the L2 cache
 size are part of the description, and of what a test pins, but no rule uses them yet,
 none having been measured on machines that differ in them (every figure here is from a
-2-core machine with 1 MiB of L2 per core, or 2 MiB on the Xeon).
+2-core machine, with 512 KiB (Zen 3) to 2 MiB (the Xeon) of L2 per core).
 
 Added 2026-12-02, Zen 3 (AVX2), float32, 2 threads, medians of 7, per call (filters
 transformed every call), direct / winograd ms, forward then grad_input:

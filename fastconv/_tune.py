@@ -209,6 +209,15 @@ def time_engines(calls: dict, rounds: int, prefer: str | None = None):
     return winner, results[winner]
 
 
+def time_candidates(g: ConvGeometry, dtype, threads: int, pass_name: str, call_for,
+                    rounds: int):
+    """:func:`time_engines` over the :func:`candidates` for this pass, the cost model's
+    engine preferred; ``call_for(engine)`` gives the function of no arguments to time.
+    What autotune and :func:`tune` both run."""
+    calls = {e: call_for(e) for e in candidates(g, dtype, pass_name)}
+    return time_engines(calls, rounds, prefer=choose_backend(g, dtype, threads)[pass_name])
+
+
 def tune(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW", dtype=None,
          passes=PASSES, repeat=3) -> dict[str, str]:
     """Time the engines ``auto`` may run on this problem and store the fastest per pass.
@@ -243,9 +252,7 @@ def tune(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW", dtype=No
         if p not in calls:
             raise ValueError(f"passes must be drawn from {PASSES}, got {p!r}")
         # Every call returns an array or ConvGrads (no finite-only call): never None.
-        model = choose_backend(g, gy.dtype, threads)[p]
-        winners[p] = time_engines({e: calls[p](e) for e in candidates(g, gy.dtype, p)},
-                                  repeat, prefer=model)[0]
+        winners[p] = time_candidates(g, gy.dtype, threads, p, calls[p], repeat)[0]
         entries[entry_key(g, gy.dtype, threads, p)] = winners[p]
     remember(entries)
     return winners

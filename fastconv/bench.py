@@ -765,11 +765,11 @@ def _autotuned(on: bool):
         return
     import tempfile
 
-    from . import _tune, autotune
+    from . import autotune
+    # The tuning cache is read again whenever FASTCONV_CACHE_DIR changes (_tune._read).
     old = os.environ.get("FASTCONV_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="fastconv-bench-tune-") as where, autotune(True):
         os.environ["FASTCONV_CACHE_DIR"] = where
-        _tune._loaded = None
         try:
             yield
         finally:
@@ -777,7 +777,6 @@ def _autotuned(on: bool):
                 os.environ.pop("FASTCONV_CACHE_DIR", None)
             else:
                 os.environ["FASTCONV_CACHE_DIR"] = old
-            _tune._loaded = None
 
 
 def run(args) -> int:
