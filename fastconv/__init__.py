@@ -5,9 +5,10 @@ Where things live:
 * ``conv2d``, ``conv2d_backward``, ``output_shape``: ``fastconv/_api.py``
 * the engines (``forward``, ``grad_input``, ``grad_weight``, ``grad_bias``):
   ``fastconv/engines/`` -- ``direct.py`` wraps the Cython kernels in ``csrc/_direct.pyx``,
-  ``im2col.py`` holds the Numba kernels (their BLAS calls: ``engines/_cblas.py``; the
-  pointwise and whole-window products: ``engines/_products.py``), ``reference.py`` the
-  plain NumPy twin
+  ``im2col.py`` holds the Numba kernels (their copy loops: ``csrc/im2col_loops.c``
+  through ``engines/_loops.py``; their BLAS calls: ``engines/_cblas.py``; the pointwise
+  and whole-window products: ``engines/_products.py``), ``reference.py`` the plain
+  NumPy twin
 * ``fastconv bench``: ``fastconv/bench.py``, with PyTorch timed by ``_torch_peer.py`` and
   ONNX Runtime by ``_ort_peer.py``; the layer suite in ``suite.py``, the networks of
   ``--network`` in ``networks.py``

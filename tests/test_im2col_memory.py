@@ -117,9 +117,9 @@ def test_workspace_reused_across_pieces_and_calls(monkeypatch, rng):
     requests, plans = [], []
     workspace, run = im2col._workspace, im2col._forward_nchw.run
     monkeypatch.setattr(im2col, "_workspace", lambda *a: requests.append(a) or workspace(*a))
-    # args after the arrays: gemm_fn, T, nb, pb, nbands, G, ws, per
+    # args: x, w, bias, y, its four C loops, then T, nb, pb, nbands, G, ws, per
     monkeypatch.setattr(im2col._forward_nchw, "run",
-                        lambda par, *a: plans.append((a[5], *a[7:9])) or run(par, *a))
+                        lambda par, *a: plans.append((a[8], *a[10:12])) or run(par, *a))
     cap = 2 * 3 * 9 * 40 * 8 * 4  # two threads' pieces of 8 output rows
     with fastconv.workspace_limit(cap):
         fastconv.conv2d(x, w, pad=1, backend="im2col")

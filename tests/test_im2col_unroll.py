@@ -1,4 +1,5 @@
-"""The im2col engine's unrolling kernel against a NumPy unroll, piece by piece.
+"""The im2col engine's unrolling loop (csrc/im2col_loops.c) against a NumPy unroll,
+piece by piece.
 
 The whole-pass tests check the unrolling only through products; here every entry of a
 piece is compared, with the buffer prefilled with NaN so an entry the kernel forgets
@@ -9,7 +10,7 @@ columns afterwards, and row ranges that start mid-tap (grad_weight's row split).
 import numpy as np
 import pytest
 
-from fastconv.engines import im2col
+from fastconv.engines._loops import loops_for
 
 
 def numpy_unroll(x, n0, nb, p0, pb, row0, row1, R, S, P, Q, sh, sw, dh, dw, pads):
@@ -62,8 +63,9 @@ def test_unroll_matches_numpy(H, W, R, S, stride, dil, pads, dtype):
                     continue
                 L = pb * Q
                 cols = np.full((row1 - row0) * nb * L, np.nan, dtype)
-                im2col._unroll_nchw(x, n0, nb, p0, pb, row0, row1, cols, nb * L, L,
-                                    R, S, P, Q, sh, sw, dh, dw, pt, pl)
+                loops_for(dtype).unroll_nchw(x.ctypes.data, C, H, W, n0, nb, p0, pb,
+                                             row0, row1, cols.ctypes.data, nb * L, L,
+                                             R, S, Q, sh, sw, dh, dw, pt, pl)
                 want = numpy_unroll(x, n0, nb, p0, pb, row0, row1, R, S, P, Q,
                                     sh, sw, dh, dw, pads)
                 np.testing.assert_array_equal(cols.reshape(want.shape), want)

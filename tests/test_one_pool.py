@@ -14,6 +14,7 @@ from threadpoolctl import ThreadpoolController
 import fastconv
 from fastconv.engines import _twin
 from fastconv.engines._cblas import DGEMM, SGEMM
+from fastconv.engines._loops import F32, F64
 
 # (x NCHW shape, w OIHW shape, stride, pad, groups); sizes large enough (>= 8 MFLOP)
 # that threads_for() gives the kernels both threads.
@@ -36,7 +37,8 @@ def gemm_kernel_calls(monkeypatch):
     run = _twin.Shares.run
 
     def watched(self, T, *args):
-        if any(a is SGEMM or a is DGEMM for a in args):
+        # the gemm itself (the products) or the loops that hold it (im2col's kernels)
+        if any(a is SGEMM or a is DGEMM or a is F32 or a is F64 for a in args):
             blas = controller.select(user_api="blas").lib_controllers
             calls.append([lib.get_num_threads() for lib in blas])
         return run(self, T, *args)

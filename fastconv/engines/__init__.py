@@ -24,10 +24,11 @@ Contract (the API in ``fastconv._api`` guarantees it, so engines do not re-check
 Modules:
   reference  plain NumPy, obviously right, slow (the slow twin of every fast path)
   direct     Cython direct convolution, OpenMP threads, no workspace (csrc/_direct.pyx)
-  im2col     Numba im2col/col2im kernels: each thread unrolls a cache-sized piece of the
-             column matrix and multiplies it with a single-threaded BLAS gemm (_cblas);
-             pointwise and whole-window passes are gemm tasks on the same threads
-             (_products)
+  im2col     Numba kernels that schedule im2col/col2im pieces: each thread unrolls a
+             cache-sized piece of the column matrix (C loops: _loops,
+             csrc/im2col_loops.c) and multiplies it with a single-threaded BLAS gemm
+             (_cblas); pointwise and whole-window passes are gemm tasks on the same
+             threads (_products)
   winograd   F(4x4, 3x3) minimal filtering for 3x3 stride-1 layers (csrc/_winograd.pxi),
              forward and grad_input; its grad_weight is the direct engine's. Only on
              request (backend="winograd") for now; its NumPy twin: winograd_twin

@@ -28,7 +28,7 @@ import numpy as np
 
 from .._blas import single_threaded
 from .._geometry import ConvGeometry
-from ._cblas import NOTRANS, TRANS, gemm, gemm_for
+from ._cblas import NOTRANS, TRANS, gemm_for
 from ._fpmode import ftz_enter, ftz_leave
 from ._twin import kernel
 
@@ -48,8 +48,8 @@ def _run_tasks(t, T, gemm_fn, transa, transb, a, lda, b, ldb, c, ldc, tasks, sta
     csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     for i in range(starts[t], starts[t + 1]):
         m, n, c0 = tasks[i, M], tasks[i, N], tasks[i, C_OFF]
-        gemm(gemm_fn, transa, transb, m, n, tasks[i, K], a, tasks[i, A_OFF], lda,
-             b, tasks[i, B_OFF], ldb, 1.0 * tasks[i, BETA], c, c0, ldc)
+        gemm_fn(transa, transb, m, n, tasks[i, K], a.ctypes, tasks[i, A_OFF], lda,
+                b.ctypes, tasks[i, B_OFF], ldb, 1.0 * tasks[i, BETA], c.ctypes, c0, ldc)
         b0 = tasks[i, BIAS_OFF]
         if b0 < 0:
             continue

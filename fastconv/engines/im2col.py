@@ -1,4 +1,9 @@
-"""im2col engine: Numba im2col/col2im kernels around BLAS matrix products, in bounded memory.
+"""im2col engine: im2col/col2im pieces around BLAS matrix products, in bounded memory.
+
+Numba kernels hold the schedule (which piece, which offsets, which product); the loops
+that move the data are C (``_loops``: csrc/im2col_loops.c), and so is the call into
+BLAS (``_cblas``), so that a first call compiles only the schedule (see First call
+below).
 
 Caffe's three products:
 
@@ -46,17 +51,17 @@ from __future__ import annotations
 import contextlib
 import threading
 
-import numba
 import numpy as np
 from numba import njit
 
 from .._blas import single_threaded
 from .._geometry import ConvGeometry
-from .._threads import kernel_threads, threads_for
+from .._threads import kernel_threads, run_shares, threads_for
 from .._workspace import get_workspace_limit
 from ._alloc import output
-from ._cblas import NOTRANS, TRANS, gemm, gemm_for
+from ._cblas import NOTRANS, TRANS
 from ._fpmode import FLUSHES, ftz_enter, ftz_leave
+from ._loops import loops_for
 from ._products import plan as _products_plan
 from ._products import run as run_products
 from ._twin import kernel as _kernel
@@ -227,158 +232,21 @@ def _start(g: ConvGeometry) -> int:
 
 
 # ---------------------------------------------------------------------------------
-# Kernels. Each thread's share (t of T, see ``_twin``) is a disjoint block of its output, so nothing is
-# shared between threads and the sums are added in the same order on every run.
+# Kernels. Each thread's share (t of T, see ``_twin``) is a disjoint block of its
+# output, so nothing is shared between threads and the sums are added in the same order
+# on every run.
 #
 # First call. Numba compiles each kernel the first time a process meets it with an
-# empty cache, so the kernels avoid what is slow to compile: no slice assignment from
-# an array (``a[i:j] = b[k:l]``, ``a[i:j] += b``): for those Numba 0.68 builds a
-# shape-mismatch message by string formatting, 3-6 s of the first forward on the Xeon
-# (2026-12-02); element loops instead.
-
-
-_u = numba.uint64  # an index that cannot be negative (see _unroll_nchw)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _valid_range(start, step, size, count):
-    """[lo, hi): the t < count with 0 <= start + t*step < size; the rest falls in the padding.
-
-    Computed once per tap so the inner loops copy without a bounds test.
-    """
-    lo = -(start // step)           # ceil(-start / step); // floors, as in Python
-    hi = -((start - size) // step)  # ceil((size - start) / step)
-    lo = min(max(lo, 0), count)
-    hi = min(max(hi, lo), count)
-    return lo, hi
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _shifted_run(xf, plane, plane_size, src, cols, dst, count, Q, q_lo, q_hi):
-    """cols[dst:dst+count] = the plane's elements src:src+count, then zero the columns
-    q < q_lo and q >= q_hi of each row of Q: the padding, where the run read into a
-    neighbouring row (or, clipped here, past either end of the plane)."""
-    lo, hi = max(src, 0), min(src + count, plane_size)
-    d, sx = _u(dst + lo - src), _u(plane + lo)
-    for i in range(_u(hi - lo)):
-        cols[d + i] = xf[sx + i]
-    for k in range(_u(count // Q)):
-        t = _u(dst) + k * _u(Q)
-        for q in range(_u(q_lo)):
-            cols[t + q] = 0
-        for q in range(_u(q_hi), _u(Q)):
-            cols[t + q] = 0
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _unroll_nchw(x, n0, nb, p0, pb, row0, row1, cols, row_stride, img_stride,
-                 R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """Rows row0:row1 of the columns of x[n0:n0+nb], output rows p0:p0+pb -> flat cols.
-
-    Column row ``row = c*R*S + r*S + s`` of image j, position t = (p - p0)*Q + q, lands
-    at cols[(row - row0)*row_stride + j*img_stride + t]. Written in order, with the
-    padding found once per tap (``_valid_range``) rather than tested per element.
-    Indices are unsigned (``_u``): Numba then drops its negative-index wraparound,
-    and the copies vectorise (resnet_c2_3x3's rows: 6 -> 23 GB/s on one thread).
-    """
-    C, H, W = x.shape[1], x.shape[2], x.shape[3]
-    xf = x.reshape(-1)
-    # Stride 1 with the output as wide as the input ("same" width): the band of a tap
-    # is one run of x, shifted by the tap's offset, with the padding columns zeroed
-    # afterwards. One long copy instead of a short one per output row: resnet_c4_3x3's
-    # pieces (rows of 14) 4.3 -> 15 GB/s, resnet_c2_3x3 13 -> 33 GB/s on one thread.
-    runs = sh == 1 and sw == 1 and Q == W
-    # The valid ranges per tap, found once: divisions per column row cost as much as
-    # copying a row of 14 (resnet_c4_3x3).
-    p_range = np.empty((R, 2), np.int64)
-    q_range = np.empty((S, 2), np.int64)
-    for r in range(R):
-        p_range[r, 0], p_range[r, 1] = _valid_range(p0 * sh + r * dh - pt, sh, H, pb)
-    for s in range(S):
-        q_range[s, 0], q_range[s, 1] = _valid_range(s * dw - pl, sw, W, Q)
-    c, r, s = row0 // (R * S), (row0 // S) % R, row0 % S
-    for row in range(row0, row1):
-        if row > row0:  # the next (c, r, s), without dividing
-            s += 1
-            if s == S:
-                s, r = 0, r + 1
-                if r == R:
-                    r, c = 0, c + 1
-        p_lo, p_hi = p_range[r, 0], p_range[r, 1]  # relative to p0
-        q_lo, q_hi = q_range[s, 0], q_range[s, 1]
-        off = s * dw - pl
-        for j in range(nb):
-            base = (row - row0) * row_stride + j * img_stride
-            for t in range(_u(base), _u(base + p_lo * Q)):
-                cols[t] = 0
-            xc = ((n0 + j) * C + c) * H * W
-            if runs:
-                _shifted_run(xf, xc, H * W, (p0 + p_lo + r * dh - pt) * W + off, cols,
-                             base + p_lo * Q, (p_hi - p_lo) * Q, Q, q_lo, q_hi)
-                for t in range(_u(base + p_hi * Q), _u(base + pb * Q)):
-                    cols[t] = 0
-                continue
-            for pp in range(p_lo, p_hi):
-                o = _u(base + pp * Q)
-                xo = _u(xc + ((p0 + pp) * sh + r * dh - pt) * W + off)  # x[n, c, h, off]
-                for q in range(_u(q_lo)):
-                    cols[o + q] = 0
-                if sw == 1:  # a plain copy
-                    for q in range(_u(q_lo), _u(q_hi)):
-                        cols[o + q] = xf[xo + q]
-                else:
-                    for q in range(_u(q_lo), _u(q_hi)):
-                        cols[o + q] = xf[xo + q * _u(sw)]
-                for q in range(_u(q_hi), _u(Q)):
-                    cols[o + q] = 0
-            for t in range(_u(base + p_hi * Q), _u(base + pb * Q)):
-                cols[t] = 0
-
-
-@njit(nogil=True, cache=True)
-def _band_input_rows(p0, pb, sh, dh, pt, R, H):
-    """[h_lo, h_hi): the input rows that output rows p0:p0+pb read."""
-    return max(p0 * sh - pt, 0), min((p0 + pb - 1) * sh - pt + (R - 1) * dh + 1, H)
-
-
-@njit(nogil=True, cache=True)
-def _band_row(h, r, p0, pb, sh, dh, pt):
-    """pp: the band's output row (p0 + pp) whose tap r reads input row h, or -1."""
-    t = h + pt - r * dh  # p * sh for that output row
-    if t < 0 or t % sh != 0 or not p0 <= t // sh < p0 + pb:
-        return -1
-    return t // sh - p0
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """col2im: flat dcols (C*R*S, pb*Q) of image n, output rows p0:p0+pb -> added into
-    gx[n] (C, H, W).
-
-    Input row by input row, each gathering every tap that lands on it, last tap first:
-    output rows in increasing order, so a band adds up in the unsplit order.
-    """
-    C, H, W = gx.shape[1], gx.shape[2], gx.shape[3]
-    L = pb * Q
-    gxf = gx.reshape(-1)
-    h_lo, h_hi = _band_input_rows(p0, pb, sh, dh, pt, R, H)
-    for c in range(C):
-        for h in range(h_lo, h_hi):
-            for r in range(R - 1, -1, -1):
-                pp = _band_row(h, r, p0, pb, sh, dh, pt)
-                if pp < 0:
-                    continue
-                for s in range(S):
-                    q_lo, q_hi = _valid_range(s * dw - pl, sw, W, Q)
-                    base = _u(((c * R + r) * S + s) * L + pp * Q)
-                    xo = _u(((n * C + c) * H + h) * W + s * dw - pl)  # gx[n, c, h, off]
-                    for q in range(_u(q_lo), _u(q_hi)):  # unsigned: see _unroll_nchw
-                        gxf[xo + q * _u(sw)] += dcols[base + q]
-
-
-# The three NCHW passes. One share per thread, each owning a fixed share of the
-# work (so results do not depend on scheduling) and a slice ``per`` of the workspace
-# that holds its columns: a piece of the column matrix small enough to stay in L2
+# empty cache, so the kernels hold only the schedule: which piece, which offsets, which
+# product. The loops that move data (im2col, col2im, the filter flips, the bias) are C,
+# compiled with the wheel (``_loops``, csrc/im2col_loops.c), and so is the call into
+# BLAS (``_cblas``). Measured on Zen 3 (2026-12-03, empty Numba cache, 8 -> 16 channels
+# 3x3, float32): the first forward + backward 10.5 s with the loops in Numba, of which
+# 9.6 s compiling the forward and grad_weight kernels.
+#
+# The three NCHW passes. One share per thread, each owning a fixed share of the work
+# (so results do not depend on scheduling) and a slice ``per`` of the workspace that
+# holds its columns: a piece of the column matrix small enough to stay in L2
 # (CHUNK_BYTES) while BLAS, single-threaded in this thread, multiplies it. Measured on
 # vgg_conv1_2 forward (2 threads): the whole-batch layout (64 MiB of columns per chunk,
 # written to memory and read back by a 2-thread product) 97 ms; per-thread pieces of
@@ -386,17 +254,17 @@ def _fold_nchw(dcols, n, p0, pb, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
 
 
 @_kernel
-def _forward_nchw(t, x, w, bias, y, gemm_fn, T, nb, pb, nbands, G, ws, per, parts,
-                  R, S, P, Q, sh, sw, dh, dw, pt, pl):
+def _forward_nchw(t, x, w, bias, y, unroll, gemm, unfold, add_bias, T, nb, pb, nbands, G,
+                  ws, per, parts, R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """y[images, :, band] = W . cols(images, band) + bias, for the units t*U//T ..
     (t+1)*U//T of thread t. A unit is one image's band of pb output rows, or, for small
     images (pb == P), nb whole images side by side: their product lands in the thread's
     buffer (K, nb*P*Q) and is copied out to y (a wider product: resnet_c5_3x3, 7x7
-    images, runs single-threaded gemm at 105 GFLOP/s on one image, 142 on four)."""
-    N, C, K = x.shape[0], x.shape[1], y.shape[1]
+    images, runs single-threaded gemm at 105 GFLOP/s on one image, 142 on four).
+    unroll, gemm, unfold, add_bias: the C loops for the arrays' dtype (``_loops``)."""
+    N, C, H, W, K = x.shape[0], x.shape[1], x.shape[2], x.shape[3], y.shape[1]
     Kg, crsg, PQ = K // G, C // G * R * S, P * Q
     U = (N + nb - 1) // nb * nbands
-    wf, yf = w.reshape(-1), y.reshape(-1)
     csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     cols = ws[t * per:(t + 1) * per]
     out = ws[t * per + C * R * S * nb * pb * Q:(t + 1) * per]  # (K, nb*P*Q) if nb > 1
@@ -406,65 +274,43 @@ def _forward_nchw(t, x, w, bias, y, gemm_fn, T, nb, pb, nbands, G, ws, per, part
         L = pe * Q
         M = nu * L
         if parts & UNROLL:
-            _unroll_nchw(x, n, nu, p0, pe, 0, C * R * S, cols, M, L,
-                         R, S, P, Q, sh, sw, dh, dw, pt, pl)
+            unroll(x.ctypes, C, H, W, n, nu, p0, pe, 0, C * R * S, cols.ctypes,
+                           M, L, R, S, Q, sh, sw, dh, dw, pt, pl)
         for g in range(G if parts & PRODUCT else 0):
             # y_g (Kg, M) = W_g (Kg, crsg) . cols_g (crsg, M); to BLAS, column-major:
             # y_gᵀ (M x Kg, ld PQ or M) = cols_gᵀ (M x crsg, ld M) . W_gᵀ (crsg x Kg)
-            if nb == 1:
-                dst, d0, ld = yf, (n * K + g * Kg) * PQ + p0 * Q, PQ
+            if nb == 1:  # (flat: one array type for both)
+                dst, d0, ld = y.reshape(-1), (n * K + g * Kg) * PQ + p0 * Q, PQ
             else:
                 dst, d0, ld = out, g * Kg * M, M
-            gemm(gemm_fn, NOTRANS, NOTRANS, M, Kg, crsg, cols, g * crsg * M, M,
-                 wf, g * Kg * crsg, crsg, 0.0, dst, d0, ld)
+            gemm(NOTRANS, NOTRANS, M, Kg, crsg, cols.ctypes, g * crsg * M, M,
+                    w.ctypes, g * Kg * crsg, crsg, 0.0, dst.ctypes, d0, ld)
         if nb > 1:  # (K, nu*PQ) -> y[n:n+nu] (nu, K, PQ), adding the bias
-            for j in range(nu):
-                for k in range(K):
-                    o, i0 = ((n + j) * K + k) * PQ, k * M + j * PQ
-                    # element loops, not slice copies (see First call above)
-                    if bias.size:
-                        b = bias[k]
-                        for i in range(PQ):
-                            yf[o + i] = out[i0 + i] + b
-                    else:
-                        for i in range(PQ):
-                            yf[o + i] = out[i0 + i]
-        else:
-            for k in range(K if bias.size else 0):  # while the band is in cache
-                b = bias[k]
-                o = (n * K + k) * PQ + p0 * Q
-                for i in range(L):
-                    yf[o + i] += b
+            unfold(out.ctypes, M, y.ctypes, n, nu, K, PQ, bias.ctypes, bias.size)
+        elif bias.size:  # while the band is in cache
+            add_bias(y.ctypes, n * K * PQ + p0 * Q, PQ, K, L, bias.ctypes)
     ftz_leave(csr)
 
 
-@_kernel
-def _flip_swap(t, w, out, T):
-    """out[g, c, k, j] = w[g, k, c, RS-1-j]: filters flipped, filter and channel axes
-    swapped. In blocks of 16 channels, so that each read is a 16*R*S run of w (numpy's
-    strided copy took 5 ms of resnet_c5_3x3's grad_input); thread t takes blocks
-    t*B//T .. (t+1)*B//T."""
+def _flip_swap(t, flip, w, out, T):
+    """out[g, c, k, j] = w[g, k, c, RS-1-j] (``flip_swap`` of csrc/im2col_loops.c), in
+    blocks of 16 channels: share t takes blocks t*B//T .. (t+1)*B//T. A plain function
+    run by ``run_shares``: ctypes releases the GIL for the C loop, and a Numba kernel
+    around one call cost 0.3 s of compiling on a first call."""
     G, Kg, Cg, RS = w.shape
-    nblk = (Cg + 15) // 16
-    B = G * nblk
-    for i in range(t * B // T, (t + 1) * B // T):
-        g, c0 = i // nblk, i % nblk * 16
-        for k in range(Kg):
-            for c in range(c0, min(c0 + 16, Cg)):
-                for j in range(RS):
-                    out[g, c, k, j] = w[g, k, c, RS - 1 - j]
+    B = G * ((Cg + 15) // 16)
+    flip(w.ctypes.data, out.ctypes.data, G, Kg, Cg, RS, t * B // T, (t + 1) * B // T)
 
 
 @_kernel
-def _grad_input_nchw(t, gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
+def _grad_input_nchw(t, gy, w, gx, gemm, fold, T, pb, G, ws, per, parts,
                      R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """gx = col2im(Wᵀ . dY), thread t owning images t*N//T .. (t+1)*N//T whole (the
     windows of neighbouring bands overlap in gx, so a band cannot be a thread's own).
     Only strided convolutions take this path: at stride 1 grad_input is a forward
     convolution (see ``grad_input``)."""
-    N, K, C = gy.shape[0], gy.shape[1], gx.shape[1]
+    N, K, C, H, W = gy.shape[0], gy.shape[1], gx.shape[1], gx.shape[2], gx.shape[3]
     Kg, crsg, PQ = K // G, C // G * R * S, P * Q
-    wf, gyf = w.reshape(-1), gy.reshape(-1)
     csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     dcols = ws[t * per:(t + 1) * per]
     for n in range(t * N // T, (t + 1) * N // T):
@@ -475,16 +321,17 @@ def _grad_input_nchw(t, gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
             for g in range(G if parts & PRODUCT else 0):
                 # dcols_g (crsg, L) = W_gᵀ (crsg, Kg) . dY_g (Kg, L); to BLAS:
                 # dcols_gᵀ (L x crsg, ld L) = dY_gᵀ (L x Kg, ld PQ) . W_g (Kg x crsg)
-                gemm(gemm_fn, NOTRANS, TRANS, L, crsg, Kg,
-                     gyf, (n * K + g * Kg) * PQ + p0 * Q, PQ, wf, g * Kg * crsg, crsg,
-                     0.0, dcols, g * crsg * L, L)
+                gemm(NOTRANS, TRANS, L, crsg, Kg,
+                        gy.ctypes, (n * K + g * Kg) * PQ + p0 * Q, PQ,
+                        w.ctypes, g * Kg * crsg, crsg, 0.0, dcols.ctypes, g * crsg * L, L)
             if parts & UNROLL:
-                _fold_nchw(dcols, n, p0, pe, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+                fold(dcols.ctypes, n, p0, pe, gx.ctypes, C, H, W,
+                             R, S, Q, sh, sw, dh, dw, pt, pl)
     ftz_leave(csr)
 
 
 @_kernel
-def _grad_weight_nchw(t, gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, parts,
+def _grad_weight_nchw(t, gy, x, gw, unroll, gemm, stage, T, nb, pb, G, split_rows, ws, per, parts,
                       R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """dW = sum over chunks of dY . colsᵀ, in one of two splits over threads.
 
@@ -498,12 +345,11 @@ def _grad_weight_nchw(t, gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, 
 
     A chunk is nb whole images (pb == P) or one image's band of pb output rows.
     """
-    N, C, K = x.shape[0], x.shape[1], gy.shape[1]
+    N, C, H, W, K = x.shape[0], x.shape[1], x.shape[2], x.shape[3], gy.shape[1]
     Kg, crs, PQ = K // G, C * R * S, P * Q
     crsg = crs // G
     nbands = (P + pb - 1) // pb
     nchunks = (N + nb - 1) // nb * nbands
-    gyf = gy.reshape(-1)
     csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     buf = ws[t * per:(t + 1) * per]
     if split_rows:
@@ -515,23 +361,21 @@ def _grad_weight_nchw(t, gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, 
         if c0 == c1:
             out[:] = 0
     mmax = nb * pb * Q
+    staged = buf[(r1 - r0) * mmax:]
     for ci in range(c0, c1):
         n0, p0 = ci // nbands * nb, ci % nbands * pb
         n1, pe = min(N, n0 + nb), min(pb, P - p0)
         L = pe * Q
         M = (n1 - n0) * L
         if parts & UNROLL:
-            _unroll_nchw(x, n0, n1 - n0, p0, pe, r0, r1, buf, M, L,
-                         R, S, P, Q, sh, sw, dh, dw, pt, pl)
-        if n1 - n0 == 1:  # dY of one image's band: read in place
-            dy, d0, ld = gyf, n0 * K * PQ + p0 * Q, PQ
+            unroll(x.ctypes, C, H, W, n0, n1 - n0, p0, pe, r0, r1, buf.ctypes,
+                           M, L, R, S, Q, sh, sw, dh, dw, pt, pl)
+        if n1 - n0 == 1:  # dY of one image's band: read in place (flat, as staged)
+            dy, d0, ld = gy.reshape(-1), n0 * K * PQ + p0 * Q, PQ
         else:  # several images side by side: (K, M)
-            dy, d0, ld = buf[(r1 - r0) * mmax:], 0, M
-            for j in range(n1 - n0 if parts & UNROLL else 0):
-                for k in range(K):
-                    src, dst = _u(((n0 + j) * K + k) * PQ), _u(k * M + j * L)
-                    for i in range(_u(L)):
-                        dy[dst + i] = gyf[src + i]
+            dy, d0, ld = staged, 0, M
+            if parts & UNROLL:
+                stage(gy.ctypes, n0, n1 - n0, K, PQ, staged.ctypes, M)
         beta = 0.0 if ci == c0 else 1.0
         for g in range(G if parts & PRODUCT else 0):
             lo, hi = max(r0, g * crsg), min(r1, (g + 1) * crsg)
@@ -539,8 +383,9 @@ def _grad_weight_nchw(t, gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, 
                 continue
             # dW_gᵀ rows lo:hi (ld crsg) = cols rows lo:hi (M x (hi-lo) to BLAS,
             # ld M, transposed) . dY_gᵀ (M x Kg, ld)
-            gemm(gemm_fn, TRANS, NOTRANS, hi - lo, Kg, M, buf, (lo - r0) * M, M,
-                 dy, d0 + g * Kg * ld, ld, beta, out, g * Kg * crsg + lo - g * crsg, crsg)
+            gemm(TRANS, NOTRANS, hi - lo, Kg, M, buf.ctypes, (lo - r0) * M, M,
+                    dy.ctypes, d0 + g * Kg * ld, ld, beta,
+                    out.ctypes, g * Kg * crsg + lo - g * crsg, crsg)
     ftz_leave(csr)
 
 
@@ -551,114 +396,49 @@ def _grad_weight_nchw(t, gy, x, gw, gemm_fn, T, nb, pb, G, split_rows, ws, per, 
 # (image, p), across images: small images need no folding.
 
 
-@njit(nogil=True, cache=True, inline="always")
-def _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """Output rows i0:i1 (i = n*P + p), column entries f0:f1 of f = (g*R*S + r*S + s)*Cg
-    + cg -> cols[((i - i0)*Q + q)*(f1 - f0) + f - f0]."""
-    H, W, C = x.shape[1], x.shape[2], x.shape[3]
-    Cg = C // G
-    ld = f1 - f0
-    xf = x.reshape(-1)
-    for i in range(i0, i1):
-        n, p = i // P, i % P
-        for q in range(Q):
-            o = ((i - i0) * Q + q) * ld - f0  # cols index of entry f: o + f
-            for g in range(f0 // (R * S * Cg), min(G, (f1 - 1) // (R * S * Cg) + 1)):
-                for r in range(R):
-                    h = p * sh + r * dh - pt
-                    for s in range(S):
-                        f = ((g * R + r) * S + s) * Cg
-                        lo, hi = max(f, f0), min(f + Cg, f1)
-                        if lo >= hi:
-                            continue
-                        w = q * sw + s * dw - pl
-                        if 0 <= h < H and 0 <= w < W:
-                            src = _u(((n * H + h) * W + w) * C + g * Cg - f)
-                            for e in range(_u(lo), _u(hi)):
-                                cols[_u(o) + e] = xf[src + e]
-                        else:
-                            for e in range(_u(lo), _u(hi)):
-                                cols[_u(o) + e] = 0
-
-
-@njit(nogil=True, cache=True, inline="always")
-def _fold_nhwc(dcols, n, p0, pb, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl):
-    """col2im: dcols (pb*Q, G*R*S*Cg) of image n, output rows p0:p0+pb -> added into
-    gx[n] (H, W, C), taps in increasing output-row order (last r first)."""
-    H, W, C = gx.shape[1], gx.shape[2], gx.shape[3]
-    Cg = C // G
-    F = R * S * C
-    gxf = gx.reshape(-1)
-    h_lo, h_hi = _band_input_rows(p0, pb, sh, dh, pt, R, H)
-    for h in range(h_lo, h_hi):
-        for r in range(R - 1, -1, -1):
-            pp = _band_row(h, r, p0, pb, sh, dh, pt)
-            if pp < 0:
-                continue
-            for q in range(Q):
-                s_lo, s_hi = _valid_range(q * sw - pl, dw, W, S)
-                for s in range(s_lo, s_hi):
-                    w = q * sw + s * dw - pl
-                    dst = _u(((n * H + h) * W + w) * C)
-                    for g in range(G):
-                        src = _u((pp * Q + q) * F + ((g * R + r) * S + s) * Cg)
-                        for cg in range(_u(Cg)):
-                            gxf[dst + _u(g * Cg) + cg] += dcols[src + cg]
-
-
 @_kernel
-def _forward_nhwc(t, x, w, bias, y, gemm_fn, T, rb, G, ws, per, parts,
+def _forward_nhwc(t, x, w, bias, y, unroll, gemm, add_bias, T, rb, G, ws, per, parts,
                   R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """y = W . cols + bias in pieces of rb output rows (across images): thread t takes
     pieces t*U//T .. (t+1)*U//T."""
-    N, C, K = x.shape[0], x.shape[3], y.shape[3]
+    N, H, W, C, K = x.shape[0], x.shape[1], x.shape[2], x.shape[3], y.shape[3]
     Kg, F = K // G, R * S * C
     Fg = F // G
     NP = N * P
     U = (NP + rb - 1) // rb
-    wf, yf = w.reshape(-1), y.reshape(-1)
     csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     cols = ws[t * per:(t + 1) * per]
     for u in range(t * U // T, (t + 1) * U // T):
         i0, i1 = u * rb, min(NP, (u + 1) * rb)
         M = (i1 - i0) * Q
         if parts & UNROLL:
-            _unroll_nhwc(x, i0, i1, 0, F, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+            unroll(x.ctypes, H, W, C, i0, i1, 0, F, G, cols.ctypes,
+                           R, S, P, Q, sh, sw, dh, dw, pt, pl)
         for g in range(G if parts & PRODUCT else 0):
             # y rows (M, K), columns g*Kg: to BLAS (Kg x M, ld K) =
             # W_gᵀ (Kg x Fg: HWIO at column g*Kg, ld K) . cols_gᵀ (Fg x M, ld F)
-            gemm(gemm_fn, NOTRANS, NOTRANS, Kg, M, Fg, wf, g * Kg, K,
-                 cols, g * Fg, F, 0.0, yf, i0 * Q * K + g * Kg, K)
+            gemm(NOTRANS, NOTRANS, Kg, M, Fg, w.ctypes, g * Kg, K,
+                    cols.ctypes, g * Fg, F, 0.0, y.ctypes, i0 * Q * K + g * Kg, K)
         if bias.size:
-            for m in range(M):
-                o = (i0 * Q + m) * K
-                for k in range(K):
-                    yf[o + k] += bias[k]
+            add_bias(y.ctypes, i0 * Q * K, M, K, bias.ctypes)
     ftz_leave(csr)
 
 
-@_kernel
-def _flip_swap_hwio(t, w, out, T):
-    """out[RS-1-j, k, g, c] = w[j, c, g, k]: HWIO filters flipped, with their filter
-    and channel axes swapped ((R*S, Cg, G, Kg) -> (R*S, Kg, G, Cg)); thread t takes the
-    rows i = j*Kg + k from t*B//T to (t+1)*B//T."""
+def _flip_swap_hwio(t, flip, w, out, T):
+    """out[RS-1-j, k, g, c] = w[j, c, g, k] (``flip_swap_hwio`` of csrc/im2col_loops.c):
+    share t takes the rows i = j*Kg + k from t*B//T to (t+1)*B//T (as ``_flip_swap``)."""
     RS, Cg, G, Kg = w.shape
     B = RS * Kg
-    for i in range(t * B // T, (t + 1) * B // T):
-        j, k = i // Kg, i % Kg
-        for g in range(G):
-            for c in range(Cg):
-                out[RS - 1 - j, k, g, c] = w[j, c, g, k]
+    flip(w.ctypes.data, out.ctypes.data, RS, Cg, G, Kg, t * B // T, (t + 1) * B // T)
 
 
 @_kernel
-def _grad_input_nhwc(t, gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
+def _grad_input_nhwc(t, gy, w, gx, gemm, fold, T, pb, G, ws, per, parts,
                      R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """Strided grad_input: col2im of Wᵀ . dY, whole images per thread (t*N//T ..)."""
-    N, K, C = gy.shape[0], gy.shape[3], gx.shape[3]
+    N, K, H, W, C = gy.shape[0], gy.shape[3], gx.shape[1], gx.shape[2], gx.shape[3]
     Kg, F = K // G, R * S * C
     Fg = F // G
-    wf, gyf = w.reshape(-1), gy.reshape(-1)
     csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     dcols = ws[t * per:(t + 1) * per]
     for n in range(t * N // T, (t + 1) * N // T):
@@ -669,25 +449,26 @@ def _grad_input_nhwc(t, gy, w, gx, gemm_fn, T, pb, G, ws, per, parts,
             for g in range(G if parts & PRODUCT else 0):
                 # dcols_g (M, Fg), ld F: to BLAS (Fg x M) = W_g (Fg x Kg: HWIO
                 # transposed, ld K) . dY_gᵀ (Kg x M, ld K)
-                gemm(gemm_fn, TRANS, NOTRANS, Fg, M, Kg, wf, g * Kg, K,
-                     gyf, (n * P + p0) * Q * K + g * Kg, K, 0.0, dcols, g * Fg, F)
+                gemm(TRANS, NOTRANS, Fg, M, Kg, w.ctypes, g * Kg, K,
+                        gy.ctypes, (n * P + p0) * Q * K + g * Kg, K, 0.0,
+                        dcols.ctypes, g * Fg, F)
             if parts & UNROLL:
-                _fold_nhwc(dcols, n, p0, pe, G, gx, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+                fold(dcols.ctypes, n, p0, pe, G, gx.ctypes, H, W, C,
+                             R, S, Q, sh, sw, dh, dw, pt, pl)
     ftz_leave(csr)
 
 
 @_kernel
-def _grad_weight_nhwc(t, gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
+def _grad_weight_nhwc(t, gy, x, gw, unroll, gemm, T, rb, G, ws, per, parts,
                       R, S, P, Q, sh, sw, dh, dw, pt, pl):
     """dW (HWIO) = colsᵀ . dY, summed over pieces of rb output rows in order. Thread t
     owns the column entries f = t*F//T .. (t+1)*F//T, i.e. those rows of dW, unrolls
     only them, and adds every piece's product into them: no partial sums."""
-    N, C, K = x.shape[0], x.shape[3], gy.shape[3]
+    N, H, W, C, K = x.shape[0], x.shape[1], x.shape[2], x.shape[3], gy.shape[3]
     Kg, F = K // G, R * S * C
     Fg = F // G
     NP = N * P
     U = (NP + rb - 1) // rb
-    gwf, gyf = gw.reshape(-1), gy.reshape(-1)
     csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     f0, f1 = t * F // T, (t + 1) * F // T
     cols = ws[t * per:(t + 1) * per]
@@ -695,16 +476,17 @@ def _grad_weight_nhwc(t, gy, x, gw, gemm_fn, T, rb, G, ws, per, parts,
         i0, i1 = u * rb, min(NP, (u + 1) * rb)
         M = (i1 - i0) * Q
         if parts & UNROLL:
-            _unroll_nhwc(x, i0, i1, f0, f1, G, cols, R, S, P, Q, sh, sw, dh, dw, pt, pl)
+            unroll(x.ctypes, H, W, C, i0, i1, f0, f1, G, cols.ctypes,
+                           R, S, P, Q, sh, sw, dh, dw, pt, pl)
         for g in range(G if parts & PRODUCT else 0):
             lo, hi = max(f0, g * Fg), min(f1, (g + 1) * Fg)
             if lo >= hi:
                 continue
             # dW rows lo:hi (HWIO, row (r, s, cg), ld K), columns g*Kg: to BLAS
             # (Kg x (hi-lo)) = dY_gᵀ (Kg x M, ld K) . cols (M x (hi-lo), ld f1-f0)
-            gemm(gemm_fn, NOTRANS, TRANS, Kg, hi - lo, M, gyf, i0 * Q * K + g * Kg, K,
-                 cols, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
-                 gwf, (lo - g * Fg) * K + g * Kg, K)
+            gemm(NOTRANS, TRANS, Kg, hi - lo, M, gy.ctypes, i0 * Q * K + g * Kg, K,
+                    cols.ctypes, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
+                    gw.ctypes, (lo - g * Fg) * K + g * Kg, K)
     ftz_leave(csr)
 
 
@@ -770,16 +552,18 @@ def _forward_pieces(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> 
         pb, nbands = _bands(g, row_bytes, budget, T)
         per = crs * pb * g.Q
     ws = _workspace(T * per + (w.size if flip_swap else 0), x.dtype)
+    fn = loops_for(x.dtype)
     if flip_swap:
         wt = ws[T * per:].reshape(g.K, g.Cg, g.R, g.S)
         if _parts & UNROLL:
-            _flip_swap.run(T, w.reshape(g.groups, g.Cg, g.Kg, -1),
-                           wt.reshape(g.groups, g.Kg, g.Cg, -1), T)
+            run_shares(_flip_swap, T, (fn.flip_swap, w.reshape(g.groups, g.Cg, g.Kg, -1),
+                                       wt.reshape(g.groups, g.Kg, g.Cg, -1), T))
         w = wt
     b = bias if bias is not None else np.empty(0, x.dtype)
     with single_threaded():
-        _forward_nchw.run(T, x, w, b, y, gemm_for(x.dtype), T, nb, pb, nbands,
-                          g.groups, ws, per, _parts, *_taps(g))
+        _forward_nchw.run(T, x, w, b, y, fn.unroll_nchw, fn.gemm, fn.unfold_images,
+                          fn.bias_rows, T, nb, pb, nbands, g.groups, ws, per, _parts,
+                          *_taps(g))
 
 
 def _forward_pieces_nhwc(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> None:
@@ -794,16 +578,18 @@ def _forward_pieces_nhwc(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False
     rb = _even_pieces(NP, max(1, _thread_budget(T, row_bytes, target) // row_bytes), T)
     per = g.R * g.S * g.C * rb * g.Q
     ws = _workspace(T * per + (w.size if flip_swap else 0), x.dtype)
+    fn = loops_for(x.dtype)
     if flip_swap:
         wt = ws[T * per:].reshape(g.R, g.S, g.Cg, g.K)
         if _parts & UNROLL:
-            _flip_swap_hwio.run(T, w.reshape(-1, g.Kg, g.groups, g.Cg),
-                                wt.reshape(-1, g.Cg, g.groups, g.Kg), T)
+            run_shares(_flip_swap_hwio, T, (fn.flip_swap_hwio,
+                                            w.reshape(-1, g.Kg, g.groups, g.Cg),
+                                            wt.reshape(-1, g.Cg, g.groups, g.Kg), T))
         w = wt
     b = bias if bias is not None else np.empty(0, x.dtype)
     with single_threaded():
-        _forward_nhwc.run(T, x, w, b, y, gemm_for(x.dtype), T, rb, g.groups, ws, per,
-                          _parts, *_taps(g))
+        _forward_nhwc.run(T, x, w, b, y, fn.unroll_nhwc, fn.gemm, fn.bias_cols, T, rb,
+                          g.groups, ws, per, _parts, *_taps(g))
 
 
 def _grad_input_geometry(g: ConvGeometry) -> ConvGeometry:
@@ -826,7 +612,7 @@ def _image_band(g: ConvGeometry, itemsize: int, T: int) -> int:
 
 def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
     grad_y, w = _readable(grad_y, w)
-    G, Q, isz = g.groups, g.Q, grad_y.itemsize
+    G, Q, isz, fn = g.groups, g.Q, grad_y.itemsize, loops_for(grad_y.dtype)
     crs = g.C * g.R * g.S
     if _dense(g) or g.is_pointwise:
         return _products(g, "grad_input", {"y": grad_y, "w": w},
@@ -841,7 +627,7 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
         per = crs * pb * Q
         ws = _workspace(T * per, grad_y.dtype)
         with single_threaded():
-            _grad_input_nhwc.run(T, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws,
+            _grad_input_nhwc.run(T, grad_y, w, gx, fn.gemm, fn.fold_nhwc, T, pb, G, ws,
                                  per, _parts, *_taps(g))
         return gx
 
@@ -859,14 +645,14 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
     per = crs * pb * Q
     ws = _workspace(T * per, grad_y.dtype)
     with single_threaded():
-        _grad_input_nchw.run(T, grad_y, w, gx, gemm_for(gx.dtype), T, pb, G, ws, per,
+        _grad_input_nchw.run(T, grad_y, w, gx, fn.gemm, fn.fold_nchw, T, pb, G, ws, per,
                              _parts, *_taps(g))
     return gx
 
 
 def grad_weight(grad_y, x, g: ConvGeometry):
     grad_y, x = _readable(grad_y, x)
-    G, K, Q, isz = g.groups, g.K, g.Q, x.itemsize
+    G, K, Q, isz, fn = g.groups, g.K, g.Q, x.itemsize, loops_for(x.dtype)
     crs = g.C * g.R * g.S
     gw = np.empty(g.w_shape, x.dtype)
     if _dense(g) or g.is_pointwise:  # the input already is the column matrix
@@ -880,7 +666,7 @@ def grad_weight(grad_y, x, g: ConvGeometry):
         per = fth * rb * Q
         ws = _workspace(T * per, x.dtype)
         with single_threaded():
-            _grad_weight_nhwc.run(T, grad_y, x, gw, gemm_for(x.dtype), T, rb, G, ws,
+            _grad_weight_nhwc.run(T, grad_y, x, gw, fn.unroll_nhwc, fn.gemm, T, rb, G, ws,
                                   per, _parts, *_taps(g))
         return gw
 
@@ -905,8 +691,8 @@ def grad_weight(grad_y, x, g: ConvGeometry):
     per += 0 if split_rows else gw.size
     ws = _workspace(T * per, x.dtype)
     with single_threaded():
-        _grad_weight_nchw.run(T, grad_y, x, gw, gemm_for(x.dtype), T, nb, pb, G,
-                              split_rows, ws, per, _parts, *_taps(g))
+        _grad_weight_nchw.run(T, grad_y, x, gw, fn.unroll_nchw, fn.gemm, fn.stage_images,
+                              T, nb, pb, G, split_rows, ws, per, _parts, *_taps(g))
     if not split_rows:  # the partials, added in thread order
         parts = ws.reshape(T, per)[:, per - gw.size:]
         flat = gw.reshape(-1)

@@ -1,0 +1,96 @@
+/* The im2col engine's copy loops (im2col, col2im, filter flips, bias) and its BLAS
+ * call, for float and double: the Numba kernels of fastconv/engines/im2col.py call them
+ * through function pointers (fastconv/engines/_loops.py).
+ *
+ * Why C and not Numba: a first call in a fresh environment compiled these loops inside
+ * every Numba kernel that used them. Measured on Zen 3 (2026-12-03, empty Numba cache),
+ * the im2col engine's first forward + backward took 10.5 s, of which Numba spent 5.5 s
+ * on the forward kernel and 4.1 s on grad_weight, mostly typing and inlining the loops
+ * (NUMBA_OPT=1 saved 0.5 s: LLVM was not the cost). Compiled here once, at build time,
+ * they cost nothing at run time.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "im2col_loops.h"
+
+/* a // b, rounded down as in Python, for b > 0 */
+static inline int64_t floordiv(int64_t a, int64_t b)
+{
+    const int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/* [lo, hi): the t < count with 0 <= start + t*step < size; the rest falls in the
+ * padding. Found once per tap so the copy loops run without a bounds test. */
+static inline void valid_range(int64_t start, int64_t step, int64_t size, int64_t count,
+                               int64_t *lo_out, int64_t *hi_out)
+{
+    int64_t lo = -floordiv(start, step);         /* ceil(-start / step) */
+    int64_t hi = -floordiv(start - size, step);  /* ceil((size - start) / step) */
+    lo = lo < 0 ? 0 : (lo > count ? count : lo);
+    hi = hi < lo ? lo : (hi > count ? count : hi);
+    *lo_out = lo;
+    *hi_out = hi;
+}
+
+/* [h_lo, h_hi): the input rows that output rows p0:p0+pb read. */
+static inline void band_input_rows(int64_t p0, int64_t pb, int64_t sh, int64_t dh,
+                                   int64_t pt, int64_t R, int64_t H, int64_t *lo,
+                                   int64_t *hi)
+{
+    const int64_t a = p0 * sh - pt, b = (p0 + pb - 1) * sh - pt + (R - 1) * dh + 1;
+    *lo = a > 0 ? a : 0;
+    *hi = b < H ? b : H;
+}
+
+/* pp: the band's output row (p0 + pp) whose tap r reads input row h, or -1. */
+static inline int64_t band_row(int64_t h, int64_t r, int64_t p0, int64_t pb, int64_t sh,
+                               int64_t dh, int64_t pt)
+{
+    const int64_t t = h + pt - r * dh;  /* p * sh for that output row */
+    if (t < 0 || t % sh != 0 || t / sh < p0 || t / sh >= p0 + pb)
+        return -1;
+    return t / sh - p0;
+}
+
+/* SciPy's Fortran BLAS (scipy.linalg.cython_blas), set once at import. */
+typedef void (*fgemm_f32)(const char *, const char *, const int *, const int *,
+                          const int *, const float *, const float *, const int *,
+                          const float *, const int *, const float *, float *, const int *);
+typedef void (*fgemm_f64)(const char *, const char *, const int *, const int *,
+                          const int *, const double *, const double *, const int *,
+                          const double *, const int *, const double *, double *,
+                          const int *);
+static fgemm_f32 blas_sgemm;
+static fgemm_f64 blas_dgemm;
+
+void fc_set_blas(void *sgemm, void *dgemm)
+{
+    blas_sgemm = (fgemm_f32)sgemm;
+    blas_dgemm = (fgemm_f64)dgemm;
+}
+
+#define REAL float
+#define FN(name) fc_##name##_f32
+#define BLAS_GEMM blas_sgemm
+#include "im2col_loops_tmpl.h"
+#undef REAL
+#undef FN
+#undef BLAS_GEMM
+
+#define REAL double
+#define FN(name) fc_##name##_f64
+#define BLAS_GEMM blas_dgemm
+#include "im2col_loops_tmpl.h"
+#undef REAL
+#undef FN
+#undef BLAS_GEMM
+
+#define ENTRIES(name) {#name "_f32", (void *)fc_##name##_f32}, {#name "_f64", (void *)fc_##name##_f64}
+const fc_loop_entry fc_loops[] = {
+    ENTRIES(unroll_nchw), ENTRIES(fold_nchw), ENTRIES(unroll_nhwc), ENTRIES(fold_nhwc),
+    ENTRIES(flip_swap), ENTRIES(flip_swap_hwio), ENTRIES(unfold_images),
+    ENTRIES(stage_images), ENTRIES(bias_rows), ENTRIES(bias_cols), ENTRIES(gemm),
+    {NULL, NULL},
+};
