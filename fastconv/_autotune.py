@@ -4,8 +4,9 @@ Off (the default), ``backend="auto"`` runs what :func:`fastconv.choose_backend`'
 model (or a winner stored by :func:`fastconv.tune`) names: a pure function of the
 problem, so two runs of a program run the same engines. On, the first call of each new
 problem (geometry and layout, dtype, thread count, float32 precision setting) with no
-stored winner times the candidate engines on the caller's own arrays, ``ROUNDS``
-calls each after a warm-up call each (Numba's first compile and the first touch of the
+stored winner times the candidate engines on the caller's own arrays, at least
+``ROUNDS`` calls each (more for short calls, up to about 30 ms of timed calls per
+engine) after a warm-up call each (Numba's first compile and the first touch of the
 memory stay out of the timing), in two blocks of consecutive calls per engine
 (``_tune.time_engines``), and keeps the engine with the lowest median (the cost
 model's engine where it is within 5% of that) for the rest of the process and in the tuning cache on disk
@@ -13,7 +14,8 @@ model's engine where it is within 5% of that) for the rest of the process and in
 own result; every later call of that problem runs the winner, so results are bitwise
 stable for as long as the cache holds the entry.
 
-What the first call costs: ``ROUNDS + 1`` calls of each candidate, two (direct,
+What the first call costs: ``ROUNDS + 1`` calls of each candidate (up to 49 of a call
+under 5 ms: about 0.03 s), two (direct,
 im2col) or three (Winograd, for float32 3x3 stride-1 forward and grad_input under
 precision "high"), plus Numba's compile of the im2col kernels if no earlier process
 cached them (``fastconv.compile()``). ``FASTCONV_AUTOTUNE=1`` in the environment turns it

@@ -181,24 +181,35 @@ BLOCKS = 2
 # 1.1-1.6x slower by the bench's own medians (Zen 3, 2026-12-03).
 MARGIN = 0.05
 
+# Short calls get more timed calls, up to about this many seconds per engine (judged by
+# the warm-up call), and at most MAX_ROUNDS: six calls of a 1-3 ms pass left autotune's
+# choice for cs231n to the noise (two rows 1.17-1.21x slower than the bench's fastest,
+# Zen 3, 2026-12-03).
+TIMED_SECONDS = 0.03
+MAX_ROUNDS = 48
+
 
 def time_engines(calls: dict, rounds: int, prefer: str | None = None):
     """Time ``calls`` (engine -> function of no arguments returning the pass's result),
-    ``rounds`` calls each after a warm-up call, in ``BLOCKS`` blocks of consecutive
-    calls per engine, the engines' blocks taking turns; return the engine of the lowest
-    median (``prefer``, the cost model's, when within ``MARGIN`` of it) and its warm-up
-    result, or None when a call returned None (Winograd, asked for finite inputs only,
-    met a NaN or Inf: no fair timing of it was had)."""
-    results = {}
+    at least ``rounds`` calls each after a warm-up call (more for short calls: see
+    ``TIMED_SECONDS``), in ``BLOCKS`` blocks of consecutive calls per engine, the
+    engines' blocks taking turns; return the engine of the lowest median (``prefer``,
+    the cost model's, when within ``MARGIN`` of it) and its warm-up result, or None when
+    a call returned None (Winograd, asked for finite inputs only, met a NaN or Inf: no
+    fair timing of it was had)."""
+    results, counts = {}, {}
     for name, fn in calls.items():
+        t0 = time.perf_counter()
         results[name] = fn()  # warm-up: compilation and first touch stay out of the timing
         if results[name] is None:
             return None
+        warm = time.perf_counter() - t0
+        counts[name] = max(rounds, min(MAX_ROUNDS, int(TIMED_SECONDS / max(warm, 1e-9))))
     times: dict = {name: [] for name in calls}
-    per_block = -(-rounds // BLOCKS)
     for block in range(BLOCKS):
         for name, fn in calls.items():
-            for _ in range(min(per_block, rounds - block * per_block)):
+            per_block = -(-counts[name] // BLOCKS)
+            for _ in range(min(per_block, counts[name] - block * per_block)):
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)

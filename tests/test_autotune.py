@@ -246,3 +246,25 @@ def test_the_cost_models_engine_keeps_a_tie(monkeypatch):
     assert _tune.time_engines(tie, 4)[0] == "im2col"
     clear = {"direct": engine(1.10), "im2col": engine(1.00)}
     assert _tune.time_engines(clear, 4, prefer="direct")[0] == "im2col"
+
+
+def test_short_calls_are_timed_more_often(monkeypatch):
+    """At least ``rounds`` timed calls each; calls shorter than TIMED_SECONDS / rounds
+    get more, up to MAX_ROUNDS, and each engine its own count (fake clock)."""
+    clock = [0.0]
+    monkeypatch.setattr(_tune.time, "perf_counter", lambda: clock[0])
+    made = {"direct": 0, "im2col": 0}
+
+    def engine(name, seconds):
+        def call():
+            made[name] += 1
+            clock[0] += seconds
+            return np.zeros(1)
+        return call
+
+    slow, short = 1.0, _tune.TIMED_SECONDS / 8  # (an exact quotient)
+    _tune.time_engines({"direct": engine("direct", slow), "im2col": engine("im2col", short)}, 4)
+    assert made == {"direct": 1 + 4, "im2col": 1 + 8}
+    made.update(direct=0, im2col=0)
+    _tune.time_engines({"direct": engine("direct", 1e-7), "im2col": engine("im2col", slow)}, 4)
+    assert made == {"direct": 1 + _tune.MAX_ROUNDS, "im2col": 1 + 4}
