@@ -8,11 +8,17 @@ cdef extern from "im2col_loops.h":
         void *address
     const fc_loop_entry fc_loops[]
     void fc_set_blas(void *sgemm, void *dgemm)
+    int fc_flushes()
 
 
 def set_blas(uintptr_t sgemm, uintptr_t dgemm):
     """Point the gemm wrappers at BLAS's Fortran sgemm and dgemm."""
     fc_set_blas(<void *>sgemm, <void *>dgemm)
+
+
+def flushes():
+    """Whether the loops set FTZ/DAZ while they compute (x86 builds)."""
+    return bool(fc_flushes())
 
 
 def addresses():

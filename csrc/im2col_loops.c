@@ -54,6 +54,31 @@ static inline int64_t band_row(int64_t h, int64_t r, int64_t p0, int64_t pb, int
     return t / sh - p0;
 }
 
+/* FTZ/DAZ around every loop that computes (the products, col2im's sums, the bias):
+ * subnormal operands send BLAS down a microcode path 7-100x slower, so they are read
+ * as zero and subnormal results written as zero, as in the direct engine
+ * (direct_dispatch.c). Each call restores the thread's mode before it returns, so the
+ * caller's threads keep theirs; saving and setting MXCSR costs nanoseconds a call.
+ * The copies need neither: a move is bitwise. Elsewhere a no-op, and fastconv reads
+ * subnormal inputs as zero by scanning them (fastconv/engines/_fpmode.py). */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define FC_FLUSHES 1
+static inline unsigned ftz_enter(void)
+{
+    const unsigned old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040u);
+    return old;
+}
+static inline void ftz_leave(unsigned old) { _mm_setcsr(old); }
+#else
+#define FC_FLUSHES 0
+static inline unsigned ftz_enter(void) { return 0; }
+static inline void ftz_leave(unsigned old) { (void)old; }
+#endif
+
+int fc_flushes(void) { return FC_FLUSHES; }
+
 /* SciPy's Fortran BLAS (scipy.linalg.cython_blas), set once at import. */
 typedef void (*fgemm_f32)(const char *, const char *, const int *, const int *,
                           const int *, const float *, const float *, const int *,
@@ -91,6 +116,7 @@ void fc_set_blas(void *sgemm, void *dgemm)
 const fc_loop_entry fc_loops[] = {
     ENTRIES(unroll_nchw), ENTRIES(fold_nchw), ENTRIES(unroll_nhwc), ENTRIES(fold_nhwc),
     ENTRIES(flip_swap), ENTRIES(flip_swap_hwio), ENTRIES(unfold_images),
-    ENTRIES(stage_images), ENTRIES(bias_rows), ENTRIES(bias_cols), ENTRIES(gemm),
+    ENTRIES(stage_images), ENTRIES(bias_rows), ENTRIES(bias_cols), ENTRIES(bias_block),
+    ENTRIES(gemm),
     {NULL, NULL},
 };

@@ -6,6 +6,9 @@
 
 void fc_set_blas(void *sgemm, void *dgemm);
 
+/* 1 where the loops set FTZ/DAZ (x86), else 0. */
+int fc_flushes(void);
+
 /* Every loop below by name ("unroll_nchw_f32", ...), ending with {NULL, NULL}. */
 typedef struct {
     const char *name;
@@ -44,6 +47,8 @@ extern const fc_loop_entry fc_loops[];
     void fc_bias_rows_##SUF(REAL *y, int64_t off, int64_t ld, int64_t K, int64_t L,        \
                             const REAL *bias);                                             \
     void fc_bias_cols_##SUF(REAL *y, int64_t off, int64_t M, int64_t K, const REAL *bias); \
+    void fc_bias_block_##SUF(REAL *c, int64_t c0, int64_t m, int64_t n, int64_t ldc,         \
+                             const REAL *bias, int64_t b0, int64_t per_row);               \
     void fc_gemm_##SUF(int64_t transa, int64_t transb, int64_t m, int64_t n, int64_t k,    \
                        const REAL *a, int64_t a_off, int64_t lda, const REAL *b,           \
                        int64_t b_off, int64_t ldb, double beta, REAL *c, int64_t c_off,    \

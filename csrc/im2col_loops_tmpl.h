@@ -99,6 +99,7 @@ void FN(fold_nchw)(const REAL *restrict dcols, int64_t n, int64_t p0, int64_t pb
                           int64_t R, int64_t S, int64_t Q, int64_t sh, int64_t sw,
                           int64_t dh, int64_t dw, int64_t pt, int64_t pl)
 {
+    const unsigned csr = ftz_enter();
     const int64_t L = pb * Q;
     int64_t h_lo, h_hi;
     band_input_rows(p0, pb, sh, dh, pt, R, H, &h_lo, &h_hi);
@@ -119,6 +120,7 @@ void FN(fold_nchw)(const REAL *restrict dcols, int64_t n, int64_t p0, int64_t pb
             }
         }
     }
+    ftz_leave(csr);
 }
 
 /* NHWC: output rows i0:i1 (i = n*P + p), column entries f0:f1 of f = (g*R*S + r*S + s)*Cg
@@ -165,6 +167,7 @@ void FN(fold_nhwc)(const REAL *restrict dcols, int64_t n, int64_t p0, int64_t pb
                           int64_t R, int64_t S, int64_t Q, int64_t sh, int64_t sw,
                           int64_t dh, int64_t dw, int64_t pt, int64_t pl)
 {
+    const unsigned csr = ftz_enter();
     const int64_t Cg = C / G, F = R * S * C;
     int64_t h_lo, h_hi;
     band_input_rows(p0, pb, sh, dh, pt, R, H, &h_lo, &h_hi);
@@ -188,6 +191,7 @@ void FN(fold_nhwc)(const REAL *restrict dcols, int64_t n, int64_t p0, int64_t pb
             }
         }
     }
+    ftz_leave(csr);
 }
 
 /* out[g, c, k, j] = w[g, k, c, RS-1-j]: filters flipped, filter and channel axes
@@ -231,6 +235,7 @@ void FN(unfold_images)(const REAL *restrict prod, int64_t M, REAL *restrict y,
                               int64_t n, int64_t nu, int64_t K, int64_t PQ,
                               const REAL *restrict bias, int64_t has_bias)
 {
+    const unsigned csr = ftz_enter();
     for (int64_t j = 0; j < nu; j++)
         for (int64_t k = 0; k < K; k++) {
             REAL *o = y + ((n + j) * K + k) * PQ;
@@ -243,6 +248,7 @@ void FN(unfold_images)(const REAL *restrict prod, int64_t M, REAL *restrict y,
                 memcpy(o, src, sizeof(REAL) * (size_t)PQ);
             }
         }
+    ftz_leave(csr);
 }
 
 /* dst[k*M + j*PQ + i] = gy[n0 + j, k, i]: nimg images of dY side by side (K, M). */
@@ -259,23 +265,47 @@ void FN(stage_images)(const REAL *restrict gy, int64_t n0, int64_t nimg, int64_t
 void FN(bias_rows)(REAL *restrict y, int64_t off, int64_t ld, int64_t K, int64_t L,
                           const REAL *restrict bias)
 {
+    const unsigned csr = ftz_enter();
     for (int64_t k = 0; k < K; k++) {
         REAL *o = y + off + k * ld;
         const REAL b = bias[k];
         for (int64_t i = 0; i < L; i++)
             o[i] += b;
     }
+    ftz_leave(csr);
+}
+
+/* c[c0 + j*ldc + r] += bias[b0 + (per_row ? r : j)] for r < m, j < n: a column-major
+ * (m x n) block of a product (engines/_products.py). */
+void FN(bias_block)(REAL *restrict c, int64_t c0, int64_t m, int64_t n, int64_t ldc,
+                    const REAL *restrict bias, int64_t b0, int64_t per_row)
+{
+    const unsigned csr = ftz_enter();
+    for (int64_t j = 0; j < n; j++) {
+        REAL *o = c + c0 + j * ldc;
+        if (per_row) {
+            for (int64_t r = 0; r < m; r++)
+                o[r] += bias[b0 + r];
+        } else {
+            const REAL v = bias[b0 + j];
+            for (int64_t r = 0; r < m; r++)
+                o[r] += v;
+        }
+    }
+    ftz_leave(csr);
 }
 
 /* y[off + m*K + k] += bias[k] for m < M, k < K: NHWC, channel columns. */
 void FN(bias_cols)(REAL *restrict y, int64_t off, int64_t M, int64_t K,
                           const REAL *restrict bias)
 {
+    const unsigned csr = ftz_enter();
     for (int64_t m = 0; m < M; m++) {
         REAL *o = y + off + m * K;
         for (int64_t k = 0; k < K; k++)
             o[k] += bias[k];
     }
+    ftz_leave(csr);
 }
 
 /* c[c_off:] (m x n) = op(a[a_off:]) (m x k) . op(b[b_off:]) (k x n) + beta * c,
@@ -285,10 +315,12 @@ void FN(gemm)(int64_t transa, int64_t transb, int64_t m, int64_t n, int64_t k,
               const REAL *a, int64_t a_off, int64_t lda, const REAL *b, int64_t b_off,
               int64_t ldb, double beta, REAL *c, int64_t c_off, int64_t ldc)
 {
+    const unsigned csr = ftz_enter();
     const char ta = (char)transa, tb = (char)transb;
     const int im = (int)m, in = (int)n, ik = (int)k;
     const int ilda = (int)lda, ildb = (int)ldb, ildc = (int)ldc;
     const REAL one = 1, rbeta = (REAL)beta;
     BLAS_GEMM(&ta, &tb, &im, &in, &ik, &one, a + a_off, &ilda, b + b_off, &ildb, &rbeta,
               c + c_off, &ildc);
+    ftz_leave(csr);
 }

@@ -93,16 +93,15 @@ def test_threads_leave_with_their_mode(threads):
     assert a * a > 0
 
 
-def test_ftz_enter_leave_round_trip():
-    # Through memory: LLVM moves register arithmetic across the MXCSR intrinsics, but
-    # not loads and stores. The kernels' arithmetic is BLAS calls, which stay in place.
-    @njit
-    def probe(src, out):
-        old = _fpmode.ftz_enter()
-        out[0] = src[0] * src[0]
-        _fpmode.ftz_leave(old)
-        out[1] = src[0] * src[0]
+def test_the_loops_flush_and_restore_the_mode():
+    """A C loop that computes (the bias) reads a subnormal as zero, and the calling
+    thread computes subnormals again once it has returned."""
+    from fastconv.engines._loops import F32
 
-    out = np.empty(2, np.float32)
-    probe(np.full(1, 1e-20, np.float32), out)
-    assert out[0] == 0 and out[1] > 0
+    y = np.full(4, 1e-39, np.float32)  # subnormal
+    bias = np.zeros(1, np.float32)
+    assert np.all(y > 0)
+    F32.bias_rows(y.ctypes.data, 0, 4, 1, 4, bias.ctypes.data)  # y += 0, under DAZ/FTZ
+    assert np.all(y == 0)
+    tiny = np.full(2, 1e-20, np.float32)
+    assert np.all(tiny * tiny > 0)  # this thread's own mode is back

@@ -34,6 +34,7 @@ _SIGNATURES = {
     "stage_images": [_P] + [_I] * 4 + [_P, _I],
     "bias_rows": [_P] + [_I] * 4 + [_P],
     "bias_cols": [_P] + [_I] * 3 + [_P],
+    "bias_block": [_P] + [_I] * 4 + [_P, _I, _I],
     "gemm": [_I] * 5 + [_P, _I, _I, _P, _I, _I, _D, _P, _I, _I],
 }
 
@@ -51,6 +52,7 @@ class Loops(NamedTuple):
     stage_images: object
     bias_rows: object
     bias_cols: object
+    bias_block: object
     gemm: object
 
 

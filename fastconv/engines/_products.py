@@ -28,8 +28,8 @@ import numpy as np
 
 from .._blas import single_threaded
 from .._geometry import ConvGeometry
-from ._cblas import NOTRANS, TRANS, gemm_for
-from ._fpmode import ftz_enter, ftz_leave
+from ._cblas import NOTRANS, TRANS
+from ._loops import loops_for
 from ._twin import kernel
 
 # Columns of a task: offsets of a, b, c; m, n, k; beta (0 or 1); the bias offset (-1: none).
@@ -41,28 +41,17 @@ MIN_SIDE = 16
 
 
 @kernel
-def _run_tasks(t, T, gemm_fn, transa, transb, a, lda, b, ldb, c, ldc, tasks, starts, bias,
-               bias_mode):
+def _run_tasks(t, T, gemm, add_bias, transa, transb, a, lda, b, ldb, c, ldc, tasks, starts,
+               bias, per_row):
     """Thread t makes the gemm calls tasks[starts[t]:starts[t + 1]], in order, each
-    followed by its bias while the block is in cache."""
-    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
+    followed by its bias while the block is in cache (``gemm`` and ``add_bias``: the C
+    loops of ``_loops``)."""
     for i in range(starts[t], starts[t + 1]):
         m, n, c0 = tasks[i, M], tasks[i, N], tasks[i, C_OFF]
-        gemm_fn(transa, transb, m, n, tasks[i, K], a.ctypes, tasks[i, A_OFF], lda,
-                b.ctypes, tasks[i, B_OFF], ldb, 1.0 * tasks[i, BETA], c.ctypes, c0, ldc)
-        b0 = tasks[i, BIAS_OFF]
-        if b0 < 0:
-            continue
-        for j in range(n):
-            o = c0 + j * ldc
-            if bias_mode == BIAS_PER_COLUMN:
-                v = bias[b0 + j]
-                for r in range(m):
-                    c[o + r] += v
-            else:
-                for r in range(m):
-                    c[o + r] += bias[b0 + r]
-    ftz_leave(csr)
+        gemm(transa, transb, m, n, tasks[i, K], a.ctypes, tasks[i, A_OFF], lda,
+             b.ctypes, tasks[i, B_OFF], ldb, 1.0 * tasks[i, BETA], c.ctypes, c0, ldc)
+        if tasks[i, BIAS_OFF] >= 0:
+            add_bias(c.ctypes, c0, m, n, ldc, bias.ctypes, tasks[i, BIAS_OFF], per_row)
 
 
 class Plan(NamedTuple):
@@ -204,6 +193,7 @@ def run(p: Plan, arrays: dict, c: np.ndarray, bias=None) -> None:
     bias = bias if bias is not None else np.empty(0, c.dtype)
     T = p.starts.size - 1
     with single_threaded():
-        _run_tasks.run(T, T, gemm_for(c.dtype), p.transa, p.transb, a.reshape(-1), p.lda,
-                       b.reshape(-1), p.ldb, c.reshape(-1), p.ldc, p.tasks, p.starts, bias,
-                       p.bias_mode)
+        fn = loops_for(c.dtype)
+        _run_tasks.run(T, T, fn.gemm, fn.bias_block, p.transa, p.transb, a.reshape(-1),
+                       p.lda, b.reshape(-1), p.ldb, c.reshape(-1), p.ldc, p.tasks, p.starts,
+                       bias, int(p.bias_mode == BIAS_PER_ROW))

@@ -60,7 +60,7 @@ from .._threads import kernel_threads, run_shares, threads_for
 from .._workspace import get_workspace_limit
 from ._alloc import output
 from ._cblas import NOTRANS, TRANS
-from ._fpmode import FLUSHES, ftz_enter, ftz_leave
+from ._fpmode import FLUSHES
 from ._loops import loops_for
 from ._products import plan as _products_plan
 from ._products import run as run_products
@@ -140,7 +140,7 @@ def _taps(g: ConvGeometry):
 # (measured 7x slower forward on subnormal inputs). So the engine reads subnormal
 # inputs as zero, as the direct engine's DAZ mode does: a change of at most 1.2e-38 per
 # product, far inside every tolerance. The kernels' threads, which make the BLAS calls,
-# set FTZ/DAZ themselves (``_fpmode``). Where FTZ/DAZ cannot be set (not x86-64), the
+# run with FTZ/DAZ set (the C loops set it around each call: ``_fpmode``). Where FTZ/DAZ cannot be set (not x86-64), the
 # inputs are scanned instead: one vectorised pass over each (~2 ms per 25 MB); only
 # arrays that hold a subnormal are copied.
 
@@ -265,7 +265,6 @@ def _forward_nchw(t, x, w, bias, y, unroll, gemm, unfold, add_bias, T, nb, pb, n
     N, C, H, W, K = x.shape[0], x.shape[1], x.shape[2], x.shape[3], y.shape[1]
     Kg, crsg, PQ = K // G, C // G * R * S, P * Q
     U = (N + nb - 1) // nb * nbands
-    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     cols = ws[t * per:(t + 1) * per]
     out = ws[t * per + C * R * S * nb * pb * Q:(t + 1) * per]  # (K, nb*P*Q) if nb > 1
     for u in range(t * U // T, (t + 1) * U // T):
@@ -289,7 +288,6 @@ def _forward_nchw(t, x, w, bias, y, unroll, gemm, unfold, add_bias, T, nb, pb, n
             unfold(out.ctypes, M, y.ctypes, n, nu, K, PQ, bias.ctypes, bias.size)
         elif bias.size:  # while the band is in cache
             add_bias(y.ctypes, n * K * PQ + p0 * Q, PQ, K, L, bias.ctypes)
-    ftz_leave(csr)
 
 
 def _flip_swap(t, flip, w, out, T):
@@ -311,7 +309,6 @@ def _grad_input_nchw(t, gy, w, gx, gemm, fold, T, pb, G, ws, per, parts,
     convolution (see ``grad_input``)."""
     N, K, C, H, W = gy.shape[0], gy.shape[1], gx.shape[1], gx.shape[2], gx.shape[3]
     Kg, crsg, PQ = K // G, C // G * R * S, P * Q
-    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     dcols = ws[t * per:(t + 1) * per]
     for n in range(t * N // T, (t + 1) * N // T):
         gx[n] = 0
@@ -327,7 +324,6 @@ def _grad_input_nchw(t, gy, w, gx, gemm, fold, T, pb, G, ws, per, parts,
             if parts & UNROLL:
                 fold(dcols.ctypes, n, p0, pe, gx.ctypes, C, H, W,
                              R, S, Q, sh, sw, dh, dw, pt, pl)
-    ftz_leave(csr)
 
 
 @_kernel
@@ -350,7 +346,6 @@ def _grad_weight_nchw(t, gy, x, gw, unroll, gemm, stage, T, nb, pb, G, split_row
     crsg = crs // G
     nbands = (P + pb - 1) // pb
     nchunks = (N + nb - 1) // nb * nbands
-    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     buf = ws[t * per:(t + 1) * per]
     if split_rows:
         r0, r1, c0, c1 = t * crs // T, (t + 1) * crs // T, 0, nchunks
@@ -386,7 +381,6 @@ def _grad_weight_nchw(t, gy, x, gw, unroll, gemm, stage, T, nb, pb, G, split_row
             gemm(TRANS, NOTRANS, hi - lo, Kg, M, buf.ctypes, (lo - r0) * M, M,
                     dy.ctypes, d0 + g * Kg * ld, ld, beta,
                     out.ctypes, g * Kg * crsg + lo - g * crsg, crsg)
-    ftz_leave(csr)
 
 
 # NHWC: the same pieces, with one column-matrix row per output position, its entries
@@ -406,7 +400,6 @@ def _forward_nhwc(t, x, w, bias, y, unroll, gemm, add_bias, T, rb, G, ws, per, p
     Fg = F // G
     NP = N * P
     U = (NP + rb - 1) // rb
-    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     cols = ws[t * per:(t + 1) * per]
     for u in range(t * U // T, (t + 1) * U // T):
         i0, i1 = u * rb, min(NP, (u + 1) * rb)
@@ -421,7 +414,6 @@ def _forward_nhwc(t, x, w, bias, y, unroll, gemm, add_bias, T, rb, G, ws, per, p
                     cols.ctypes, g * Fg, F, 0.0, y.ctypes, i0 * Q * K + g * Kg, K)
         if bias.size:
             add_bias(y.ctypes, i0 * Q * K, M, K, bias.ctypes)
-    ftz_leave(csr)
 
 
 def _flip_swap_hwio(t, flip, w, out, T):
@@ -439,7 +431,6 @@ def _grad_input_nhwc(t, gy, w, gx, gemm, fold, T, pb, G, ws, per, parts,
     N, K, H, W, C = gy.shape[0], gy.shape[3], gx.shape[1], gx.shape[2], gx.shape[3]
     Kg, F = K // G, R * S * C
     Fg = F // G
-    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     dcols = ws[t * per:(t + 1) * per]
     for n in range(t * N // T, (t + 1) * N // T):
         gx[n] = 0
@@ -455,7 +446,6 @@ def _grad_input_nhwc(t, gy, w, gx, gemm, fold, T, pb, G, ws, per, parts,
             if parts & UNROLL:
                 fold(dcols.ctypes, n, p0, pe, G, gx.ctypes, H, W, C,
                              R, S, Q, sh, sw, dh, dw, pt, pl)
-    ftz_leave(csr)
 
 
 @_kernel
@@ -469,7 +459,6 @@ def _grad_weight_nhwc(t, gy, x, gw, unroll, gemm, T, rb, G, ws, per, parts,
     Fg = F // G
     NP = N * P
     U = (NP + rb - 1) // rb
-    csr = ftz_enter()  # FTZ/DAZ for BLAS in this thread (see _fpmode)
     f0, f1 = t * F // T, (t + 1) * F // T
     cols = ws[t * per:(t + 1) * per]
     for u in range(U):
@@ -487,7 +476,6 @@ def _grad_weight_nhwc(t, gy, x, gw, unroll, gemm, T, rb, G, ws, per, parts,
             gemm(NOTRANS, TRANS, Kg, hi - lo, M, gy.ctypes, i0 * Q * K + g * Kg, K,
                     cols.ctypes, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
                     gw.ctypes, (lo - g * Fg) * K + g * Kg, K)
-    ftz_leave(csr)
 
 
 # ---------------------------------------------------------------------------------
