@@ -132,6 +132,20 @@ def test_a_layer_applied_to_its_own_output():
     assert np.isclose(gx[i], (loss(w0, x + d) - loss(w0, x - d)) / (2 * eps), rtol=1e-6)
 
 
+def test_the_readme_2x_upsampling_example():
+    x = np.random.default_rng(0).random((2, 64, 32, 32)).astype(np.float32)
+    up = fastconv.ConvTranspose2d(64, 32, 4, stride=2, pad=1, rng=0)
+    assert up.weight.shape == (64, 32, 4, 4)
+    y = up(x)
+    assert y.shape == (2, 32, 64, 64) == fastconv.output_shape(x, up.weight, 2, 1,
+                                                              transposed=True)
+    gx = up.backward(np.ones_like(y))
+    assert gx.shape == x.shape and up.weight_grad.any() and up.bias_grad.any()
+    np.testing.assert_array_equal(fastconv.conv_transpose2d(x, up.weight, 2, 1, bias=up.bias), y)
+    g = fastconv.conv_transpose2d_backward(np.ones_like(y), x, up.weight, 2, 1)
+    assert_close(g.x, gx, np.float32)
+
+
 def test_a_decoder_of_two_layers_trains_its_upsampling():
     """A 2x learned upsampling: a few SGD steps on the layers' own gradients lower the
     loss of fitting a target image."""
