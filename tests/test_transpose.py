@@ -263,7 +263,8 @@ def test_winograd_gradients_match_finite_differences(opts):
     groups, nhwc = opts.get("groups", 1), opts.get("layout") == "NHWC"
     C_in, C_out = 2 * groups, 3 * groups
     x = rng.standard_normal((2, 5, 4, C_in) if nhwc else (2, C_in, 5, 4))
-    w = rng.standard_normal((3, 3, C_out // groups, C_in) if nhwc else (C_in, C_out // groups, 3, 3))
+    Cgo = C_out // groups
+    w = rng.standard_normal((3, 3, Cgo, C_in) if nhwc else (C_in, Cgo, 3, 3))
     _check_fd("winograd", opts, x, w, rng.standard_normal(C_out), rng)
 
 
@@ -294,7 +295,8 @@ def test_winograd_runs_3x3_stride_1(dtype, seed):
     assert_close(g.b, g_ref.b, dtype, "grad b")
 
 
-@pytest.mark.parametrize("opts", [dict(stride=2), dict(dilation=2), dict(output_padding=1, stride=2)])
+@pytest.mark.parametrize("opts", [dict(stride=2), dict(dilation=2),
+                                  dict(output_padding=1, stride=2)])
 def test_winograd_refuses_what_it_does_not_take(opts, rng):
     x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((2, 3, 3, 3))
     gy = np.ones(fastconv.output_shape(x, w, transposed=True, **opts))
@@ -353,6 +355,33 @@ def test_auto_sends_a_wide_3x3_stride_1_layer_to_winograd_and_nan_to_an_exact_en
     exact = fastconv.conv_transpose2d(xb, w, 1, 1, backend="direct")
     assert np.array_equal(np.isnan(yb), np.isnan(exact))
     assert np.isnan(yb).sum() == 64 * 9
+
+
+def test_autotune_times_and_keeps_the_convolution_pass(tmp_path, monkeypatch):
+    """With autotune on, a transposed call's first run times the candidates of its
+    convolution pass and keeps the winner under that pass's key, which later calls (and
+    a convolution of the same geometry) then use."""
+    import json
+
+    from fastconv import _tune
+
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_tune, "_loaded", None)
+    monkeypatch.setattr(_tune, "_session", {})
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 8, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((8, 4, 4, 4)).astype(np.float32)
+    g = v.transposed_geometry(x.shape, w.shape, 2, 1, 1, 1, 1, 0)
+    threads = fastconv.get_num_threads()
+    with fastconv.autotune(True):
+        y = fastconv.conv_transpose2d(x, w, 2, 1, output_padding=1)
+        entries = json.loads((tmp_path / _tune.FILE_NAME).read_text())["entries"]
+        key = _tune.entry_key(g, np.float32, threads, "grad_input")
+        assert list(entries) == [key] and entries[key] in ("direct", "im2col")
+        assert _tune.lookup(g, np.float32, threads, "grad_input") == entries[key]
+        assert_close(y, fastconv.conv_transpose2d(x, w, 2, 1, output_padding=1,
+                                                  backend="reference"), np.float32)
+    monkeypatch.setattr(_tune, "_loaded", None)
 
 
 # --- the API's contract ---------------------------------------------------------------
@@ -664,7 +693,8 @@ CASES = [
     ("unknown backend", lambda: T(X, W, backend="gpu"), ValueError,
      "backend must be one of 'auto', 'direct', 'im2col', 'winograd', 'reference'; got 'gpu'"),
     ("flip not bool", lambda: T(X, W, flip=1), TypeError, "flip must be True or False"),
-    ("complex dtype", lambda: T(X.astype(complex), W), TypeError, "x must have a real numeric dtype"),
+    ("complex dtype", lambda: T(X.astype(complex), W), TypeError,
+     "x must have a real numeric dtype"),
     ("None weights", lambda: T(X, None), TypeError, "w must be an array"),
     ("string input", lambda: T("abc", W), TypeError, "x must be an array"),
     ("grad_y shape", lambda: fastconv.conv_transpose2d_backward(np.ones((2, 3, 9, 8)), X, W, 2, 1),

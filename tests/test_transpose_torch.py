@@ -59,7 +59,8 @@ def test_winograd_matches_torch_autograd(seed):
     o = dict(p["opts"], stride=1, dilation=1, output_padding=0, pad=int(rng.integers(0, 2)))
     nhwc = o["layout"] == "NHWC"
     C_in, Cgo = (p["w"].shape[3], p["w"].shape[2]) if nhwc else p["w"].shape[:2]
-    p["w"] = rng.standard_normal((3, 3, Cgo, C_in) if nhwc else (C_in, Cgo, 3, 3)).astype(p["dtype"])
+    p["w"] = rng.standard_normal((3, 3, Cgo, C_in) if nhwc else (C_in, Cgo, 3, 3)
+                                 ).astype(p["dtype"])
     p["gy"] = rng.standard_normal(fastconv.output_shape(p["x"], p["w"], transposed=True, **o)
                                   ).astype(p["dtype"])
     p["opts"] = o
