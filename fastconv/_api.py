@@ -64,8 +64,8 @@ class _Problem:
         w_given = w
         extra = [None if a is None else v.as_array(a, n) for a, n in extra]
         x4, self.unbatched = v.batched(x, x_name, self.layout)
-        self.g: ConvGeometry = v.geometry(x4.shape, w.shape, stride, pad, dilation, groups,
-                                          self.layout)
+        self.g: ConvGeometry = self._geometry(x4.shape, w.shape, stride, pad, dilation,
+                                              groups)
         self.dtype = v.common_dtype(x, w, *extra)
         self.x = v.contiguous(x4, self.dtype)
         w = v.contiguous(w, self.dtype)
@@ -74,6 +74,11 @@ class _Problem:
         # only then may filters packed from it in earlier calls be used (_conv2d).
         self.w_is_callers = self.w is w_given
         self.extra = [None if a is None else v.contiguous(a, self.dtype) for a in extra]
+
+    def _geometry(self, x_shape, w_shape, stride, pad, dilation, groups) -> ConvGeometry:
+        """The geometry the engines get (a transposed convolution's is the convolution
+        whose input gradient it is: fastconv/_transpose.py)."""
+        return v.geometry(x_shape, w_shape, stride, pad, dilation, groups, self.layout)
 
     def engine(self, pass_name: str):
         """The engine module for ``pass_name``."""
@@ -227,17 +232,30 @@ def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
     return ConvGrads(gx, gw, gb)
 
 
-def output_shape(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW"):
-    """The shape ``conv2d`` would return, computed without touching any data.
+def output_shape(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW",
+                 transposed=False, output_padding=None):
+    """The shape ``conv2d`` would return, computed without touching any data; with
+    ``transposed=True``, the shape :func:`fastconv.conv_transpose2d` would return (``w``
+    then in its layout, ``output_padding`` its option; without ``transposed`` it is an
+    error to give one).
 
     ``x`` and ``w`` may be arrays or plain shape tuples.
     """
     code = v.layout_code(layout)
+    transposed = v.flag(transposed, "transposed")
+    if output_padding is not None and not transposed:
+        raise ValueError(f"output_padding is an option of transposed convolutions: pass "
+                         f"transposed=True with it, got output_padding={output_padding!r}")
     x_shape = tuple(getattr(x, "shape", x))
     w_shape = tuple(getattr(w, "shape", w))
     if len(x_shape) not in (3, 4):
         v.batched(np.empty((0,) * len(x_shape)), "x", code)  # raises with the usual message
     unbatched = len(x_shape) == 3
-    g = v.geometry((1,) + x_shape if unbatched else x_shape, w_shape, stride, pad, dilation,
-                   groups, code)
-    return g.y_shape[1:] if unbatched else g.y_shape
+    x4_shape = (1,) + x_shape if unbatched else x_shape
+    if transposed:
+        op = 0 if output_padding is None else output_padding
+        g = v.transposed_geometry(x4_shape, w_shape, stride, pad, op, dilation, groups, code)
+        shape = g.x_shape  # the input of the convolution whose gradient it is
+    else:
+        shape = v.geometry(x4_shape, w_shape, stride, pad, dilation, groups, code).y_shape
+    return shape[1:] if unbatched else shape

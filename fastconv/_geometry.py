@@ -24,9 +24,27 @@ def out_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: in
     return (size + pad_before + pad_after - span) // stride + 1
 
 
+def transposed_out_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
+                        dilation: int, output_padding: int) -> int:
+    """Output length of one spatial axis of a transposed convolution, PyTorch's
+    (size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1) + output_padding + 1:
+    the input length of the convolution whose gradient it is (``out_size`` inverted,
+    ``output_padding`` choosing among the lengths that give ``size`` outputs)."""
+    return ((size - 1) * stride - pad_before - pad_after + dilation * (kernel - 1)
+            + output_padding + 1)
+
+
 @dataclass(frozen=True)
 class ConvGeometry:
-    """A validated convolution problem. All fields are plain ints."""
+    """A validated convolution problem. All fields are plain ints.
+
+    ``pad_bottom`` and ``pad_right`` are negative in one case: the convolution of a
+    transposed one whose ``output_padding`` reaches its stride (allowed when it stays
+    below the dilation), where the last rows or columns of the input are ones no window
+    reaches. The kernels take ``pad_top``, ``pad_left`` and P, Q, never the other two
+    pads (the reference pads by at least 0), and the pads always satisfy
+    ``out_size(H, R, stride_h, pad_top, pad_bottom, dil_h) == P`` (and likewise for W).
+    """
 
     N: int
     C: int

@@ -5,7 +5,8 @@ and in our process its waiting threads and ours would take the cores from each o
 Forward only (ONNX Runtime has no training passes here), float32 only (its CPU Conv has
 no float64 kernel).
 
-Each layer is one ``InferenceSession`` of a single Conv node, built with ``onnx.helper``:
+Each layer is one ``InferenceSession`` of a single Conv node (ConvTranspose for the
+decoder suite's transposed convolutions), built with ``onnx.helper``:
 the weights an initializer, the input of fixed shape, graph optimisation
 ``ORT_ENABLE_ALL``, sequential execution, the CPU execution provider. Such a session
 pays ONNX Runtime's NCHWc reorders (its blocked channel layout) on the way into and out
@@ -31,14 +32,21 @@ LAYOUTS = ("NCHW",)  # its Conv takes NCHW tensors only
 _OPSET = 17
 
 
-def conv_session(ort, w, x_shape, y_shape, stride: int, pad: int, groups: int):
-    """An ``InferenceSession`` computing one convolution of an input of ``x_shape``."""
+def conv_session(ort, w, x_shape, y_shape, stride: int, pad: int, groups: int,
+                 output_padding: int | None = None):
+    """An ``InferenceSession`` computing one convolution of an input of ``x_shape``; with
+    ``output_padding``, one transposed convolution (ONNX's ConvTranspose, whose weights
+    are PyTorch's (C_in, C_out/groups, R, S))."""
     from onnx import helper, numpy_helper
 
     R, S = w.shape[2:]
     elem = helper.np_dtype_to_tensor_dtype(w.dtype)
-    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[R, S],
-                            strides=[stride, stride], pads=[pad] * 4, group=groups)
+    attrs = dict(kernel_shape=[R, S], strides=[stride, stride], pads=[pad] * 4, group=groups)
+    if output_padding is None:
+        node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
+    else:
+        node = helper.make_node("ConvTranspose", ["x", "w"], ["y"],
+                                output_padding=[output_padding] * 2, **attrs)
     graph = helper.make_graph([node], "conv",
                               [helper.make_tensor_value_info("x", elem, x_shape)],
                               [helper.make_tensor_value_info("y", elem, y_shape)],
@@ -52,13 +60,17 @@ def conv_session(ort, w, x_shape, y_shape, stride: int, pad: int, groups: int):
                                 providers=["CPUExecutionProvider"])
 
 
-def ort_passes(ort, x, w, gy, stride: int, pad: int, groups: int) -> dict:
-    """{"forward": callable} for one layer. The callable returns the output OrtValue, the
-    same buffer every call (``.numpy()`` copies it out). ``gy`` is not used."""
+def ort_passes(ort, x, w, gy, stride: int, pad: int, groups: int,
+               output_padding: int | None = None) -> dict:
+    """{"forward": callable} for one layer (with ``output_padding``, a transposed
+    convolution). The callable returns the output OrtValue, the same buffer every call
+    (``.numpy()`` copies it out). ``gy`` is not used."""
     from . import output_shape
 
-    y_shape = output_shape(x.shape, w.shape, stride, pad, groups=groups)
-    session = conv_session(ort, w, x.shape, y_shape, stride, pad, groups)
+    transposed = output_padding is not None
+    y_shape = output_shape(x.shape, w.shape, stride, pad, groups=groups, transposed=transposed,
+                           output_padding=output_padding)
+    session = conv_session(ort, w, x.shape, y_shape, stride, pad, groups, output_padding)
     binding = session.io_binding()
     x_value = ort.OrtValue.ortvalue_from_numpy(x)  # x's memory, no copy
     y_value = ort.OrtValue.ortvalue_from_shape_and_type(y_shape, x.dtype)

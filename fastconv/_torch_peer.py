@@ -22,7 +22,7 @@ class PeerProcess:
     """A child process that imports one library and times its convolution passes.
 
     ``library`` is a module-level function run in the child: ``library(threads)`` returns
-    (version, passes), where ``passes(x, w, gy, stride, pad, groups)`` gives
+    (version, passes), where ``passes(x, w, gy, stride, pad, groups, **options)`` gives
     {pass name: callable} for one layer, each callable returning something with
     ``.numpy()``. It raises ImportError when the library is missing.
     """
@@ -39,12 +39,13 @@ class PeerProcess:
             self.close()
             raise ImportError(self.version)
 
-    def load(self, x, w, gy, stride: int, pad: int, groups: int,
-             channels_last: bool = False) -> None:
+    def load(self, x, w, gy, stride: int, pad: int, groups: int, **options) -> None:
         """The arrays of the next layer's cases (sent once, used by every pass), NCHW;
-        ``channels_last``: the library is to run them in its NHWC memory format."""
-        extra = (True,) if channels_last else ()
-        self._conn.send(("load", (x, w, gy, stride, pad, groups) + extra))
+        ``options`` as the library's passes take them: ``channels_last=True``, run them
+        in its NHWC memory format; ``output_padding=n``, the layer is a transposed
+        convolution with that output padding (w PyTorch's (C_in, C_out/groups, R, S),
+        gy the shape of its output)."""
+        self._conn.send(("load", ((x, w, gy, stride, pad, groups), options)))
 
     def time(self, pass_name: str, repeat: int):
         """(median seconds, result array) of one pass on the loaded arrays."""
@@ -83,22 +84,45 @@ class PeerProcess:
 
 
 def torch_passes(torch, x, w, gy, stride: int, pad: int, groups: int,
-                 channels_last: bool = False) -> dict:
+                 channels_last: bool = False, output_padding: int | None = None) -> dict:
     """{pass name: callable} running PyTorch's CPU kernels for one layer on NumPy arrays
     (conv2d, nn.grad.conv2d_input, nn.grad.conv2d_weight), NCHW, or with
     ``channels_last`` as channels_last tensors (PyTorch's NHWC: the same shapes, NHWC
     strides), the format its oneDNN kernels prefer. The peer calls it, and so do the
-    bench scripts that time PyTorch in their own process."""
+    bench scripts that time PyTorch in their own process. With ``output_padding`` the
+    layer is a transposed convolution: ``_transposed_passes``."""
     tx, tw, tgy = (None if a is None else torch.from_numpy(a) for a in (x, w, gy))
     if channels_last:
         tx, tw, tgy = (None if t is None else t.contiguous(memory_format=torch.channels_last)
                        for t in (tx, tw, tgy))
+    if output_padding is not None:
+        return _transposed_passes(torch, tx, tw, tgy, stride, pad, groups, output_padding)
     kw = dict(stride=stride, padding=pad, groups=groups)
     return {
         "forward": lambda: torch.nn.functional.conv2d(tx, tw, **kw),
         "grad_input": lambda: torch.nn.grad.conv2d_input(tx.shape, tw, tgy, **kw),
         "grad_weight": lambda: torch.nn.grad.conv2d_weight(tx, tw.shape, tgy, **kw),
     }
+
+
+def _transposed_passes(torch, tx, tw, tgy, stride: int, pad: int, groups: int,
+                       output_padding: int) -> dict:
+    """A transposed convolution's passes: ``conv_transpose2d``, and its gradients as
+    autograd computes them, each pass alone: the graph of one forward is kept
+    (``retain_graph``) and ``torch.autograd.grad`` asks it for x's or w's gradient only,
+    which has the convolution backward compute that one (its output mask)."""
+    kw = dict(stride=stride, padding=pad, output_padding=output_padding, groups=groups)
+    forward = torch.nn.functional.conv_transpose2d
+    if tgy is None:  # a forward-only run
+        return {"forward": lambda: forward(tx, tw, **kw)}
+    gx, gw = tx.detach().requires_grad_(), tw.detach().requires_grad_()
+    y = forward(gx, gw, **kw)
+
+    def grad(wrt):
+        return torch.autograd.grad(y, wrt, tgy, retain_graph=True)[0]
+
+    return {"forward": lambda: forward(tx, tw, **kw),
+            "grad_input": lambda: grad(gx), "grad_weight": lambda: grad(gw)}
 
 
 def _torch_library(threads: int):
@@ -131,7 +155,8 @@ def _serve(conn, library, threads: int) -> None:
         try:
             if what == "load":
                 fns, load_error = {}, None
-                fns = passes(*arg)
+                args, options = arg
+                fns = passes(*args, **options)
                 continue
             if load_error is not None:
                 raise load_error

@@ -11,7 +11,7 @@ import operator
 
 import numpy as np
 
-from ._geometry import LAYOUTS, ConvGeometry, out_size
+from ._geometry import LAYOUTS, ConvGeometry, out_size, transposed_out_size
 
 PAD_MODES = ("valid", "same", "full")
 BACKENDS = ("auto", "direct", "im2col", "winograd", "reference")
@@ -186,6 +186,95 @@ def geometry(x_shape, w_shape, stride, pad, dilation, groups, layout: int) -> Co
     return ConvGeometry(N=N, C=C, H=H, W=W, K=K, R=R, S=S, P=P, Q=Q, groups=groups,
                         stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw,
                         pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr, layout=layout)
+
+
+def _transposed_names(layout: int) -> tuple[str, str, str]:
+    if layout == LAYOUTS["NHWC"]:
+        return "NHWC", "(N, H, W, C_in)", "(R, S, C_out/groups, C_in)"
+    return "NCHW", "(N, C_in, H, W)", "(C_in, C_out/groups, R, S)"
+
+
+def transposed_pad(pad, pair_form: str):
+    """Refuse conv2d's pad strings for a transposed convolution (see
+    ``fastconv._transpose``); ``pair_form`` names the other forms in the message."""
+    if isinstance(pad, str):
+        raise ValueError(
+            f"pad of a transposed convolution must be {pair_form}, got {pad!r}: the strings "
+            f"{', '.join(repr(m) for m in PAD_MODES)} name a convolution's output size and "
+            "are not accepted here ('valid' is pad=0)")
+
+
+def check_output_padding(output_padding: tuple, stride: tuple, dilation: tuple) -> None:
+    """PyTorch's rule: on each axis, output_padding < stride or output_padding < dilation
+    (larger ones would add rows that no input pixel reaches and no convolution has)."""
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
+        one = len(output_padding) == 1
+        show = (lambda t: t[0]) if one else (lambda t: t)
+        raise ValueError(f"output_padding must be smaller than stride or dilation on each "
+                         f"axis (as in PyTorch), got output_padding {show(output_padding)} "
+                         f"with stride {show(stride)} and dilation {show(dilation)}")
+
+
+def transposed_geometry(x_shape, w_shape, stride, pad, output_padding, dilation, groups,
+                        layout: int) -> ConvGeometry:
+    """Check one transposed convolution and return the geometry of the convolution whose
+    input gradient it is: that convolution's input is the transposed one's output
+    (C_out channels, Ho x Wo), its output is the transposed one's input, and its filters
+    are ``w`` as given ((C_in, C_out/groups, R, S) is OIHW with K = C_in, C = C_out).
+
+    ``output_padding`` adds rows and columns at the bottom and right of that input; the
+    convolution's bottom and right pads are what makes its output H x W again (lowered
+    by output_padding - stride + 1 where output_padding reaches the stride, possibly
+    below 0: see ``ConvGeometry``). ``x_shape`` must be 4-D here.
+    """
+    lname, xdesc, wdesc = _transposed_names(layout)
+    if len(w_shape) != 4:
+        raise ValueError(f"w must be a 4-D array {wdesc} for layout={lname!r}, "
+                         f"got a {len(w_shape)}-D array of shape {tuple(w_shape)}")
+    if layout == LAYOUTS["NHWC"]:
+        N, H, W, C_in = x_shape
+        R, S, Cgo, Cw = w_shape
+    else:
+        N, C_in, H, W = x_shape
+        Cw, Cgo, R, S = w_shape
+    groups = _int(groups, "groups", 1)
+    check_transposed_channels(C_in, Cw, Cgo, (R, S), groups, x_shape, w_shape, "x", xdesc,
+                              wdesc, lname)
+    sh, sw = pair(stride, "stride", 1)
+    dh, dw = pair(dilation, "dilation", 1)
+    oh, ow = pair(output_padding, "output_padding", 0)
+    check_output_padding((oh, ow), (sh, sw), (dh, dw))
+    transposed_pad(pad, "an int, a pair (h, w) or ((top, bottom), (left, right))")
+    pt, pb, pl, pr = pad_sides(pad, (R, S), (sh, sw), (dh, dw), (H, W))
+    Ho = transposed_out_size(H, R, sh, pt, pb, dh, oh)
+    Wo = transposed_out_size(W, S, sw, pl, pr, dw, ow)
+    if Ho < 1 or Wo < 1:
+        raise ValueError(
+            f"pad {(pt, pb, pl, pr)} crops more than the transposed convolution's output of "
+            f"x spatial {H}x{W} has (kernel {R}x{S}, stride {(sh, sw)}, dilation {(dh, dw)}, "
+            f"output_padding {(oh, ow)}): the output would be {Ho}x{Wo}")
+    return ConvGeometry(N=N, C=Cgo * groups, H=Ho, W=Wo, K=C_in, R=R, S=S, P=H, Q=W,
+                        groups=groups, stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw,
+                        pad_top=pt, pad_bottom=pb + min(0, sh - 1 - oh),
+                        pad_left=pl, pad_right=pr + min(0, sw - 1 - ow), layout=layout)
+
+
+def check_transposed_channels(C_in: int, Cw: int, Cgo: int, taps: tuple, groups: int,
+                              x_shape, w_shape, x_name: str, xdesc: str, wdesc: str,
+                              lname: str) -> None:
+    """Depth and group checks of a transposed convolution (2-D and 1-D): w holds, for
+    each of x's C_in channels, C_out/groups output channels' taps."""
+    if C_in < 1 or Cgo < 1 or min(taps) < 1:
+        raise ValueError(f"{x_name} {xdesc} and w {wdesc} need at least one channel and "
+                         f"tap; got {x_name} shape {tuple(x_shape)} and w shape "
+                         f"{tuple(w_shape)}")
+    if Cw != C_in:
+        raise ValueError(f"w's input-channel dimension must be {x_name}'s channels C_in = "
+                         f"{C_in} ({lname}: w is {wdesc}), got {Cw} ({x_name} shape "
+                         f"{tuple(x_shape)}, w shape {tuple(w_shape)})")
+    if C_in % groups:
+        raise ValueError(f"groups must divide the input channels C_in={C_in}, got "
+                         f"groups={groups}")
 
 
 def check_channels(C: int, Cg: int, K: int, taps: tuple, groups: int, x_shape, w_shape,

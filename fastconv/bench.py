@@ -20,6 +20,13 @@ misses are counted and, per pass, the fastest engines' summed time is put over t
 chosen engines' (the time-weighted ``auto`` against always picking the fastest, whose
 target is 0.97).
 
+``fastconv bench --suite decoder`` runs the decoder suite (``suite.DECODER``: a DCGAN
+generator, a U-Net up-convolution, an FCN 16x upsampling) the same way, each row a pass
+of the transposed convolution: forward, grad_input and grad_weight of
+``conv_transpose2d``, each computed by a convolution pass (``_transpose.CONV_PASS``),
+whose engine ``auto`` chooses and whose Winograd column it gets. PyTorch times
+``conv_transpose2d`` and its autograd, ONNX Runtime its ``ConvTranspose`` (forward).
+
 ``fastconv bench --network NAME`` runs every convolution of a network
 (``fastconv.networks``) as a training step runs them: every forward in network order,
 then, from the last layer back, each layer's grad_input and grad_weight. The first
@@ -44,16 +51,20 @@ import time
 
 import numpy as np
 
-from . import __version__, conv2d, conv2d_backward, get_num_threads, num_threads, output_shape
+from . import (__version__, conv2d, conv2d_backward, conv_transpose2d,
+               conv_transpose2d_backward, get_num_threads, num_threads, output_shape)
 from ._api import auto_engine
 from ._dispatch import simd_variant
 from ._precision import get_float32_precision
-from ._validate import geometry
+from ._transpose import CONV_PASS
+from ._validate import geometry, transposed_geometry
 from .engines import winograd
 from .networks import NETWORKS
-from .suite import LAYERS, QUICK
+from .suite import DECODER_LAYERS, LAYERS, QUICK, TransposedLayer
 
 ENGINES = ("direct", "im2col", "auto")
+# --suite: the convolution layers, or the transposed convolutions of decoders.
+SUITES = {"layers": LAYERS, "decoder": DECODER_LAYERS}
 PASSES = ("forward", "grad_input", "grad_weight")
 PEERS = ("torch", "ort")
 # The passes each peer times: ONNX Runtime is an inference engine.
@@ -83,8 +94,14 @@ WEIGHTED_TARGET = 0.97
 
 
 def add_arguments(p) -> None:
+    p.add_argument("--suite", default="layers", choices=tuple(SUITES),
+                   help="layers: the convolution layer suite (default); decoder: the "
+                   "transposed convolutions of a DCGAN generator, a U-Net up-convolution "
+                   "and an FCN 16x upsampling, each pass of the transposed op (PyTorch's "
+                   "conv_transpose2d and autograd, ONNX Runtime's ConvTranspose)")
     p.add_argument("--layers", help="comma-separated layer names (default: the whole suite); "
-                   f"known: {', '.join(LAYERS)}")
+                   f"known: {', '.join(LAYERS)}; with --suite decoder: "
+                   f"{', '.join(DECODER_LAYERS)}")
     p.add_argument("--quick", action="store_true",
                    help=f"a few small layers ({', '.join(QUICK)}), about 30 s")
     p.add_argument("--passes", default=",".join(PASSES),
@@ -209,12 +226,25 @@ def training_order(layers, passes) -> list[tuple[int, str]]:
     return order
 
 
+def _transposed(layer) -> bool:
+    """A layer of the decoder suite: its passes are the transposed op's."""
+    return isinstance(layer, TransposedLayer)
+
+
+def _conv_pass(layer, pass_name: str) -> str:
+    """The convolution pass that computes a layer's pass (``_transpose.CONV_PASS``):
+    the one ``auto`` chooses an engine for, and Winograd's column follows."""
+    return CONV_PASS[pass_name] if _transposed(layer) else pass_name
+
+
 def _layer_arrays(rng, layer, dtype: str):
     """Random x, w and grad_y of one layer, drawn in that order."""
     x = rng.standard_normal(layer.x_shape).astype(dtype)
     w = rng.standard_normal(layer.w_shape).astype(dtype)
-    gy = rng.standard_normal(output_shape(x, w, layer.stride, layer.pad,
-                                          groups=layer.groups)).astype(dtype)
+    extra = (dict(transposed=True, output_padding=layer.output_padding)
+             if _transposed(layer) else {})
+    gy = rng.standard_normal(output_shape(x, w, layer.stride, layer.pad, groups=layer.groups,
+                                          **extra)).astype(dtype)
     return x, w, gy
 
 
@@ -239,11 +269,15 @@ def sgemm_ceiling(dtype: str, n: int = 2048, repeat: int = 5) -> float:
 def _pass_fn(engine: str, pass_name: str, x, w, gy, layer, layout: str = "NCHW"):
     kw = dict(stride=layer.stride, pad=layer.pad, groups=layer.groups, backend=engine,
               layout=layout)
+    fwd, bwd = conv2d, conv2d_backward
+    if _transposed(layer):
+        kw["output_padding"] = layer.output_padding
+        fwd, bwd = conv_transpose2d, conv_transpose2d_backward
     if pass_name == "forward":
-        return lambda: conv2d(x, w, **kw)
+        return lambda: fwd(x, w, **kw)
     if pass_name == "grad_input":
-        return lambda: conv2d_backward(gy, x, w, wrt="x", **kw).x
-    return lambda: conv2d_backward(gy, x, w, wrt="w", **kw).w
+        return lambda: bwd(gy, x, w, wrt="x", **kw).x
+    return lambda: bwd(gy, x, w, wrt="w", **kw).w
 
 
 def _start_peers(no_torch: bool, no_ort: bool, threads: int, dtype: str, passes,
@@ -352,7 +386,8 @@ def speedups(rows, peer: str) -> dict:
 
 
 def _to_nhwc(x, w, gy):
-    """The NCHW case in NHWC: x and grad_y (N, H, W, C), w HWIO (R, S, C/groups, K)."""
+    """The NCHW case in NHWC: x and grad_y (N, H, W, C), w HWIO (R, S, C/groups, K) (a
+    transposed layer's (C_in, C_out/groups, R, S) to (R, S, C_out/groups, C_in) alike)."""
     return (np.ascontiguousarray(x.transpose(0, 2, 3, 1)),
             np.ascontiguousarray(w.transpose(2, 3, 1, 0)),
             np.ascontiguousarray(gy.transpose(0, 2, 3, 1)))
@@ -364,11 +399,15 @@ def _from_nhwc(a, pass_name: str):
 
 
 def _suite_geometry(layer, nhwc: bool):
-    """The geometry of a suite layer as our engines get it, in NCHW or NHWC (HWIO)."""
+    """The geometry of a suite layer as our engines get it, in NCHW or NHWC (HWIO); a
+    transposed layer's is that of the convolution whose passes compute it."""
     x_shape, w_shape = layer.x_shape, layer.w_shape
     if nhwc:
         x_shape = (layer.N, layer.H, layer.W, layer.C)
-        w_shape = (layer.R, layer.S, layer.C // layer.groups, layer.K)
+        w_shape = tuple(w_shape[i] for i in (2, 3, 1, 0))
+    if _transposed(layer):
+        return transposed_geometry(x_shape, w_shape, layer.stride, layer.pad,
+                                   layer.output_padding, 1, layer.groups, int(nhwc))
     return geometry(x_shape, w_shape, layer.stride, layer.pad, 1, layer.groups, int(nhwc))
 
 
@@ -429,37 +468,43 @@ def dispatch_summary(rows) -> dict:
 
 
 def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
-            layout: str = "NCHW") -> dict:
+            layout: str = "NCHW", suite: str = "layers") -> dict:
     """Time every engine on every layer and pass; returns the run as a JSON-able dict.
 
     ``peers`` maps "torch" and "ort" to running peer processes (``_torch_peer``,
     ``_ort_peer``), each timing a case right after our engines, on the same arrays.
     With ``layout="NHWC"`` our engines get the arrays in NHWC (HWIO filters) and PyTorch
-    the same values as channels_last tensors.
+    the same values as channels_last tensors. ``suite`` names where ``layers`` are
+    (``SUITES``); the decoder suite's rows are the transposed op's passes, each run by the
+    convolution pass ``_conv_pass`` names, whose engine ``auto`` chooses.
     """
     nhwc = layout == "NHWC"
     rng = np.random.default_rng(0)
     rows, failures = [], []
-    geometries = {name: _suite_geometry(LAYERS[name], nhwc) for name in layers}
+    known = SUITES[suite]
+    geometries = {name: _suite_geometry(known[name], nhwc) for name in layers}
     candidates = auto_candidates(dtype)
-    bar = _progress(sum(len(timed_engines(geometries[name], p))
+    bar = _progress(sum(len(timed_engines(geometries[name], _conv_pass(known[name], p)))
                         + sum(p in PEER_PASSES[n] for n in peers)
                         for name in layers for p in passes))
     with num_threads(threads):
         ceiling = sgemm_ceiling(dtype)
         for name in layers:
-            layer, g = LAYERS[name], geometries[name]
+            layer, g = known[name], geometries[name]
             x, w, gy = _layer_arrays(rng, layer, dtype)
             ours = _to_nhwc(x, w, gy) if nhwc else (x, w, gy)
+            options = {"channels_last": True} if nhwc else {}
+            if _transposed(layer):
+                options["output_padding"] = layer.output_padding
             for peer_name, peer in peers.items():
                 # a forward-only peer is not sent grad_y: no pipe copy of an unused array
                 peer_gy = None if PEER_PASSES[peer_name] == ("forward",) else gy
-                peer.load(x, w, peer_gy, layer.stride, layer.pad, layer.groups,
-                          channels_last=nhwc)
+                peer.load(x, w, peer_gy, layer.stride, layer.pad, layer.groups, **options)
             for pass_name in passes:
                 bar.set_description(f"{name} {pass_name}")
+                conv_pass = _conv_pass(layer, pass_name)
                 fns = {e: _pass_fn(e, pass_name, *ours, layer, layout)
-                       for e in timed_engines(g, pass_name)}
+                       for e in timed_engines(g, conv_pass)}
                 timed = _median_times(fns, repeat)
                 if nhwc:
                     timed = {e: (t, _from_nhwc(out, pass_name)) for e, (t, out) in timed.items()}
@@ -469,14 +514,14 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
                 times = {e: t for e, (t, _) in timed.items()}
                 results = {e: out for e, (_, out) in timed.items()}
                 bar.update(len(times))
-                auto_chose = auto_engine(g, np.dtype(dtype), pass_name)
+                auto_chose = auto_engine(g, np.dtype(dtype), conv_pass)
                 for engine in times:
                     if not _agree(results[engine], results["im2col"], dtype,
                                   _agree_rtol(engine, auto_chose)):
                         failures.append(f"{name} {pass_name}: {engine} disagrees with im2col")
                 gflops = {e: g.flops / t / 1e9 for e, t in times.items()}
                 rows.append({
-                    "layer": name, "pass": pass_name, "flops": g.flops,
+                    "layer": name, "pass": pass_name, "conv_pass": conv_pass, "flops": g.flops,
                     "median_s": times, "gflops": gflops,
                     **{f"vs_{n}": ({e: times[n] / t for e, t in times.items()}
                                    if n in times else None) for n in PEERS},
@@ -490,7 +535,7 @@ def measure(layers, passes, dtype: str, threads: int, repeat: int, peers: dict,
         r["ceiling_share"] = {e: v / ceiling for e, v in r["gflops"].items()}
     bar.close()
     return {"machine": machine_info(threads, peers), "dtype": dtype, "threads": threads,
-            "layout": layout,
+            "layout": layout, "suite": suite,
             "repeat": repeat, "sgemm_gflops": ceiling, "rows": rows, "failures": failures,
             "means": {f"vs_{n}": speedups(rows, n) for n in peers},
             "dispatch": {"candidates": list(candidates), **dispatch_summary(rows)}}
@@ -527,6 +572,10 @@ def format_table(run: dict) -> str:
     peers = [n for n in PEERS if any(r.get(f"vs_{n}") for r in rows)]
     engines = COLUMNS + tuple(peers)
     out = _header(run, f"{run.get('layout', 'NCHW')}, median of {run['repeat']}")
+    if run.get("suite") == "decoder":
+        out.append("decoder suite: transposed convolutions, each pass the transposed op's "
+                   "(forward runs the convolution's grad_input, grad_input its forward, "
+                   "grad_weight its grad_weight; 'auto chose' is that pass's engine)")
     out += [f"SGEMM ceiling {run['sgemm_gflops']:.0f} GFLOP/s", ""]
     head = (f"{'layer':<16} {'pass':<11}" + "".join(f"{e + ' ms':>12}" for e in engines)
             + f" {'auto GF/s':>9} {'%ceil':>6}" + "".join(f" {'auto/' + n:>10}" for n in peers)
@@ -787,17 +836,23 @@ def run(args) -> int:
     _reject({"--batch": args.batch, "--engines": args.engines},
             "applies to --network runs only; the layer suite runs every engine on the "
             "batch of each layer")
-    layers = list(QUICK) if args.quick else _split(args.layers or ",".join(LAYERS), LAYERS,
+    known = SUITES[args.suite]
+    if args.suite != "layers":
+        _reject({"--quick": args.quick}, "applies to the layer suite only; pick decoder "
+                "layers with --layers")
+    layers = list(QUICK) if args.quick else _split(args.layers or ",".join(known), known,
                                                    "layer(s)")
     repeat = args.repeat or (3 if args.quick else 9)
     if args.plot:
         _pyplot()  # fail before the run, not after it
-    old = _load_compare(args.compare, "layer-suite")
+    old = _load_compare(args.compare, "decoder-suite" if args.suite == "decoder"
+                        else "layer-suite")
     peers, notes = _start_peers(args.no_torch, args.no_ort, threads, args.dtype, passes,
                                 args.layout)
     try:
         with _autotuned(args.autotune):
-            result = measure(layers, passes, args.dtype, threads, repeat, peers, args.layout)
+            result = measure(layers, passes, args.dtype, threads, repeat, peers, args.layout,
+                             args.suite)
     finally:
         _close(peers)
     result["autotune"] = bool(args.autotune)
@@ -815,7 +870,8 @@ def run(args) -> int:
 
 def _run_networks(args, passes, threads: int) -> int:
     _reject({"--layers": args.layers, "--quick": args.quick, "--plot": args.plot,
-             "--autotune": args.autotune},
+             "--autotune": args.autotune,
+             "--suite": args.suite if args.suite != "layers" else None},
             "applies to the layer suite only, not to --network")
     names = _split(args.network, NETWORKS, "network(s)")
     engines = _split(args.engines or "auto", ENGINES, "engine(s)")
@@ -840,12 +896,13 @@ def _run_networks(args, passes, threads: int) -> int:
 
 def _load_compare(path, kind: str):
     """The saved run to compare with, read before the run so that a wrong file fails at
-    once; ``kind`` is "network" or "layer-suite", the kind of this run."""
+    once; ``kind`` is "network", "layer-suite" or "decoder-suite", the kind of this run."""
     if not path:
         return None
     with open(path) as f:
         old = json.load(f)
-    saved = "network" if "network" in old else "layer-suite"
+    saved = ("network" if "network" in old else
+             "decoder-suite" if old.get("suite") == "decoder" else "layer-suite")
     if saved != kind:
         raise SystemExit(f"fastconv bench --compare: {path} is a {saved} run and this is a "
                          f"{kind} run; compare runs of one kind")

@@ -1,4 +1,5 @@
-"""Convolution layers that hold their weights and accumulate gradients: Conv2d, Conv1d.
+"""Convolution layers that hold their weights and accumulate gradients: Conv2d, Conv1d,
+ConvTranspose2d and ConvTranspose1d.
 
 A layer's weights are tied across every position of every image and across every
 call. Each call records its input; ``backward`` consumes the recorded inputs last in,
@@ -13,7 +14,9 @@ long as the weights are unchanged: every write through the layer (assigning
 ``layer.weight``, ``weight_changed()``) bumps ``weight_version`` and drops the packs,
 and so does every training call (``record=True``) and ``parameters()``, after which
 weights are written in place by an optimiser. Code that writes into ``layer.weight``
-in place between inference calls must call ``layer.weight_changed()`` afterwards.
+in place between inference calls must call ``layer.weight_changed()`` afterwards. A
+transposed layer's forward is a convolution's grad_input, whose filters the direct and
+Winograd engines pack the same way; its layer keeps those.
 """
 from __future__ import annotations
 
@@ -22,14 +25,17 @@ import numpy as np
 from . import _validate as v
 from ._api import _conv2d, conv2d_backward
 from ._conv1d import LAYOUTS_1D, _conv1d, _int1, conv1d_backward, pad_sides_1d
+from ._transpose import (_conv_transpose1d, _conv_transpose2d, conv_transpose1d_backward,
+                         conv_transpose2d_backward)
 
 
 class _ConvLayer:
-    """What Conv2d and Conv1d share; subclasses set the shapes and the two functions."""
+    """What the layers share; subclasses set the shapes and the two functions."""
 
-    _forward = None   # _conv2d or _conv1d: conv2d / conv1d with a dict of packed filters
-    _backward = None  # conv2d_backward or conv1d_backward
+    _forward = None   # _conv2d, _conv1d, ...: the function with a dict of packed filters
+    _backward = None  # conv2d_backward, conv1d_backward, ...
     _layouts: tuple[str, ...] = ()
+    _transposed = False  # whose weight shape and fan_in: a transposed convolution's
 
     def __init__(self, in_channels, out_channels, kernel, stride, pad, dilation, groups, bias,
                  layout, dtype, rng):
@@ -48,9 +54,11 @@ class _ConvLayer:
         self.stride, self.pad, self.dilation = stride, pad, dilation
         self.kernel_size = kernel
         rng = np.random.default_rng(rng)
-        shape = self._weight_shape(self.in_channels // self.groups, self.out_channels, kernel)
-        fan_in = self.in_channels // self.groups * int(np.prod(kernel))
-        bound = 1.0 / np.sqrt(fan_in)
+        shape = self._weight_shape(kernel)
+        # PyTorch's fan_in: its weight.shape[1] times the taps, which is in_channels/groups
+        # for a convolution and out_channels/groups for a transposed one.
+        fan_in = (self.out_channels if self._transposed else self.in_channels) // self.groups
+        bound = 1.0 / np.sqrt(fan_in * int(np.prod(kernel)))
         self._weight = rng.uniform(-bound, bound, shape).astype(self.dtype)
         self._version = 0
         # The direct engine's packs of _weight as it is now: every bump of _version, and
@@ -62,7 +70,7 @@ class _ConvLayer:
         self.bias_grad = None if self.bias is None else np.zeros_like(self.bias)
         self._inputs: list[np.ndarray] = []
 
-    def _weight_shape(self, cg, k, kernel):
+    def _weight_shape(self, kernel):
         raise NotImplementedError
 
     def _check_options(self, kernel, stride, pad, dilation):
@@ -112,8 +120,8 @@ class _ConvLayer:
             packs = None
         else:
             packs = self._inference_packs()
-        y = self._forward(x, self._weight, self.stride, self.pad, self.bias, self.dilation,
-                          self.groups, self.layout, False, "auto", packs)
+        y = self._forward(x, self._weight, self.stride, self.pad, bias=self.bias, flip=False,
+                          backend="auto", packs=packs, **self._options())
         if record:
             self._inputs.append(x)
         return y
@@ -163,10 +171,12 @@ class _ConvLayer:
         return pairs
 
     def __repr__(self) -> str:
+        extra = "".join(f"{k}={v!r}, " for k, v in self._options().items()
+                        if k not in ("dilation", "groups", "layout"))
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride!r}, pad={self.pad!r}, "
-                f"dilation={self.dilation!r}, groups={self.groups}, bias={self.bias is not None}, "
-                f"layout={self.layout!r}, dtype={self.dtype.name})")
+                f"{extra}dilation={self.dilation!r}, groups={self.groups}, "
+                f"bias={self.bias is not None}, layout={self.layout!r}, dtype={self.dtype.name})")
 
 
 class Conv2d(_ConvLayer):
@@ -197,8 +207,9 @@ class Conv2d(_ConvLayer):
         super().__init__(in_channels, out_channels, kernel, stride, pad, dilation, groups, bias,
                          layout, dtype, rng)
 
-    def _weight_shape(self, cg, k, kernel):
+    def _weight_shape(self, kernel):
         R, S = kernel
+        cg, k = self.in_channels // self.groups, self.out_channels
         return (R, S, cg, k) if self.layout == "NHWC" else (k, cg, R, S)
 
     def _check_options(self, kernel, stride, pad, dilation):
@@ -224,10 +235,91 @@ class Conv1d(_ConvLayer):
         super().__init__(in_channels, out_channels, kernel, stride, pad, dilation, groups, bias,
                          layout, dtype, rng)
 
-    def _weight_shape(self, cg, k, kernel):
+    def _weight_shape(self, kernel):
         (R,) = kernel
+        cg, k = self.in_channels // self.groups, self.out_channels
         return (R, cg, k) if self.layout == "NLC" else (k, cg, R)
 
     def _check_options(self, kernel, stride, pad, dilation):
         stride, dilation = _int1(stride, "stride", 1), _int1(dilation, "dilation", 1)
+        pad_sides_1d(pad, kernel[0], stride, dilation, 1)
+
+
+class ConvTranspose2d(_ConvLayer):
+    """A 2-D transposed convolution layer on :func:`fastconv.conv_transpose2d`, with
+    tied, accumulating weights; the constructor of :class:`Conv2d` plus
+    ``output_padding``.
+
+    ``weight`` is ``(C_in, C_out/groups, R, S)`` for NCHW (PyTorch's
+    ``nn.ConvTranspose2d``) or ``(R, S, C_out/groups, C_in)`` for NHWC; ``bias`` is
+    ``(C_out,)`` or None. ``pad`` takes the forms of :func:`conv_transpose2d` (no
+    strings). The initialisation is PyTorch's for ``nn.ConvTranspose2d``: weight and
+    bias uniform on ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``, where PyTorch's fan_in, read
+    off the weight's dimension 1, is ``C_out/groups * R * S``. Calls, ``backward``, the
+    tape and the packed filters of inference calls are those of :class:`Conv2d`.
+    """
+
+    _forward = staticmethod(_conv_transpose2d)
+    _backward = staticmethod(conv_transpose2d_backward)
+    _layouts = ("NCHW", "NHWC")
+    _transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad=0, *,
+                 output_padding=0, dilation=1, groups=1, bias=True, layout="NCHW",
+                 dtype=np.float32, rng=None):
+        kernel = v.pair(kernel_size, "kernel_size", 1)
+        self.output_padding = output_padding
+        super().__init__(in_channels, out_channels, kernel, stride, pad, dilation, groups, bias,
+                         layout, dtype, rng)
+
+    def _options(self) -> dict:
+        return dict(super()._options(), output_padding=self.output_padding)
+
+    def _weight_shape(self, kernel):
+        R, S = kernel
+        c, kg = self.in_channels, self.out_channels // self.groups
+        return (R, S, kg, c) if self.layout == "NHWC" else (c, kg, R, S)
+
+    def _check_options(self, kernel, stride, pad, dilation):
+        stride, dilation = v.pair(stride, "stride", 1), v.pair(dilation, "dilation", 1)
+        v.check_output_padding(v.pair(self.output_padding, "output_padding", 0), stride,
+                               dilation)
+        v.transposed_pad(pad, "an int, a pair (h, w) or ((top, bottom), (left, right))")
+        v.pad_sides(pad, kernel, stride, dilation, (1, 1))
+
+
+class ConvTranspose1d(_ConvLayer):
+    """A 1-D transposed convolution layer on :func:`fastconv.conv_transpose1d`;
+    otherwise as :class:`ConvTranspose2d`.
+
+    ``weight`` is ``(C_in, C_out/groups, R)`` for NCL or ``(R, C_out/groups, C_in)`` for
+    NLC; PyTorch's fan_in for ``nn.ConvTranspose1d`` is ``C_out/groups * R``.
+    """
+
+    _forward = staticmethod(_conv_transpose1d)
+    _backward = staticmethod(conv_transpose1d_backward)
+    _layouts = tuple(LAYOUTS_1D)
+    _transposed = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, pad=0, *,
+                 output_padding=0, dilation=1, groups=1, bias=True, layout="NCL",
+                 dtype=np.float32, rng=None):
+        kernel = (_int1(kernel_size, "kernel_size", 1),)
+        self.output_padding = output_padding
+        super().__init__(in_channels, out_channels, kernel, stride, pad, dilation, groups, bias,
+                         layout, dtype, rng)
+
+    def _options(self) -> dict:
+        return dict(super()._options(), output_padding=self.output_padding)
+
+    def _weight_shape(self, kernel):
+        (R,) = kernel
+        c, kg = self.in_channels, self.out_channels // self.groups
+        return (R, kg, c) if self.layout == "NLC" else (c, kg, R)
+
+    def _check_options(self, kernel, stride, pad, dilation):
+        stride, dilation = _int1(stride, "stride", 1), _int1(dilation, "dilation", 1)
+        v.check_output_padding((_int1(self.output_padding, "output_padding", 0),), (stride,),
+                               (dilation,))
+        v.transposed_pad(pad, "an int or a pair (left, right)")
         pad_sides_1d(pad, kernel[0], stride, dilation, 1)

@@ -1,4 +1,5 @@
-"""The benchmark layer suite, defined once and used by ``fastconv bench`` and ``bench/``.
+"""The benchmark layer suites, defined once and used by ``fastconv bench`` and ``bench/``:
+the convolution layers (SUITE) and the transposed convolutions of decoders (DECODER).
 
 Shapes are NCHW; every layer is run in float32 unless asked otherwise.
 """
@@ -53,3 +54,48 @@ LARGE_3X3 = ("vgg_conv1_2", "resnet_c2_3x3", "resnet_c4_3x3", "resnet_c5_3x3", "
 DEFAULT = ("alexnet_conv1", "cs231n", "resnet_c4_3x3", "resnet_c2_1x1", "mobilenet_dw",
            "lenet_c5")
 QUICK = ("cs231n", "lenet_c5", "batch1_c4")
+
+
+class TransposedLayer(NamedTuple):
+    """A transposed convolution of the decoder suite: C channels of H x W in, K out, at
+    ``stride`` times the size; the filters are PyTorch's ``(C, K/groups, R, S)``."""
+    name: str
+    N: int
+    C: int
+    K: int
+    H: int
+    W: int
+    R: int
+    S: int
+    stride: int
+    pad: int
+    output_padding: int = 0
+    groups: int = 1
+
+    @property
+    def x_shape(self):
+        return (self.N, self.C, self.H, self.W)
+
+    @property
+    def w_shape(self):
+        return (self.C, self.K // self.groups, self.R, self.S)
+
+
+# `fastconv bench --suite decoder`: the up-sampling paths of three decoders.
+DECODER = (
+    # DCGAN's generator (Radford et al. 2016) at batch 64: a 100-d code projected to
+    # 512 x 4 x 4 (1x1 -> 4x4, stride 1, pad 0), then 4x4 kernels, stride 2, pad 1, up to
+    # a 3 x 64 x 64 image.
+    TransposedLayer("dcgan_project", 64, 100, 512, 1, 1, 4, 4, 1, 0),
+    TransposedLayer("dcgan_up8", 64, 512, 256, 4, 4, 4, 4, 2, 1),
+    TransposedLayer("dcgan_up16", 64, 256, 128, 8, 8, 4, 4, 2, 1),
+    TransposedLayer("dcgan_up32", 64, 128, 64, 16, 16, 4, 4, 2, 1),
+    TransposedLayer("dcgan_up64", 64, 64, 3, 32, 32, 4, 4, 2, 1),
+    # U-Net's up-convolution (Ronneberger et al. 2015): 2x2, stride 2, halving the
+    # channels, 64x64 -> 128x128, batch 4.
+    TransposedLayer("unet_up", 4, 256, 128, 64, 64, 2, 2, 2, 0),
+    # FCN-16s's final 16x upsampling of the 21 class scores (Long et al. 2015): 32x32
+    # kernel, stride 16, pad 8, 32x32 -> 512x512, batch 1.
+    TransposedLayer("fcn_up16", 1, 21, 21, 32, 32, 32, 32, 16, 8),
+)
+DECODER_LAYERS = {layer.name: layer for layer in DECODER}

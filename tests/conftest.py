@@ -102,7 +102,8 @@ def rng():
 # Every public function that takes caller arrays; the fixture below wraps those present.
 _PUBLIC_CALLS = ("conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "correlate",
                  "convolve", "conv_matrix", "linear_to_conv", "conv_to_linear", "output_shape",
-                 "tune")
+                 "tune", "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d",
+                 "conv_transpose1d_backward")
 
 
 # Arrays above this size are left out of the byte-for-byte snapshot: the 64-bit index

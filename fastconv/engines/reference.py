@@ -33,8 +33,16 @@ def _w_from_oihw(w, g: ConvGeometry):
     return np.ascontiguousarray(w.transpose(2, 3, 1, 0) if g.nhwc else w)  # OIHW -> HWIO
 
 
+def _after(g: ConvGeometry) -> tuple[int, int]:
+    """The bottom and right pads, at least 0. A transposed convolution whose
+    output_padding reaches its stride (fastconv/_transpose.py) has a negative one: the
+    last rows or columns of the input are ones no window reaches, and need no padding."""
+    return max(g.pad_bottom, 0), max(g.pad_right, 0)
+
+
 def _pad(x, g: ConvGeometry):
-    return np.pad(x, ((0, 0), (0, 0), (g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
+    bottom, right = _after(g)
+    return np.pad(x, ((0, 0), (0, 0), (g.pad_top, bottom), (g.pad_left, right)))
 
 
 def _window(g: ConvGeometry, r: int, s: int):
@@ -67,7 +75,8 @@ def forward(x, w, bias, g: ConvGeometry, packs=None):  # packs: unused (no packi
 def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
     gy = _to_nchw(grad_y, g)
     w = _w_to_oihw(w, g)
-    gxp = np.zeros((g.N, g.C, g.H + g.pad_top + g.pad_bottom, g.W + g.pad_left + g.pad_right),
+    bottom, right = _after(g)
+    gxp = np.zeros((g.N, g.C, g.H + g.pad_top + bottom, g.W + g.pad_left + right),
                    dtype=grad_y.dtype)
     for cs, ks in _groups(g):
         for r in range(g.R):
