@@ -96,6 +96,30 @@ void fc_set_blas(void *sgemm, void *dgemm)
     blas_dgemm = (fgemm_f64)dgemm;
 }
 
+/* SciPy's OpenBLAS (0.3.30, Haswell kernels) ran every product of a thread 3-4x below
+ * its speed until that thread had made one large product: on Zen 3 (2026-12-03), a
+ * (192 x 512) . (512 x 4096) sgemm took 86-104 ms, and 23 ms in every call after a
+ * 512^3 one, in the same thread and for the rest of the process (from M >= 384 on;
+ * NumPy's OpenBLAS 0.3.31 did not show it). vgg_conv1_2's im2col forward: 231 ms,
+ * then 137 ms. So each thread's first product is preceded by one such product, on
+ * scratch memory: about 14 ms, once per thread. */
+#define WARM_N 512
+static _Thread_local int blas_warmed;
+
+static void warm_blas(void)
+{
+    blas_warmed = 1;
+    float *m = (float *)calloc(3 * WARM_N * WARM_N, sizeof(float));
+    if (!m)
+        return;  /* only the speed is lost */
+    const char t = 'N';
+    const int n = WARM_N;
+    const float one = 1, zero = 0;
+    blas_sgemm(&t, &t, &n, &n, &n, &one, m, &n, m + WARM_N * WARM_N, &n, &zero,
+               m + 2 * WARM_N * WARM_N, &n);
+    free(m);
+}
+
 #define REAL float
 #define FN(name) fc_##name##_f32
 #define BLAS_GEMM blas_sgemm

@@ -23,7 +23,8 @@ extern const fc_loop_entry fc_loops[];
                               int64_t img_stride, int64_t R, int64_t S, int64_t Q,         \
                               int64_t sh, int64_t sw, int64_t dh, int64_t dw, int64_t pt,  \
                               int64_t pl);                                                 \
-    void fc_fold_nchw_##SUF(const REAL *dcols, int64_t n, int64_t p0, int64_t pb, REAL *gx,\
+    void fc_fold_nchw_##SUF(const REAL *dcols, int64_t ld, int64_t n, int64_t p0,         \
+                            int64_t pb, REAL *gx,                                          \
                             int64_t C, int64_t H, int64_t W, int64_t R, int64_t S,         \
                             int64_t Q, int64_t sh, int64_t sw, int64_t dh, int64_t dw,     \
                             int64_t pt, int64_t pl);                                       \

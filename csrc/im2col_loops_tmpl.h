@@ -91,16 +91,17 @@ void FN(unroll_nchw)(const REAL *restrict x, int64_t C, int64_t H, int64_t W,
     free(p_range);
 }
 
-/* col2im: dcols (C*R*S, pb*Q) of image n, output rows p0:p0+pb -> added into gx[n]
- * (C, H, W). Input row by input row, each gathering every tap that lands on it, last
- * tap first: output rows in increasing order, so a band adds up in the unsplit order. */
-void FN(fold_nchw)(const REAL *restrict dcols, int64_t n, int64_t p0, int64_t pb,
-                          REAL *restrict gx, int64_t C, int64_t H, int64_t W,
-                          int64_t R, int64_t S, int64_t Q, int64_t sh, int64_t sw,
-                          int64_t dh, int64_t dw, int64_t pt, int64_t pl)
+/* col2im: dcols (C*R*S rows, ld apart, of pb*Q columns) of image n, output rows
+ * p0:p0+pb -> added into gx[n] (C, H, W); ld > pb*Q when several images' columns lie
+ * side by side. Input row by input row, each gathering every tap that lands on it,
+ * last tap first: output rows in increasing order, so a band adds up in the unsplit
+ * order. */
+void FN(fold_nchw)(const REAL *restrict dcols, int64_t ld, int64_t n, int64_t p0,
+                   int64_t pb, REAL *restrict gx, int64_t C, int64_t H, int64_t W,
+                   int64_t R, int64_t S, int64_t Q, int64_t sh, int64_t sw, int64_t dh,
+                   int64_t dw, int64_t pt, int64_t pl)
 {
     const unsigned csr = ftz_enter();
-    const int64_t L = pb * Q;
     int64_t h_lo, h_hi;
     band_input_rows(p0, pb, sh, dh, pt, R, H, &h_lo, &h_hi);
     for (int64_t c = 0; c < C; c++) {
@@ -112,7 +113,7 @@ void FN(fold_nchw)(const REAL *restrict dcols, int64_t n, int64_t p0, int64_t pb
                 for (int64_t s = 0; s < S; s++) {
                     int64_t q_lo, q_hi;
                     valid_range(s * dw - pl, sw, W, Q, &q_lo, &q_hi);
-                    const REAL *src = dcols + ((c * R + r) * S + s) * L + pp * Q;
+                    const REAL *src = dcols + ((c * R + r) * S + s) * ld + pp * Q;
                     const int64_t xo = ((n * C + c) * H + h) * W + s * dw - pl;
                     for (int64_t q = q_lo; q < q_hi; q++)  /* valid q only: see above */
                         gx[xo + q * sw] += src[q];
@@ -315,6 +316,8 @@ void FN(gemm)(int64_t transa, int64_t transb, int64_t m, int64_t n, int64_t k,
               const REAL *a, int64_t a_off, int64_t lda, const REAL *b, int64_t b_off,
               int64_t ldb, double beta, REAL *c, int64_t c_off, int64_t ldc)
 {
+    if (!blas_warmed)
+        warm_blas();
     const unsigned csr = ftz_enter();
     const char ta = (char)transa, tb = (char)transb;
     const int im = (int)m, in = (int)n, ik = (int)k;

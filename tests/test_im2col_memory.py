@@ -13,8 +13,9 @@ import pytest
 from conftest import assert_close, random_problem
 
 import fastconv
+from fastconv import _validate as validate
 from fastconv._geometry import LAYOUTS, ConvGeometry
-from fastconv.engines import im2col
+from fastconv.engines import im2col, reference
 
 SEEDS = range(40)
 # Caps that force every kind of split on the sweep's small problems: a band of a few
@@ -158,3 +159,21 @@ def test_layer_beyond_2gib_runs_within_the_cap():
     rows = slice(P // 2, P // 2 + 3)
     ref = fastconv.conv2d(x[:, :, P // 2:P // 2 + 9], w, backend="reference")
     assert_close(y[:, :, rows], ref, np.float32, "rows of the big layer")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_strided_grad_input_batches_small_maps(monkeypatch, rng, dtype, groups):
+    """Strided grad_input onto small maps multiplies several images' dY at once (nb > 1)
+    and folds each from its columns of the product: equal to the reference."""
+    x = rng.standard_normal((9, 8, 9, 7)).astype(dtype)
+    w = rng.standard_normal((12, 8 // groups, 3, 2)).astype(dtype)
+    g = validate.geometry(x.shape, w.shape, 2, 1, 1, groups, 0)
+    gy = rng.standard_normal(g.y_shape).astype(dtype)
+    seen, run = [], im2col._grad_input_nchw.run
+    # args: gy, w, gx, gemm, fold, stage, then T, nb
+    monkeypatch.setattr(im2col._grad_input_nchw, "run",
+                        lambda par, *a: seen.append(a[7]) or run(par, *a))
+    got = im2col.grad_input(gy, w, g)
+    assert seen and seen[0] > 1
+    assert_close(got, reference.grad_input(gy, w, g), dtype, "grad_input")

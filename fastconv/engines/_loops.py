@@ -25,7 +25,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 # Argument lists, as in csrc/im2col_loops.h.
 _SIGNATURES = {
     "unroll_nchw": [_P] + [_I] * 9 + [_P] + [_I] * 11,
-    "fold_nchw": [_P] + [_I] * 3 + [_P] + [_I] * 12,
+    "fold_nchw": [_P] + [_I] * 4 + [_P] + [_I] * 12,
     "unroll_nhwc": [_P] + [_I] * 8 + [_P] + [_I] * 10,
     "fold_nhwc": [_P] + [_I] * 4 + [_P] + [_I] * 12,
     "flip_swap": [_P, _P] + [_I] * 6,
