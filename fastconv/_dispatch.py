@@ -130,6 +130,41 @@ size are part of the description, and of what a test pins, but no rule uses them
 none having been measured on machines that differ in them (every figure here is from a
 2-core machine, with 512 KiB (Zen 3) to 2 MiB (the Xeon) of L2 per core).
 
+Revised 2026-12-03 again, on a slower 2-core Zen 3 VM (AVX2, SGEMM ceiling 73 GFLOP/s
+against 143-170 before), with the decoder suite of transposed convolutions, whose passes
+are convolution passes of shapes the layer suite lacks (``fastconv bench --suite
+decoder``, two runs, direct / im2col ms; the transposed pass in brackets):
+
+* grad_weight below ``DIRECT_MIN_POSITIONS`` = 1536 positions (it was 1024) goes to
+  im2col: 1024 positions with 32x32 filters at stride 16 (fcn_up16) 190 / 42 and
+  271 / 67, and DCGAN's 4x4 maps at batch 64 (dcgan_up8) 105 / 98 and 99 / 68;
+  resnet_c4_3x3's 1568 stay direct (41 / 45, 38 / 47).
+* Strided grad_input into few channels counts the input pixels over the batch: 3
+  channels at 64x64, N=64 (dcgan_up64 [forward], 262144 pixels) 17.8 / 10.2 and
+  23.0 / 15.7, where 64x64 at N=32 stays direct (2.9 / 4.4, above) and the stems
+  (N=8 at 224x224) stay im2col.
+* Forward onto maps of at most ``TINY_MAP_POSITIONS`` = 16 positions with
+  ``TINY_MAP_IM2COL_CHANNELS`` channels: 256 -> 512 onto 4x4 at N=64 (dcgan_up8
+  [grad_input]) 124 / 105 and 150 / 107; 8x8 maps stay direct (dcgan_up16 [grad_input]
+  109 / 145, 100 / 118). Strided grad_input from such maps too, once im2col multiplies
+  several small images' dY at once (dcgan_up8 [forward] 86 / 77; 8x8 maps even:
+  119 / 117).
+* Windows that tile the input (kernel = stride, no dilation: U-Net's 2x2/2 up-
+  convolution, unet_up) go to im2col for grad_weight (94 / 76, 118 / 105) and
+  grad_input (89 / 83, 132 / 112): its columns are a reshuffle and col2im a scatter
+  with no sums; their forward stays direct (73 / 81, 107 / 101).
+* grad_weight into few channels with at least ``WGRAD_FEW_CHANNELS_FILTERS`` = 64
+  filters over maps of at most ``WGRAD_FEW_CHANNELS_POSITIONS`` = 1024 positions: 3 <- 64
+  channels, 4x4/2 onto 32x32 at N=64 (dcgan_up64 [grad_weight]) 18.1 / 10.8 and
+  23.5 / 14.3; cs231n (25 filters) keeps direct (3.1 / 3.9), as do the stems onto
+  55x55 and 112x112 maps (alexnet_conv1 34.7 / 47.2 and 41.4 / 32.3: a tie within the
+  noise; resnet_stem 52.9 / 61.4).
+
+These rules hold without AVX-512 and for NCHW only (where they were measured); on this
+machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
+``WINOGRAD_MIN_TILES``) by 1.4x, which the faster Zen 3 had the other way (19.5 / 24.2
+direct / winograd): autotune is the remedy there.
+
 Added 2026-12-02, Zen 3 (AVX2), float32, 2 threads, medians of 7, per call (filters
 transformed every call), direct / winograd ms, forward then grad_input:
 
@@ -161,7 +196,7 @@ PASSES = ("forward", "grad_input", "grad_weight")
 # Below this reduction length a group's matrix product is too thin for BLAS to pay off.
 SMALL_REDUCTION = 32
 # grad_weight: output positions per call (N*P*Q) from which the direct engine wins.
-DIRECT_MIN_POSITIONS = 1024
+DIRECT_MIN_POSITIONS = 1536
 # Strided grad_input into at most this many channels per group goes to im2col.
 FEW_CHANNELS = 8
 # grad_weight with a short reduction per filter goes to im2col from this many filters.
@@ -174,9 +209,19 @@ POINTWISE_FEW_IMAGES = 4
 # positions per image go to the direct engine's pointwise products (strided grad_input
 # goes there at any size).
 POINTWISE_DIRECT_POSITIONS = 400
-# Without AVX-512: strided grad_input into few channels goes to im2col from input
-# images of this many pixels (112 x 112).
-FEW_CHANNELS_IM2COL_PIXELS = 112 * 112
+# Without AVX-512: strided grad_input into few channels goes to im2col from this many
+# input pixels over the batch (N*H*W).
+FEW_CHANNELS_IM2COL_PIXELS = 1 << 18
+# Without AVX-512: forward onto maps of at most this many positions, with at least
+# TINY_MAP_IM2COL_CHANNELS channels per group, goes to im2col (DCGAN's 4x4 maps), as does
+# strided grad_input from such maps.
+TINY_MAP_POSITIONS = 16
+TINY_MAP_IM2COL_CHANNELS = 128
+# Without AVX-512: grad_weight into few channels (Cg <= FEW_CHANNELS) with at least this
+# many filters, over maps of at most WGRAD_FEW_CHANNELS_POSITIONS positions, goes to
+# im2col.
+WGRAD_FEW_CHANNELS_FILTERS = 64
+WGRAD_FEW_CHANNELS_POSITIONS = 1024
 # Without AVX-512: forward onto maps of at most this many positions, with at least this
 # many channels per group, goes to im2col.
 SMALL_MAP_POSITIONS = 49
@@ -273,14 +318,25 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     small_map = (not avx512 and not g.nhwc and positions <= SMALL_MAP_POSITIONS
                  and g.Cg >= SMALL_MAP_IM2COL_CHANNELS)
     few_channels = strided and g.Cg <= FEW_CHANNELS and (
-        avx512 or g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
+        avx512 or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
     short_reduction = (avx512 and not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
                        and g.Kg >= WGRAD_MIN_FILTERS)
+    nchw_avx2 = not avx512 and not g.nhwc
+    tiny_map = (nchw_avx2 and positions <= TINY_MAP_POSITIONS
+                and g.Cg >= TINY_MAP_IM2COL_CHANNELS)
+    # windows that tile the input without overlap (kernel = stride): im2col's columns
+    # are a reshuffle of the input and col2im a scatter with no sums
+    tiling = (nchw_avx2 and strided and (g.R, g.S) == (g.stride_h, g.stride_w)
+              and g.dil_h == g.dil_w == 1)
+    few_channels_wgrad = (nchw_avx2 and g.Cg <= FEW_CHANNELS
+                          and g.Kg >= WGRAD_FEW_CHANNELS_FILTERS
+                          and positions <= WGRAD_FEW_CHANNELS_POSITIONS)
     return {
         "forward": "winograd" if wino else (
-            "im2col" if nhwc_wide or small_map else "direct"),
+            "im2col" if nhwc_wide or small_map or tiny_map else "direct"),
         "grad_input": "winograd" if wino else (
-            "im2col" if nhwc_wide or few_channels else "direct"),
+            "im2col" if nhwc_wide or few_channels or tiling or (strided and tiny_map)
+            else "direct"),
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
-        or short_reduction else "direct",
+        or short_reduction or tiling or few_channels_wgrad else "direct",
     }

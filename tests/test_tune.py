@@ -146,6 +146,45 @@ def test_choose_backend_on_the_suite(name, machine):
                                              precision="highest", machine=m)
 
 
+# The decoder suite's transposed passes (forward, grad_input, grad_weight), each run by
+# a convolution pass (forward by its grad_input, grad_input by its forward): pinned for
+# the AVX2 and the AVX-512 machine (fastconv/_dispatch.py, revised 2026-12-03 with it).
+EXPECTED_DECODER = {
+    "avx2": {
+        "dcgan_project": ("im2col", "im2col", "im2col"),  # whole window: products
+        "dcgan_up8": ("im2col", "im2col", "im2col"),      # 4x4 maps, 1024 positions
+        "dcgan_up16": ("direct", "direct", "direct"),
+        "dcgan_up32": ("direct", "direct", "direct"),
+        "dcgan_up64": ("im2col", "direct", "im2col"),     # into 3 channels, batch 64
+        "unet_up": ("im2col", "direct", "im2col"),        # 2x2/2: windows tile the input
+        "fcn_up16": ("direct", "direct", "im2col"),       # 1024 positions
+    },
+    "avx512": {
+        "dcgan_project": ("im2col", "im2col", "im2col"),
+        "dcgan_up8": ("direct", "direct", "im2col"),
+        "dcgan_up16": ("direct", "direct", "direct"),
+        "dcgan_up32": ("direct", "direct", "direct"),
+        "dcgan_up64": ("im2col", "direct", "direct"),
+        "unet_up": ("direct", "direct", "direct"),
+        "fcn_up16": ("direct", "direct", "im2col"),
+    },
+}
+
+
+@pytest.mark.parametrize("machine", ["zen3_avx2", "xeon_avx512"])
+def test_choose_backend_on_the_decoder_suite(machine):
+    from fastconv import _validate
+    from fastconv.suite import DECODER
+    m = MACHINES[machine]
+    got = {}
+    for layer in DECODER:
+        g = _validate.transposed_geometry(layer.x_shape, layer.w_shape, layer.stride,
+                                          layer.pad, 0, 1, 1, 0)
+        c = fastconv.choose_backend(g, np.float32, 2, precision="highest", machine=m)
+        got[layer.name] = (c["grad_input"], c["forward"], c["grad_weight"])
+    assert got == EXPECTED_DECODER[m.simd]
+
+
 def test_this_machine_is_described():
     m = fastconv.machine()
     assert m.simd == fastconv._dispatch.simd_variant()
