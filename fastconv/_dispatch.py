@@ -160,6 +160,11 @@ decoder``, two runs, direct / im2col ms; the transposed pass in brackets):
   55x55 and 112x112 maps (alexnet_conv1 34.7 / 47.2 and 41.4 / 32.3: a tie within the
   noise; resnet_stem 52.9 / 61.4).
 
+* Forward at a stride of ``LARGE_STRIDE`` = 8 or more goes to im2col, whose unrolling
+  gathers each tap's strided input once: 21 -> 21 channels, 32x32 filters at stride 16
+  (fcn_up16 [grad_input]) 94 / 81, 53 / 48, 63 / 47 and 51 / 46 in four runs;
+  alexnet_conv1 (stride 4) stays direct (38 / 36, 42 / 54).
+
 These rules hold without AVX-512 and for NCHW only (where they were measured); on this
 machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
 ``WINOGRAD_MIN_TILES``) by 1.4x, which the faster Zen 3 had the other way (19.5 / 24.2
@@ -222,6 +227,8 @@ TINY_MAP_IM2COL_CHANNELS = 128
 # im2col.
 WGRAD_FEW_CHANNELS_FILTERS = 64
 WGRAD_FEW_CHANNELS_POSITIONS = 1024
+# Without AVX-512: forward at a stride of at least this much goes to im2col.
+LARGE_STRIDE = 8
 # Without AVX-512: forward onto maps of at most this many positions, with at least this
 # many channels per group, goes to im2col.
 SMALL_MAP_POSITIONS = 49
@@ -331,9 +338,10 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     few_channels_wgrad = (nchw_avx2 and g.Cg <= FEW_CHANNELS
                           and g.Kg >= WGRAD_FEW_CHANNELS_FILTERS
                           and positions <= WGRAD_FEW_CHANNELS_POSITIONS)
+    large_stride = nchw_avx2 and max(g.stride_h, g.stride_w) >= LARGE_STRIDE
     return {
         "forward": "winograd" if wino else (
-            "im2col" if nhwc_wide or small_map or tiny_map else "direct"),
+            "im2col" if nhwc_wide or small_map or tiny_map or large_stride else "direct"),
         "grad_input": "winograd" if wino else (
             "im2col" if nhwc_wide or few_channels or tiling or (strided and tiny_map)
             else "direct"),

@@ -157,7 +157,7 @@ EXPECTED_DECODER = {
         "dcgan_up32": ("direct", "direct", "direct"),
         "dcgan_up64": ("im2col", "direct", "im2col"),     # into 3 channels, batch 64
         "unet_up": ("im2col", "direct", "im2col"),        # 2x2/2: windows tile the input
-        "fcn_up16": ("direct", "direct", "im2col"),       # 1024 positions
+        "fcn_up16": ("direct", "im2col", "im2col"),       # stride 16; 1024 positions
     },
     "avx512": {
         "dcgan_project": ("im2col", "im2col", "im2col"),
