@@ -3,7 +3,7 @@
  * through function pointers (fastconv/engines/_loops.py).
  *
  * Why C and not Numba: a first call in a fresh environment compiled these loops inside
- * every Numba kernel that used them. Measured on Zen 3 (2026-12-03, empty Numba cache),
+ * every Numba kernel that used them. Measured on Zen 1 (2026-12-03, empty Numba cache),
  * the im2col engine's first forward + backward took 10.5 s, of which Numba spent 5.5 s
  * on the forward kernel and 4.1 s on grad_weight, mostly typing and inlining the loops
  * (NUMBA_OPT=1 saved 0.5 s: LLVM was not the cost). Compiled here once, at build time,
@@ -97,7 +97,7 @@ void fc_set_blas(void *sgemm, void *dgemm)
 }
 
 /* SciPy's OpenBLAS (0.3.30, Haswell kernels) ran every product of a thread 3-4x below
- * its speed until that thread had made one large product: on Zen 3 (2026-12-03), a
+ * its speed until that thread had made one large product: on Zen 1 (2026-12-03), a
  * (192 x 512) . (512 x 4096) sgemm took 86-104 ms, and 23 ms in every call after a
  * 512^3 one, in the same thread and for the rest of the process (from M >= 384 on;
  * NumPy's OpenBLAS 0.3.31 did not show it). vgg_conv1_2's im2col forward: 231 ms,

@@ -130,10 +130,11 @@ size are part of the description, and of what a test pins, but no rule uses them
 none having been measured on machines that differ in them (every figure here is from a
 2-core machine, with 512 KiB (Zen 3) to 2 MiB (the Xeon) of L2 per core).
 
-Revised 2026-12-03 again, on a slower 2-core Zen 3 VM (AVX2, SGEMM ceiling 73 GFLOP/s
-against 143-170 before), with the decoder suite of transposed convolutions, whose passes
-are convolution passes of shapes the layer suite lacks (``fastconv bench --suite
-decoder``, two runs, direct / im2col ms; the transposed pass in brackets):
+Revised 2026-12-03 again, on a 2-core AMD EPYC 7001 VM (Zen 1, family 23 model 1: AVX2
+at half the Zen 3's rate, SGEMM ceiling 73 GFLOP/s against 143-170), with the decoder
+suite of transposed convolutions, whose passes are convolution passes of shapes the
+layer suite lacks (``fastconv bench --suite decoder``, two runs, direct / im2col ms;
+the transposed pass in brackets):
 
 * grad_weight below ``DIRECT_MIN_POSITIONS`` = 1536 positions (it was 1024) goes to
   im2col: 1024 positions with 32x32 filters at stride 16 (fcn_up16) 190 / 42 and
@@ -167,7 +168,7 @@ decoder``, two runs, direct / im2col ms; the transposed pass in brackets):
 
 These rules hold without AVX-512 and for NCHW only (where they were measured); on this
 machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
-``WINOGRAD_MIN_TILES``) by 1.4x, which the faster Zen 3 had the other way (19.5 / 24.2
+``WINOGRAD_MIN_TILES``) by 1.4x, which the Zen 3 had the other way (19.5 / 24.2
 direct / winograd): autotune is the remedy there.
 
 Added 2026-12-02, Zen 3 (AVX2), float32, 2 threads, medians of 7, per call (filters

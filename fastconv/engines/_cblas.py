@@ -8,7 +8,7 @@ take). A kernel calls ``gemm_fn(transa, transb, m, n, k, a.ctypes, a_off, lda,
 b.ctypes, b_off, ldb, beta, c.ctypes, c_off, ldc)``: c[c_off:] (m x n) = op(a[a_off:])
 (m x k) . op(b[b_off:]) (k x n) + beta * c, column-major, alpha 1, offsets in elements.
 (A Numba wrapper that packed the arguments into arrays for the Fortran interface cost
-1.4 s of compiling on every first call, Zen 3.)
+1.4 s of compiling on every first call, Zen 1.)
 
 Everything here speaks BLAS's column-major language. A C-ordered (rows, cols) block
 with row pitch ``ld`` is, to BLAS, a column-major (cols, rows) matrix with leading

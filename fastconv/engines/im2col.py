@@ -139,8 +139,8 @@ def _taps(g: ConvGeometry):
 # Subnormal inputs. BLAS takes a slow microcode path for every subnormal operand
 # (measured 7x slower forward on subnormal inputs). So the engine reads subnormal
 # inputs as zero, as the direct engine's DAZ mode does: a change of at most 1.2e-38 per
-# product, far inside every tolerance. The kernels' threads, which make the BLAS calls,
-# run with FTZ/DAZ set (the C loops set it around each call: ``_fpmode``). Where FTZ/DAZ cannot be set (not x86-64), the
+# product, far inside every tolerance. The BLAS calls run with FTZ/DAZ set (the C loops
+# set it around each call: ``_fpmode``). Where FTZ/DAZ cannot be set (not x86-64), the
 # inputs are scanned instead: one vectorised pass over each (~2 ms per 25 MB); only
 # arrays that hold a subnormal are copied.
 
@@ -240,7 +240,7 @@ def _start(g: ConvGeometry) -> int:
 # empty cache, so the kernels hold only the schedule: which piece, which offsets, which
 # product. The loops that move data (im2col, col2im, the filter flips, the bias) are C,
 # compiled with the wheel (``_loops``, csrc/im2col_loops.c), and so is the call into
-# BLAS (``_cblas``). Measured on Zen 3 (2026-12-03, empty Numba cache, 8 -> 16 channels
+# BLAS (``_cblas``). Measured on Zen 1 (2026-12-03, empty Numba cache, 8 -> 16 channels
 # 3x3, float32): the first forward + backward 10.5 s with the loops in Numba, of which
 # 9.6 s compiling the forward and grad_weight kernels.
 #
@@ -274,7 +274,7 @@ def _forward_nchw(t, x, w, bias, y, unroll, gemm, unfold, add_bias, T, nb, pb, n
         M = nu * L
         if parts & UNROLL:
             unroll(x.ctypes, C, H, W, n, nu, p0, pe, 0, C * R * S, cols.ctypes,
-                           M, L, R, S, Q, sh, sw, dh, dw, pt, pl)
+                   M, L, R, S, Q, sh, sw, dh, dw, pt, pl)
         for g in range(G if parts & PRODUCT else 0):
             # y_g (Kg, M) = W_g (Kg, crsg) . cols_g (crsg, M); to BLAS, column-major:
             # y_gᵀ (M x Kg, ld PQ or M) = cols_gᵀ (M x crsg, ld M) . W_gᵀ (crsg x Kg)
@@ -283,7 +283,7 @@ def _forward_nchw(t, x, w, bias, y, unroll, gemm, unfold, add_bias, T, nb, pb, n
             else:
                 dst, d0, ld = out, g * Kg * M, M
             gemm(NOTRANS, NOTRANS, M, Kg, crsg, cols.ctypes, g * crsg * M, M,
-                    w.ctypes, g * Kg * crsg, crsg, 0.0, dst.ctypes, d0, ld)
+                 w.ctypes, g * Kg * crsg, crsg, 0.0, dst.ctypes, d0, ld)
         if nb > 1:  # (K, nu*PQ) -> y[n:n+nu] (nu, K, PQ), adding the bias
             unfold(out.ctypes, M, y.ctypes, n, nu, K, PQ, bias.ctypes, bias.size)
         elif bias.size:  # while the band is in cache
@@ -379,7 +379,7 @@ def _grad_weight_nchw(t, gy, x, gw, unroll, gemm, stage, T, nb, pb, G, split_row
         M = (n1 - n0) * L
         if parts & UNROLL:
             unroll(x.ctypes, C, H, W, n0, n1 - n0, p0, pe, r0, r1, buf.ctypes,
-                           M, L, R, S, Q, sh, sw, dh, dw, pt, pl)
+                   M, L, R, S, Q, sh, sw, dh, dw, pt, pl)
         if n1 - n0 == 1:  # dY of one image's band: read in place (flat, as staged)
             dy, d0, ld = gy.reshape(-1), n0 * K * PQ + p0 * Q, PQ
         else:  # several images side by side: (K, M)
@@ -394,8 +394,8 @@ def _grad_weight_nchw(t, gy, x, gw, unroll, gemm, stage, T, nb, pb, G, split_row
             # dW_gᵀ rows lo:hi (ld crsg) = cols rows lo:hi (M x (hi-lo) to BLAS,
             # ld M, transposed) . dY_gᵀ (M x Kg, ld)
             gemm(TRANS, NOTRANS, hi - lo, Kg, M, buf.ctypes, (lo - r0) * M, M,
-                    dy.ctypes, d0 + g * Kg * ld, ld, beta,
-                    out.ctypes, g * Kg * crsg + lo - g * crsg, crsg)
+                 dy.ctypes, d0 + g * Kg * ld, ld, beta,
+                 out.ctypes, g * Kg * crsg + lo - g * crsg, crsg)
 
 
 # NHWC: the same pieces, with one column-matrix row per output position, its entries
@@ -421,12 +421,12 @@ def _forward_nhwc(t, x, w, bias, y, unroll, gemm, add_bias, T, rb, G, ws, per, p
         M = (i1 - i0) * Q
         if parts & UNROLL:
             unroll(x.ctypes, H, W, C, i0, i1, 0, F, G, cols.ctypes,
-                           R, S, P, Q, sh, sw, dh, dw, pt, pl)
+                   R, S, P, Q, sh, sw, dh, dw, pt, pl)
         for g in range(G if parts & PRODUCT else 0):
             # y rows (M, K), columns g*Kg: to BLAS (Kg x M, ld K) =
             # W_gᵀ (Kg x Fg: HWIO at column g*Kg, ld K) . cols_gᵀ (Fg x M, ld F)
             gemm(NOTRANS, NOTRANS, Kg, M, Fg, w.ctypes, g * Kg, K,
-                    cols.ctypes, g * Fg, F, 0.0, y.ctypes, i0 * Q * K + g * Kg, K)
+                 cols.ctypes, g * Fg, F, 0.0, y.ctypes, i0 * Q * K + g * Kg, K)
         if bias.size:
             add_bias(y.ctypes, i0 * Q * K, M, K, bias.ctypes)
 
@@ -456,11 +456,11 @@ def _grad_input_nhwc(t, gy, w, gx, gemm, fold, T, pb, G, ws, per, parts,
                 # dcols_g (M, Fg), ld F: to BLAS (Fg x M) = W_g (Fg x Kg: HWIO
                 # transposed, ld K) . dY_gᵀ (Kg x M, ld K)
                 gemm(TRANS, NOTRANS, Fg, M, Kg, w.ctypes, g * Kg, K,
-                        gy.ctypes, (n * P + p0) * Q * K + g * Kg, K, 0.0,
-                        dcols.ctypes, g * Fg, F)
+                     gy.ctypes, (n * P + p0) * Q * K + g * Kg, K, 0.0,
+                     dcols.ctypes, g * Fg, F)
             if parts & UNROLL:
                 fold(dcols.ctypes, n, p0, pe, G, gx.ctypes, H, W, C,
-                             R, S, Q, sh, sw, dh, dw, pt, pl)
+                     R, S, Q, sh, sw, dh, dw, pt, pl)
 
 
 @_kernel
@@ -481,7 +481,7 @@ def _grad_weight_nhwc(t, gy, x, gw, unroll, gemm, T, rb, G, ws, per, parts,
         M = (i1 - i0) * Q
         if parts & UNROLL:
             unroll(x.ctypes, H, W, C, i0, i1, f0, f1, G, cols.ctypes,
-                           R, S, P, Q, sh, sw, dh, dw, pt, pl)
+                   R, S, P, Q, sh, sw, dh, dw, pt, pl)
         for g in range(G if parts & PRODUCT else 0):
             lo, hi = max(f0, g * Fg), min(f1, (g + 1) * Fg)
             if lo >= hi:
@@ -489,8 +489,8 @@ def _grad_weight_nhwc(t, gy, x, gw, unroll, gemm, T, rb, G, ws, per, parts,
             # dW rows lo:hi (HWIO, row (r, s, cg), ld K), columns g*Kg: to BLAS
             # (Kg x (hi-lo)) = dY_gᵀ (Kg x M, ld K) . cols (M x (hi-lo), ld f1-f0)
             gemm(NOTRANS, TRANS, Kg, hi - lo, M, gy.ctypes, i0 * Q * K + g * Kg, K,
-                    cols.ctypes, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
-                    gw.ctypes, (lo - g * Fg) * K + g * Kg, K)
+                 cols.ctypes, lo - f0, f1 - f0, 0.0 if u == 0 else 1.0,
+                 gw.ctypes, (lo - g * Fg) * K + g * Kg, K)
 
 
 # ---------------------------------------------------------------------------------
