@@ -59,24 +59,32 @@ def pad_sides_1d(pad, R: int, stride: int, dilation: int, L: int) -> tuple[int, 
     return p, p
 
 
+def signal_arrays(x, w, layout: str, descs: tuple, x_name: str = "x"):
+    """(x as 3-D, w, whether x came without its batch axis): the arrays of a 1-D call,
+    checked; ``descs`` = (x's shape, one signal's shape, w's shape) in words, for the
+    messages."""
+    xdesc, x1desc, wdesc = descs
+    x = v.as_array(x, x_name)
+    w = v.as_array(w, "w")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{x_name} must be a 3-D array {xdesc} or a 2-D signal {x1desc} "
+                         f"(no batch axis) for layout={layout!r}, got a {x.ndim}-D "
+                         f"array of shape {x.shape}")
+    if w.ndim != 3:
+        raise ValueError(f"w must be a 3-D array {wdesc} for layout={layout!r}, "
+                         f"got a {w.ndim}-D array of shape {w.shape}")
+    unbatched = x.ndim == 2
+    return (x[None] if unbatched else x), w, unbatched
+
+
 class _Problem1d:
     """One conv1d call, checked in 1-D terms and mapped onto a conv2d call."""
 
     def __init__(self, x, w, stride, pad, dilation, groups, layout, x_name="x"):
         self.layout = v._choice(layout, "layout", tuple(LAYOUTS_1D))
         nlc = self.layout == "NLC"
-        xdesc, x1desc, wdesc = _DESC[self.layout]
-        x = v.as_array(x, x_name)
-        w = v.as_array(w, "w")
-        if x.ndim not in (2, 3):
-            raise ValueError(f"{x_name} must be a 3-D array {xdesc} or a 2-D signal {x1desc} "
-                             f"(no batch axis) for layout={self.layout!r}, got a {x.ndim}-D "
-                             f"array of shape {x.shape}")
-        if w.ndim != 3:
-            raise ValueError(f"w must be a 3-D array {wdesc} for layout={self.layout!r}, "
-                             f"got a {w.ndim}-D array of shape {w.shape}")
-        self.unbatched = x.ndim == 2
-        x3 = x[None] if self.unbatched else x
+        xdesc, _, wdesc = _DESC[self.layout]
+        x3, w, self.unbatched = signal_arrays(x, w, self.layout, _DESC[self.layout], x_name)
         N, L, C = x3.shape if nlc else (x3.shape[0], x3.shape[2], x3.shape[1])
         R, Cg, K = w.shape if nlc else w.shape[::-1]
         stride = _int1(stride, "stride", 1)

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _validate as v
 from ._api import ConvGrads, _check_memory, _flip, _Problem
-from ._conv1d import LAYOUTS_1D, _int1, _Problem1d, pad_sides_1d
+from ._conv1d import LAYOUTS_1D, _int1, _Problem1d, pad_sides_1d, signal_arrays
 from ._geometry import ConvGeometry, transposed_out_size
 
 # The convolution pass that computes each pass of a transposed convolution.
@@ -186,18 +186,8 @@ class _TransposedProblem1d(_Problem1d):
     def __init__(self, x, w, stride, pad, output_padding, dilation, groups, layout):
         self.layout = v._choice(layout, "layout", tuple(LAYOUTS_1D))
         nlc = self.layout == "NLC"
-        xdesc, x1desc, wdesc = _DESC_1D[self.layout]
-        x = v.as_array(x, "x")
-        w = v.as_array(w, "w")
-        if x.ndim not in (2, 3):
-            raise ValueError(f"x must be a 3-D array {xdesc} or a 2-D signal {x1desc} "
-                             f"(no batch axis) for layout={self.layout!r}, got a {x.ndim}-D "
-                             f"array of shape {x.shape}")
-        if w.ndim != 3:
-            raise ValueError(f"w must be a 3-D array {wdesc} for layout={self.layout!r}, "
-                             f"got a {w.ndim}-D array of shape {w.shape}")
-        self.unbatched = x.ndim == 2
-        x3 = x[None] if self.unbatched else x
+        xdesc, _, wdesc = _DESC_1D[self.layout]
+        x3, w, self.unbatched = signal_arrays(x, w, self.layout, _DESC_1D[self.layout])
         N, L, C = x3.shape if nlc else (x3.shape[0], x3.shape[2], x3.shape[1])
         R, Cgo, Cw = w.shape if nlc else w.shape[::-1]
         stride = _int1(stride, "stride", 1)
