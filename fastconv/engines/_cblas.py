@@ -30,8 +30,3 @@ SGEMM, DGEMM = F32.gemm, F64.gemm
 # would be compiled once per (transa, transb) pair that way.
 NOTRANS = np.uint8(ord("N"))
 TRANS = np.uint8(ord("T"))
-
-
-def gemm_for(dtype):
-    """The gemm function object for float32 or float64 arrays."""
-    return SGEMM if np.dtype(dtype) == np.float32 else DGEMM
