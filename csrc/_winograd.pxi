@@ -28,6 +28,39 @@
 #   padded source chunk, and per thread V and M within _WINO_THREAD_BYTES over all
 #   threads, 64 MiB in all.
 
+# Stride phases (_wino_phases): a strided layer whose phases are 3 x 3 windows runs as
+# one stride-1 call in which the source channels (forward: x's s_h * s_w sub-grids
+# x[s_h*i + a, s_w*j + b]) or the filters (grad_input: grad_x's sub-grids) come in
+# phases. Channel c of a group is channel c % cper of phase c // cper: its plane starts
+# xo[phase] further on and its filter taps wc[phase] further on; filter o is filter
+# o % kper of phase o // kper, written yo[phase] further on, its taps wo[phase]. One
+# phase (cper = Ci, kper = Ko, zero offsets) is a plain call.
+cdef enum:
+    FC_MAX_PHASES = 256
+
+cdef struct _Phases:
+    Py_ssize_t cper
+    Py_ssize_t kper
+    Py_ssize_t xo[FC_MAX_PHASES]
+    Py_ssize_t wc[FC_MAX_PHASES]
+    Py_ssize_t yo[FC_MAX_PHASES]
+    Py_ssize_t wo[FC_MAX_PHASES]
+
+
+cdef inline Py_ssize_t _ph_filter(const _Phases* ph, Py_ssize_t o, Py_ssize_t c,
+                                  Py_ssize_t w_o, Py_ssize_t w_c) noexcept nogil:
+    # where filter o's taps for channel c start, within its group
+    return (o % ph.kper) * w_o + ph.wo[o // ph.kper] + (c % ph.cper) * w_c + ph.wc[c // ph.cper]
+
+
+cdef _Phases _one_phase(Py_ssize_t Ci, Py_ssize_t Ko) noexcept:
+    cdef _Phases ph
+    ph.cper = Ci
+    ph.kper = Ko
+    ph.xo[0] = ph.wc[0] = ph.yo[0] = ph.wo[0] = 0
+    return ph
+
+
 # Bytes of one work item's transformed tiles and products (V + M), per thread.
 cdef Py_ssize_t _WINO_ITEM_BYTES = 512 * 1024
 # The workspace bound, 64 MiB a call: the transformed filters of one filter chunk, one
@@ -172,6 +205,7 @@ cdef Py_ssize_t _wino_filter_block(
     floating* st,        # scratch: _wino_filter_scratch(alpha)
     floating* up,        # OUT: G * alpha^2 packed Ko x Ci matrices
     bint check,          # count the non-finite filter values read (else 0)
+    const _Phases* ph, Py_ssize_t kf0,  # the phases; the filter chunk's first filter
 ) noexcept nogil:
     # U[xi] for the mr filters of row block ob and channels c0 .. c0 + cpl - 1 (cpl =
     # FC_WINO_TB // mr of them), every xi: the transform runs on lanes (channel j, filter
@@ -193,7 +227,7 @@ cdef Py_ssize_t _wino_filter_block(
         st[t] = 0
     for j in range(nc):
         for i in range(no):
-            src = w + g * w_g + (ob * mr + i) * w_o + (c0 + j) * w_c
+            src = w + g * w_g + _ph_filter(ph, kf0 + ob * mr + i, c0 + j, w_o, w_c)
             for r in range(3):
                 for s in range(3):
                     st[(r * 3 + s) * FC_WINO_TB + j * mr + i] = src[r * w_r + s * w_s]
@@ -275,12 +309,13 @@ cdef void _wino_item(
     Py_ssize_t m, Py_ssize_t alpha,
     const floating* bt, const floating* at, floating* scratch,
     Py_ssize_t* tinfo,   # scratch: 4 * nt
+    const _Phases* ph,
 ) noexcept nogil:
     cdef:
         Py_ssize_t a2 = alpha * alpha, mr = _K.pw_mr
         Py_ssize_t g = item // (nbat * nks), t0 = item // nks % nbat * nt
         Py_ssize_t k0 = item % nks * kch, k1 = min(nkf, k0 + kch)  # its filters, in chunk
-        Py_ssize_t c, k, kg, jb, tb, t, tt, i, j, n, rl, ty, tx, r0, nr, xi, ci0, nci
+        Py_ssize_t c, k, kg, o, jb, tb, t, tt, i, j, n, rl, ty, tx, r0, nr, xi, ci0, nci
         Py_ssize_t* ib = tinfo
         Py_ssize_t* ob = tinfo + nt
         Py_ssize_t* vr = tinfo + 2 * nt
@@ -340,9 +375,10 @@ cdef void _wino_item(
         ci0 += nci
     # c. the outputs: y[n, g*Ko + k, ty*m + i, tx*m + j] = (AT M A)[i][j] + bias
     for k in range(k0, k1):
-        kg = g * Ko + kf0 + k
+        o = kf0 + k
+        kg = g * ph.kper + o % ph.kper  # the output channel
         bk = bias[kg] if bias != NULL else 0
-        yk = y + kg * ys_k
+        yk = y + kg * ys_k + ph.yo[o // ph.kper]
         for jb in range(nt // FC_WINO_TB):
             tb = jb * FC_WINO_TB
             if vr[tb] == 0:
@@ -393,7 +429,7 @@ cdef int _wino_run(
     Py_ssize_t w_off, Py_ssize_t w_g, Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r,
     Py_ssize_t w_s,
     Py_ssize_t m, const floating* bt, const floating* at, const floating* gm,
-    int n_threads, object packs, bint check,
+    int n_threads, object packs, bint check, const _Phases* ph,
 ) except -1:
     # Returns 0, or 1 when `check` and a source or filter value is NaN or Inf: the call
     # then stops with its outputs incomplete, for an exact engine to compute instead.
@@ -404,7 +440,7 @@ cdef int _wino_run(
         _WinoPlan plan = _wino_plan(N, G, Ci, Ko, P, Q, m, isz, n_threads)
         Py_ssize_t nthr = max(1, n_threads), nt = plan.nt
         Py_ssize_t nimg, nrow, ncol, n0, ty0, tx0, Hc, Wc, plane, tiles, ntc, nbat, items
-        Py_ssize_t kf0, nkf, kfr, nfc, it, tid, nfb, nks, kch, q, nwork, ncg
+        Py_ssize_t kf0, nkf, kfr, nfc, it, tid, nfb, nks, kch, q, c, nwork, ncg
         Py_ssize_t cpl = max(1, FC_WINO_TB // mr)
         unsigned csr
         floating* buf
@@ -418,7 +454,7 @@ cdef int _wino_run(
         bint fresh
     global _WINO_SPARE, _WINO_WORK
     nfc = (Ko + plan.kf - 1) // plan.kf  # filter chunks
-    if packs is not None and nfc == 1:
+    if packs is not None and nfc == 1 and ph.cper == Ci and ph.kper == Ko:
         key = ("wino", sizeof(floating), <size_t>w, w_off, w_g, w_o, w_c, w_r, w_s, G, Ko, Ci,
                m, mr)
     nwork = (nthr * plan.per + 16 + plan.xp) * isz + nthr * 4 * nt * sizeof(Py_ssize_t)
@@ -459,9 +495,9 @@ cdef int _wino_run(
                     tid = threadid()
                     for it in prange(G * nfb, schedule='static'):
                         nbad += _wino_filter_block(
-                            w + w_off + kf0 * w_o, w_g, w_o, w_c, w_r, w_s, nkf, Ci, gm,
+                            w + w_off, w_g, w_o, w_c, w_r, w_s, nkf, Ci, gm,
                             alpha, it // nfb, it % nfb // ncg, it % nfb % ncg * cpl,
-                            fbuf + tid * _wino_filter_scratch(alpha), up, check)
+                            fbuf + tid * _wino_filter_scratch(alpha), up, check, ph, kf0)
                 if nbad:
                     return 1  # not kept in packs (a bare call's finally keeps the spare)
                 if key is not None:
@@ -494,8 +530,11 @@ cdef int _wino_run(
                     for it in prange(nimg * Ctot, schedule='static',
                                      num_threads=max(1, min(n_threads, nimg * Ctot))):
                         q = it // Ctot
+                        c = it % Ctot % Ci  # channel c of group it % Ctot // Ci
                         nbad += _wino_pad_plane(
-                            x + (n0 + q) * xs_n + it % Ctot * xs_c, xs_h, xs_w, Hi, Wi,
+                            x + (n0 + q) * xs_n
+                            + (it % Ctot // Ci * ph.cper + c % ph.cper) * xs_c
+                            + ph.xo[c // ph.cper], xs_h, xs_w, Hi, Wi,
                             ty0 * m - pt, pl - tx0 * m, Hc, Wc, xp + it * plane,
                             check and kf0 == 0)
                     if nbad:
@@ -508,7 +547,7 @@ cdef int _wino_run(
                                        plan.cich, tiles, Ci, plane, Ctot * plane, Wc,
                                        n0, ty0, tx0, nrow, ncol, kf0, nkf, kfr, Ko, P, Q,
                                        ys_n, ys_k, ys_p, ys_q, m, alpha, bt, at,
-                                       buf + tid * plan.per, tinfo + tid * 4 * nt)
+                                       buf + tid * plan.per, tinfo + tid * 4 * nt, ph)
                         fc_ftz_leave(csr)
                     tx0 += ncol
                     if tx0 == tq:
@@ -543,6 +582,7 @@ def wino_forward(
     0, or 1 with y incomplete when check_finite and x or w holds a NaN or Inf."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, 3, 3, P, Q, groups, 1, 1, 1, 1,
                                pad_top, pad_left, layout)
+    cdef _Phases ph = _one_phase(cv.Cg, cv.Kg)
     _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
     _check_size(x.shape[0], N * C * H * W, "x")
     _check_size(w.shape[0], K * cv.Cg * 9, "w")
@@ -556,7 +596,7 @@ def wino_forward(
               cv.xs_n, cv.xs_c, cv.xs_h, cv.xs_w, cv.Kg, P, Q,
               cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, pad_top, pad_left,
               0, cv.Kg * cv.ws_k, cv.ws_k, cv.ws_c, cv.ws_r, cv.ws_s,
-              m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite)
+              m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite, &ph)
 
 
 def wino_grad_input(
@@ -572,6 +612,7 @@ def wino_grad_input(
     incomplete when check_finite and grad_y or w holds a NaN or Inf."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, 3, 3, P, Q, groups, 1, 1, 1, 1,
                                pad_top, pad_left, layout)
+    cdef _Phases ph = _one_phase(cv.Kg, cv.Cg)
     _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
     _check_size(grad_y.shape[0], N * K * P * Q, "grad_y")
     _check_size(w.shape[0], K * cv.Cg * 9, "w")
@@ -582,7 +623,73 @@ def wino_grad_input(
               cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, cv.Cg, H, W,
               cv.xs_n, cv.xs_c, cv.xs_h, cv.xs_w, 2 - pad_top, 2 - pad_left,
               2 * cv.ws_r + 2 * cv.ws_s, cv.Kg * cv.ws_k, cv.ws_c, cv.ws_k, -cv.ws_r,
-              -cv.ws_s, m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite)
+              -cv.ws_s, m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite, &ph)
+
+
+def wino_phases(
+    const floating[::1] src, const floating[::1] w, const floating[::1] bias,
+    floating[::1] dst, bint grad_input,
+    Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+    Py_ssize_t K, Py_ssize_t P, Py_ssize_t Q, Py_ssize_t groups, int layout,
+    Py_ssize_t Rp, Py_ssize_t Sp, Py_ssize_t sh, Py_ssize_t sw,
+    Py_ssize_t th, Py_ssize_t tw, Py_ssize_t rb, Py_ssize_t sb, bint has_bias,
+    Py_ssize_t m, const floating[::1] bt, const floating[::1] at, const floating[::1] gm,
+    int n_threads, bint check_finite=False,
+):
+    """A strided convolution (x: N x C x H x W, K filters, stride (sh, sw), P x Q out)
+    through its stride phases, each a 3 x 3 window, by F(m x m, 3 x 3):
+    forward (src x, dst y, bias) or grad_input (src grad_y, dst grad_x, every element of
+    it written). w holds the filters with their taps zero-padded to Rp x Sp (the
+    layout's filter order, K x C/groups x Rp x Sp for NCHW); phase (a, b)'s window reads
+    padded taps rb + a + sh*u and sb + b + sw*v for u, v < 3, over the sub-grid
+    x[sh*i + a, sw*j + b] padded by th rows and tw columns (fastconv/_phases.py plans
+    them). Returns 0, or 1 with dst incomplete when check_finite and src or w holds a
+    NaN or Inf."""
+    cdef _Conv cv = _make_conv(N, C, H, W, K, Rp, Sp, P, Q, groups, sh, sw, 1, 1, 0, 0,
+                               layout)
+    cdef _Phases ph
+    cdef Py_ssize_t a, b, nph = sh * sw, Hs, Ws, woff
+    _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
+    if sh < 1 or sw < 1 or H % sh or W % sw or nph > FC_MAX_PHASES:
+        raise ValueError(f"the phases of stride ({sh}, {sw}) must tile {H} x {W}, at most "
+                         f"{FC_MAX_PHASES} of them")
+    if P < 1 or Q < 1:
+        raise ValueError(f"P and Q must be positive, got {P}, {Q}")
+    # every tap the windows read lies inside the padded filters
+    if rb < 0 or rb + sh - 1 + 2 * sh >= Rp or sb < 0 or sb + sw - 1 + 2 * sw >= Sp:
+        raise ValueError(f"phase taps from ({rb}, {sb}) at stride ({sh}, {sw}) leave the "
+                         f"{Rp} x {Sp} padded filters")
+    _check_size(src.shape[0], (N * K * P * Q) if grad_input else (N * C * H * W), "src")
+    _check_size(dst.shape[0], (N * C * H * W) if grad_input else (N * K * P * Q), "dst")
+    _check_size(w.shape[0], K * cv.Cg * Rp * Sp, "w")
+    if has_bias:
+        _check_size(bias.shape[0], K, "bias")
+    Hs, Ws = H // sh, W // sw
+    for a in range(sh):
+        for b in range(sw):
+            # x's (or grad_x's) sub-grid (a, b), and the taps its window reads
+            ph.xo[a * sw + b] = ph.yo[a * sw + b] = a * cv.xs_h + b * cv.xs_w
+            ph.wc[a * sw + b] = ph.wo[a * sw + b] = (rb + a) * cv.ws_r + (sb + b) * cv.ws_s
+    if not grad_input:
+        # the source channels come in phases: channel (phase, c), Hs x Ws each
+        ph.cper, ph.kper = cv.Cg, cv.Kg
+        ph.yo[0] = ph.wo[0] = 0
+        return _wino_run(&src[0], &w[0], &bias[0] if has_bias else NULL, &dst[0], N,
+                         groups, nph * cv.Cg, Hs, Ws,
+                         cv.xs_n, cv.xs_c, sh * cv.xs_h, sw * cv.xs_w, cv.Kg, P, Q,
+                         cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, th, tw,
+                         0, cv.Kg * cv.ws_k, cv.ws_k, cv.ws_c, sh * cv.ws_r, sw * cv.ws_s,
+                         m, &bt[0], &at[0], &gm[0], n_threads, None, check_finite, &ph)
+    # grad_input: the adjoint, whose filters come in phases: filter (phase, c) writes
+    # grad_x's sub-grid; its taps are the forward's, flipped and transposed
+    ph.cper, ph.kper = cv.Kg, cv.Cg
+    ph.xo[0] = ph.wc[0] = 0
+    woff = 2 * sh * cv.ws_r + 2 * sw * cv.ws_s
+    return _wino_run(&src[0], &w[0], NULL, &dst[0], N, groups, cv.Kg, P, Q,
+                     cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, nph * cv.Cg, Hs, Ws,
+                     cv.xs_n, cv.xs_c, sh * cv.xs_h, sw * cv.xs_w, 2 - th, 2 - tw,
+                     woff, cv.Kg * cv.ws_k, cv.ws_c, cv.ws_k, -sh * cv.ws_r, -sw * cv.ws_s,
+                     m, &bt[0], &at[0], &gm[0], n_threads, None, check_finite, &ph)
 
 
 cdef int _wino_check(Py_ssize_t m, Py_ssize_t nbt, Py_ssize_t nat, Py_ssize_t ngm) except -1:

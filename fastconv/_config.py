@@ -70,7 +70,7 @@ def show_config(file=None) -> None:
         "BLAS:            " + ("; ".join(info["blas"]) or "none found"),
         f"threads:         {info['threads']} (of {info['cores']} available cores)",
         f"float32:         precision {info['float32_precision']!r} ("
-        + ("auto may run 3x3 stride-1 layers through Winograd"
+        + ("auto may run 3x3 stride-1 layers and 4x4 stride-2 ones through Winograd"
            if info["float32_precision"] == "high" else "auto uses the exact engines only")
         + "; set_float32_precision or FASTCONV_FLOAT32_PRECISION)",
         "autotune:        " + ("on: auto times the engines on each new problem's first call"

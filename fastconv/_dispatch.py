@@ -166,6 +166,15 @@ the transposed pass in brackets):
   (fcn_up16 [grad_input]) 94 / 81, 53 / 48, 63 / 47 and 51 / 46 in four runs;
   alexnet_conv1 (stride 4) stays direct (38 / 36, 42 / 54).
 
+* Winograd through stride phases (``PHASE_MIN_SAVING``, ``PHASE_MIN_TILES``; 2026-12-03,
+  Zen 1, AVX2, 2 threads, medians of 7, ms, transposed forward / grad_input, which are
+  the convolution's grad_input / forward), DCGAN's 4x4 stride-2 layers at batch 64:
+  256 -> 128 on 8x8 (256 tiles) auto 77.7 / 67.6, winograd 54.0 / 56.3; 128 -> 64 on
+  16x16 (1024 tiles) 79.5 / 65.3 and 58.9 / 55.4; but 512 -> 256 on 4x4 (64 tiles, one
+  a map) 75.2 / 81.4 and 87.1 / 122.1 (its 1024 x 512 transformed filters overflow one
+  filter chunk and its 16-tile batches starve the products). Any ISA and layout: the
+  products are the stride-1 engine's.
+
 These rules hold without AVX-512 and for NCHW only (where they were measured); on this
 machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
 ``WINOGRAD_MIN_TILES``) by 1.4x, which the Zen 3 had the other way (19.5 / 24.2
@@ -241,6 +250,11 @@ NHWC_IM2COL_POSITIONS = 784
 # tiles over the batch from which it wins.
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_TILES = 48
+# Winograd through stride phases (fastconv/_phases.py): the phases' windows must save at
+# least this factor of multiplies (DCGAN's 4x4 / 2: 16 / 9), and both the output and the
+# input's phase sub-grids hold at least PHASE_MIN_TILES 4x4 tiles over the batch.
+PHASE_MIN_SAVING = 1.5
+PHASE_MIN_TILES = 256
 
 
 class Machine(NamedTuple):
@@ -279,10 +293,29 @@ def winograd_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
     """Whether ``auto`` sends this layer's forward and grad_input to the Winograd engine."""
     if np.dtype(dtype) != np.float32 or (precision or get_float32_precision()) != "high":
         return False
-    from .engines.winograd import TILE, takes
-    tiles = g.N * -(-g.P // TILE) * -(-g.Q // TILE)
-    return (takes(g) and min(g.Cg, g.Kg) >= WINOGRAD_MIN_CHANNELS
-            and tiles >= WINOGRAD_MIN_TILES)
+    from .engines.winograd import TILE, stride_one
+
+    def tiles(P, Q):
+        return g.N * -(-P // TILE) * -(-Q // TILE)
+
+    if min(g.Cg, g.Kg) < WINOGRAD_MIN_CHANNELS or not winograd_candidate(g):
+        return False
+    if stride_one(g):
+        return tiles(g.P, g.Q) >= WINOGRAD_MIN_TILES
+    return (min(tiles(g.P, g.Q), tiles(g.H // g.stride_h, g.W // g.stride_w))
+            >= PHASE_MIN_TILES)
+
+
+def winograd_candidate(g: ConvGeometry) -> bool:
+    """Whether the Winograd engine can do this layer with fewer multiplies than the
+    exact engines: 3x3 stride 1, or stride phases that save ``PHASE_MIN_SAVING``
+    (what autotune times it on; ``backend="winograd"`` takes more)."""
+    from . import _phases
+    from .engines.winograd import TILE, stride_one
+    if stride_one(g):
+        return True
+    return (_phases.plan(g) is not None
+            and _phases.multiplies_saved(g, TILE) >= PHASE_MIN_SAVING)
 
 
 def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = None,

@@ -1,6 +1,7 @@
 """The float32 precision setting, in the manner of ``torch.set_float32_matmul_precision``.
 
-"high" (the default) lets ``backend="auto"`` run float32 3x3 stride-1 layers through
+"high" (the default) lets ``backend="auto"`` run float32 3x3 stride-1 layers (and
+strided ones whose stride phases are 3x3 windows, fastconv/_phases.py) through
 Winograd's minimal-filtering algorithm, which does fewer multiplications but rounds
 differently from direct convolution (its error bounds: the README). "highest" forbids
 it: ``auto`` then gives exactly what the exact engines (direct, im2col) give. float64

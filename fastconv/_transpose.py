@@ -92,7 +92,9 @@ def conv_transpose2d(x, w, stride=1, pad=0, *, output_padding=0, bias=None, dila
     layout, flip, backend
         As for :func:`fastconv.conv2d`. ``flip=True`` flips the kernel in both spatial
         axes: the transposed op of ``conv2d(..., flip=True)``. ``backend="winograd"``
-        takes 3x3 filters at stride 1 and dilation 1 only (ValueError otherwise).
+        takes 3x3 filters at stride 1 and dilation 1, and filters whose stride
+        phases are 3x3 windows on an output they tile (DCGAN's 4x4 at stride 2, pad 1,
+        without output_padding); ValueError otherwise.
 
     Returns
     -------

@@ -159,10 +159,11 @@ def clear_cache() -> None:
 
 def candidates(g: ConvGeometry, dtype, pass_name: str) -> tuple[str, ...]:
     """The engines ``auto`` may run for this pass: direct and im2col, and Winograd for
-    the float32 forward and grad_input of the shapes it takes under precision "high"."""
-    from .engines.winograd import takes
+    the float32 forward and grad_input of the shapes where it saves multiplies
+    (``_dispatch.winograd_candidate``) under precision "high"."""
+    from ._dispatch import winograd_candidate
     if (pass_name in ("forward", "grad_input") and np.dtype(dtype) == np.float32
-            and precision_key(dtype) == "high" and takes(g)):
+            and precision_key(dtype) == "high" and winograd_candidate(g)):
         return ENGINES
     return ENGINES[:2]
 

@@ -54,11 +54,10 @@ import numpy as np
 from . import (__version__, conv2d, conv2d_backward, conv_transpose2d,
                conv_transpose2d_backward, get_num_threads, num_threads, output_shape)
 from ._api import auto_engine
-from ._dispatch import simd_variant
+from ._dispatch import simd_variant, winograd_candidate
 from ._precision import get_float32_precision
 from ._transpose import CONV_PASS
 from ._validate import geometry, transposed_geometry
-from .engines import winograd
 from .networks import NETWORKS
 from .suite import DECODER_LAYERS, LAYERS, QUICK, TransposedLayer
 
@@ -412,8 +411,9 @@ def _suite_geometry(layer, nhwc: bool):
 
 
 def timed_engines(g, pass_name: str) -> tuple:
-    """The engines a row times: ENGINES, and Winograd where it computes the pass itself."""
-    if pass_name in WINOGRAD_PASSES and winograd.takes(g):
+    """The engines a row times: ENGINES, and Winograd where it computes the pass itself
+    with fewer multiplies (``winograd_candidate``: autotune's candidates)."""
+    if pass_name in WINOGRAD_PASSES and winograd_candidate(g):
         return COLUMNS
     return ENGINES
 

@@ -29,7 +29,8 @@ Modules:
              csrc/im2col_loops.c) and multiplies it with a single-threaded BLAS gemm
              (_cblas); pointwise and whole-window passes are gemm tasks on the same
              threads (_products)
-  winograd   F(4x4, 3x3) minimal filtering for 3x3 stride-1 layers (csrc/_winograd.pxi),
+  winograd   F(4x4, 3x3) minimal filtering for 3x3 stride-1 layers and strided layers
+             whose stride phases are 3x3 windows (csrc/_winograd.pxi, fastconv/_phases.py),
              forward and grad_input; its grad_weight is the direct engine's. Only on
              request (backend="winograd") for now; its NumPy twin: winograd_twin
 """

@@ -1,5 +1,7 @@
 """The Winograd engine: F(4 x 4, 3 x 3) minimal filtering for 3 x 3, stride-1,
-dilation-1 layers (any padding, groups, NCHW and NHWC, float32 and float64).
+dilation-1 layers (any padding, groups, NCHW and NHWC, float32 and float64), and for
+strided layers whose stride phases are 3 x 3 windows (fastconv/_phases.py: DCGAN's
+4 x 4, stride-2 filters, whose input gradient is a transposed convolution's forward).
 
 A thin wrapper over the kernels in ``fastconv._direct`` (csrc/_winograd.pxi: the tile
 batches, their transforms in csrc/winograd_kernels_tmpl.h and the products through the
@@ -20,6 +22,7 @@ from functools import lru_cache
 import numpy as np
 
 from .. import _direct
+from .. import _phases
 from .._geometry import ConvGeometry
 from .._threads import threads_for
 from .._winograd_mats import transforms
@@ -36,18 +39,27 @@ from ._alloc import output
 TILE = 4
 
 
-def takes(g: ConvGeometry) -> bool:
-    """3 x 3 filters, stride 1, dilation 1: the shapes this engine computes."""
+def stride_one(g: ConvGeometry) -> bool:
+    """3 x 3 filters, stride 1, dilation 1: the engine's plain case."""
     return (g.R == g.S == 3 and g.stride_h == g.stride_w == 1
             and g.dil_h == g.dil_w == 1)
+
+
+def takes(g: ConvGeometry) -> bool:
+    """The shapes this engine computes: stride_one, or stride phases that are 3 x 3
+    windows (_phases.plan)."""
+    return stride_one(g) or _phases.plan(g) is not None
 
 
 def check(g: ConvGeometry) -> None:
     if not takes(g):
         raise ValueError(
-            "backend='winograd' takes 3x3 filters at stride 1 and dilation 1, got "
-            f"{g.R}x{g.S} filters, stride ({g.stride_h}, {g.stride_w}), dilation "
-            f"({g.dil_h}, {g.dil_w}); use backend='auto', 'direct' or 'im2col'")
+            "backend='winograd' takes 3x3 filters at stride 1 and dilation 1, or strided "
+            "filters whose stride phases are 3x3 windows on an input they tile (such as "
+            f"4x4 filters at stride 2, pad 1, on even H and W), got {g.R}x{g.S} filters, "
+            f"stride ({g.stride_h}, {g.stride_w}), dilation ({g.dil_h}, {g.dil_w}), pad "
+            f"({g.pad_top}, {g.pad_left}), input {g.H}x{g.W}; use backend='auto', "
+            "'direct' or 'im2col'")
 
 
 @lru_cache(maxsize=None)
@@ -60,6 +72,15 @@ def _args(g: ConvGeometry):
     return (g.N, g.C, g.H, g.W, g.K, g.P, g.Q, g.groups, g.pad_top, g.pad_left, g.layout)
 
 
+def _phase_args(w, g: ConvGeometry):
+    """The padded filters and the integers of a stride-phase call (wino_phases)."""
+    p = _phases.plan(g)
+    wp = _phases.pad_filters(w, p, g.nhwc)
+    Rp, Sp = (wp.shape[0], wp.shape[1]) if g.nhwc else (wp.shape[2], wp.shape[3])
+    return wp, (g.N, g.C, g.H, g.W, g.K, g.P, g.Q, g.groups, g.layout, Rp, Sp,
+                g.stride_h, g.stride_w, p.rows.th, p.cols.th, p.rows.rb, p.cols.rb)
+
+
 def forward(x, w, bias, g: ConvGeometry, packs=None, finite_only=False):
     """y; with ``finite_only``, None instead when x or w holds a NaN or Inf (the kernel
     counts them as it copies and transforms, and stops)."""
@@ -68,6 +89,13 @@ def forward(x, w, bias, g: ConvGeometry, packs=None, finite_only=False):
     has_bias = bias is not None
     if not has_bias:
         bias = np.zeros(1, dtype=x.dtype)  # the kernel needs a buffer; it is never read
+    if not stride_one(g):
+        wp, args = _phase_args(w, g)
+        if _direct.wino_phases(x.reshape(-1), wp.reshape(-1), bias, y.reshape(-1), False,
+                               *args, int(has_bias), TILE, *_mats(TILE, x.dtype.str),
+                               threads_for(g.flops), finite_only):
+            return None
+        return y
     if _direct.wino_forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_args(g),
                             int(has_bias), TILE, *_mats(TILE, x.dtype.str),
                             threads_for(g.flops), packs, finite_only):
@@ -79,6 +107,14 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None, finite_only=False):
     """grad_x; with ``finite_only``, None instead when grad_y or w holds a NaN or Inf."""
     check(g)
     grad_x = output(g.x_shape, grad_y.dtype)
+    if not stride_one(g):
+        wp, args = _phase_args(w, g)
+        none = np.zeros(1, dtype=grad_y.dtype)  # no bias
+        if _direct.wino_phases(grad_y.reshape(-1), wp.reshape(-1), none, grad_x.reshape(-1),
+                               True, *args, 0, TILE, *_mats(TILE, grad_y.dtype.str),
+                               threads_for(g.flops), finite_only):
+            return None
+        return grad_x
     if _direct.wino_grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1),
                                *_args(g), TILE, *_mats(TILE, grad_y.dtype.str),
                                threads_for(g.flops), packs, finite_only):

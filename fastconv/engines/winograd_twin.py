@@ -11,11 +11,17 @@ input, which reads as zeros. grad_input at stride 1 is the same correlation of g
 padded by R - 1 - pad (negative: cropped), with the filters flipped and their in and
 out channels swapped. The matrices come from ``fastconv._winograd_mats``. Works in
 NCHW/OIHW; NHWC/HWIO is transposed in and out, as in ``engines.reference``.
+
+A strided layer whose stride phases are 3 x 3 windows (``fastconv._phases``) is, here,
+literally the sum over its phases (a, b) of the stride-1 correlation of the input's
+sub-grid x[..., a::s_h, b::s_w] with that phase's window of taps; its input gradient
+writes each sub-grid from the stride-1 gradient of its own correlation.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _phases
 from .._geometry import ConvGeometry
 from .._winograd_mats import transforms
 from . import reference
@@ -48,11 +54,34 @@ def correlate(x, w, pads, m: int = 4):
     return Y.reshape(N, K, tp * m, tq * m)[:, :, :P, :Q]
 
 
+def _phases_of(w, g: ConvGeometry):
+    """[((a, b), the phase's (K, C/groups, 3, 3) window filters)] and the phases'
+    stride-1 pads (top, bottom, left, right) onto P x Q, from OIHW filters w."""
+    p = _phases.plan(g)
+    wp = _phases.pad_filters(w, p, False)
+    Hs, Ws = g.H // g.stride_h, g.W // g.stride_w
+    pads = (p.rows.th, g.P + 2 - Hs - p.rows.th, p.cols.th, g.Q + 2 - Ws - p.cols.th)
+    out = []
+    for a in range(g.stride_h):
+        for b in range(g.stride_w):
+            rows = [p.rows.rb + a + g.stride_h * u for u in range(3)]
+            cols = [p.cols.rb + b + g.stride_w * u for u in range(3)]
+            out.append(((a, b), wp[:, :, rows][:, :, :, cols]))
+    return out, pads
+
+
 def forward(x, w, bias, g: ConvGeometry, m: int = 4):
     x, w = reference._to_nchw(x, g), reference._w_to_oihw(w, g)
-    pads = (g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
-    y = np.concatenate([correlate(x[:, cs], w[ks], pads, m)
-                        for cs, ks in reference._groups(g)], axis=1)
+    if g.stride_h == g.stride_w == 1:
+        pads = (g.pad_top, g.pad_bottom, g.pad_left, g.pad_right)
+        y = np.concatenate([correlate(x[:, cs], w[ks], pads, m)
+                            for cs, ks in reference._groups(g)], axis=1)
+    else:
+        phases, pads = _phases_of(w, g)
+        y = sum(np.concatenate([correlate(x[:, cs, a::g.stride_h, b::g.stride_w], wab[ks],
+                                          pads, m)
+                                for cs, ks in reference._groups(g)], axis=1)
+                for (a, b), wab in phases)
     if bias is not None:
         y += bias[None, :, None, None]
     return reference._from_nchw(y.astype(x.dtype), g)
@@ -60,6 +89,15 @@ def forward(x, w, bias, g: ConvGeometry, m: int = 4):
 
 def grad_input(grad_y, w, g: ConvGeometry, m: int = 4):
     gy, w = reference._to_nchw(grad_y, g), reference._w_to_oihw(w, g)
+    if g.stride_h > 1 or g.stride_w > 1:
+        phases, (t, b_, l, r) = _phases_of(w, g)
+        gx = np.zeros((g.N, g.C, g.H, g.W), np.float64)
+        for (a, b), wab in phases:
+            for cs, ks in reference._groups(g):
+                wt = wab[ks, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+                gx[:, cs, a::g.stride_h, b::g.stride_w] = correlate(
+                    gy[:, ks], wt, (2 - t, 2 - b_, 2 - l, 2 - r), m)
+        return reference._from_nchw(gx.astype(grad_y.dtype), g)
     pads = (g.R - 1 - g.pad_top, g.R - 1 - g.pad_bottom,
             g.S - 1 - g.pad_left, g.S - 1 - g.pad_right)
     # Filters flipped in both taps, in and out channels swapped: (Cg, Kg, 3, 3).
