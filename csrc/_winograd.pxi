@@ -429,7 +429,7 @@ cdef int _wino_run(
     Py_ssize_t w_off, Py_ssize_t w_g, Py_ssize_t w_o, Py_ssize_t w_c, Py_ssize_t w_r,
     Py_ssize_t w_s,
     Py_ssize_t m, const floating* bt, const floating* at, const floating* gm,
-    int n_threads, object packs, bint check, const _Phases* ph,
+    int n_threads, object packs, bint check, const _Phases* ph, object phase_key=None,
 ) except -1:
     # Returns 0, or 1 when `check` and a source or filter value is NaN or Inf: the call
     # then stops with its outputs incomplete, for an exact engine to compute instead.
@@ -457,6 +457,11 @@ cdef int _wino_run(
     if packs is not None and nfc == 1 and ph.cper == Ci and ph.kper == Ko:
         key = ("wino", sizeof(floating), <size_t>w, w_off, w_g, w_o, w_c, w_r, w_s, G, Ko, Ci,
                m, mr)
+    elif packs is not None and nfc == 1 and phase_key is not None:
+        # w is a padded copy made for this call: the key names the caller's filters
+        # (phase_key) and everything the phase tables derive from
+        key = ("wino-phases", sizeof(floating), phase_key, w_off, w_g, w_o, w_c, w_r, w_s,
+               G, Ko, Ci, ph.cper, ph.kper, m, mr)
     nwork = (nthr * plan.per + 16 + plan.xp) * isz + nthr * 4 * nt * sizeof(Py_ssize_t)
     if _WINO_WORK is not None and _WINO_WORK.nbytes >= nwork:
         work, _WINO_WORK = _WINO_WORK, None
@@ -634,7 +639,7 @@ def wino_phases(
     Py_ssize_t Rp, Py_ssize_t Sp, Py_ssize_t sh, Py_ssize_t sw,
     Py_ssize_t th, Py_ssize_t tw, Py_ssize_t rb, Py_ssize_t sb, bint has_bias,
     Py_ssize_t m, const floating[::1] bt, const floating[::1] at, const floating[::1] gm,
-    int n_threads, bint check_finite=False,
+    int n_threads, object packs=None, object w_key=None, bint check_finite=False,
 ):
     """A strided convolution (x: N x C x H x W, K filters, stride (sh, sw), P x Q out)
     through its stride phases, each a 3 x 3 window, by F(m x m, 3 x 3):
@@ -643,12 +648,16 @@ def wino_phases(
     layout's filter order, K x C/groups x Rp x Sp for NCHW); phase (a, b)'s window reads
     padded taps rb + a + sh*u and sb + b + sw*v for u, v < 3, over the sub-grid
     x[sh*i + a, sw*j + b] padded by th rows and tw columns (fastconv/_phases.py plans
-    them). Returns 0, or 1 with dst incomplete when check_finite and src or w holds a
-    NaN or Inf."""
+    them). packs and w_key: a layer's dict and the address of the filters w was padded
+    from, under which the transformed filters are kept (the caller vouches that the
+    filters at w_key are those of the call that filled packs). Returns 0, or 1 with dst
+    incomplete when check_finite and src or w holds a NaN or Inf."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, Rp, Sp, P, Q, groups, sh, sw, 1, 1, 0, 0,
                                layout)
     cdef _Phases ph
     cdef Py_ssize_t a, b, nph = sh * sw, Hs, Ws, woff
+    cdef object key = None if w_key is None else (
+        w_key, bool(grad_input), layout, Rp, Sp, sh, sw, th, tw, rb, sb)
     _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
     if sh < 1 or sw < 1 or H % sh or W % sw or nph > FC_MAX_PHASES:
         raise ValueError(f"the phases of stride ({sh}, {sw}) must tile {H} x {W}, at most "
@@ -679,7 +688,8 @@ def wino_phases(
                          cv.xs_n, cv.xs_c, sh * cv.xs_h, sw * cv.xs_w, cv.Kg, P, Q,
                          cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, th, tw,
                          0, cv.Kg * cv.ws_k, cv.ws_k, cv.ws_c, sh * cv.ws_r, sw * cv.ws_s,
-                         m, &bt[0], &at[0], &gm[0], n_threads, None, check_finite, &ph)
+                         m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite, &ph,
+                         key)
     # grad_input: the adjoint, whose filters come in phases: filter (phase, c) writes
     # grad_x's sub-grid; its taps are the forward's, flipped and transposed
     ph.cper, ph.kper = cv.Kg, cv.Cg
@@ -689,7 +699,7 @@ def wino_phases(
                      cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, nph * cv.Cg, Hs, Ws,
                      cv.xs_n, cv.xs_c, sh * cv.xs_h, sw * cv.xs_w, 2 - th, 2 - tw,
                      woff, cv.Kg * cv.ws_k, cv.ws_c, cv.ws_k, -sh * cv.ws_r, -sw * cv.ws_s,
-                     m, &bt[0], &at[0], &gm[0], n_threads, None, check_finite, &ph)
+                     m, &bt[0], &at[0], &gm[0], n_threads, packs, check_finite, &ph, key)
 
 
 cdef int _wino_check(Py_ssize_t m, Py_ssize_t nbt, Py_ssize_t nat, Py_ssize_t ngm) except -1:

@@ -237,3 +237,24 @@ def test_strided_3x3_layers_keep_the_exact_engines():
     g = _geometry(8, 128, 56, 56, 128, 3, 3, 2, 1)
     assert _phases.plan(g) is not None
     assert "winograd" not in fastconv.choose_backend(g, np.float32, 2, precision="high").values()
+
+
+def test_layer_keeps_the_phases_transformed_filters_until_the_weights_change():
+    from fastconv import _direct
+    layer = fastconv.ConvTranspose2d(64, 64, 4, stride=2, pad=1, rng=2)
+    x = np.random.default_rng(7).standard_normal((16, 64, 16, 16)).astype(np.float32)
+    g = v.transposed_geometry(x.shape, layer.weight.shape, 2, 1, 0, 1, 1, 0)
+    assert fastconv.choose_backend(g, np.float32, fastconv.get_num_threads())["grad_input"] \
+        == "winograd"  # 16 x 16 tiles of 4 x 4 over 16 images: the phases
+    expected = fastconv.conv_transpose2d(x, layer.weight, 2, 1, bias=layer.bias)
+    first = layer(x, record=False)
+    kept = _direct._packs_info(layer._packs)
+    assert kept[0] == 1 and kept[1] >= 36 * 64 * 4 * 64 * 4  # U: 36 x (4 x 64) x 64
+    np.testing.assert_array_equal(first, expected)
+    np.testing.assert_array_equal(layer(x, record=False), expected)
+    assert _direct._packs_info(layer._packs) == kept  # found, not transformed again
+    layer.weight[...] *= -1
+    layer.weight_changed()
+    np.testing.assert_array_equal(layer(x, record=False),
+                                  fastconv.conv_transpose2d(x, layer.weight, 2, 1,
+                                                            bias=layer.bias))

@@ -81,6 +81,12 @@ def _phase_args(w, g: ConvGeometry):
                 g.stride_h, g.stride_w, p.rows.th, p.cols.th, p.rows.rb, p.cols.rb)
 
 
+def _key(w, packs):
+    """Where the phases' transformed filters are kept in a layer's packs: under the
+    address of the filters they were padded from (the padded copy is new each call)."""
+    return None if packs is None else w.__array_interface__["data"][0]
+
+
 def forward(x, w, bias, g: ConvGeometry, packs=None, finite_only=False):
     """y; with ``finite_only``, None instead when x or w holds a NaN or Inf (the kernel
     counts them as it copies and transforms, and stops)."""
@@ -93,7 +99,7 @@ def forward(x, w, bias, g: ConvGeometry, packs=None, finite_only=False):
         wp, args = _phase_args(w, g)
         if _direct.wino_phases(x.reshape(-1), wp.reshape(-1), bias, y.reshape(-1), False,
                                *args, int(has_bias), TILE, *_mats(TILE, x.dtype.str),
-                               threads_for(g.flops), finite_only):
+                               threads_for(g.flops), packs, _key(w, packs), finite_only):
             return None
         return y
     if _direct.wino_forward(x.reshape(-1), w.reshape(-1), bias, y.reshape(-1), *_args(g),
@@ -112,7 +118,7 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None, finite_only=False):
         none = np.zeros(1, dtype=grad_y.dtype)  # no bias
         if _direct.wino_phases(grad_y.reshape(-1), wp.reshape(-1), none, grad_x.reshape(-1),
                                True, *args, 0, TILE, *_mats(TILE, grad_y.dtype.str),
-                               threads_for(g.flops), finite_only):
+                               threads_for(g.flops), packs, _key(w, packs), finite_only):
             return None
         return grad_x
     if _direct.wino_grad_input(grad_y.reshape(-1), w.reshape(-1), grad_x.reshape(-1),
