@@ -231,32 +231,50 @@ def time_candidates(g: ConvGeometry, dtype, threads: int, pass_name: str, call_f
 
 
 def tune(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW", dtype=None,
-         passes=PASSES, repeat=3) -> dict[str, str]:
+         passes=PASSES, repeat=3, transposed=False, output_padding=None) -> dict[str, str]:
     """Time the engines ``auto`` may run on this problem and store the fastest per pass.
 
     The candidates are those of autotune (:func:`candidates`: Winograd too for float32
-    3x3 stride-1 forward and grad_input under precision "high"), timed the same way.
-    ``x`` and ``w`` may be arrays or shapes (random data of ``dtype``, default float32,
-    is made for shapes). Returns ``{pass: engine}`` for the passes timed; from then on
-    ``backend="auto"`` uses these winners for this shape, dtype and thread count.
+    forward and grad_input where it saves multiplies, under precision "high"), timed
+    the same way. ``x`` and ``w`` may be arrays or shapes (random data of ``dtype``,
+    default float32, is made for shapes). With ``transposed=True`` the problem is
+    :func:`fastconv.conv_transpose2d`'s (``w`` in its layout, ``output_padding`` its
+    option): each of its passes is timed and stored as the convolution pass that
+    computes it (fastconv/_transpose.py), which is what ``auto`` looks up. Returns
+    ``{pass: engine}`` for the passes timed; from then on ``backend="auto"`` uses these
+    winners for this shape, dtype and thread count.
     """
-    from . import conv2d, conv2d_backward
+    from . import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
     from ._threads import get_num_threads
-    from ._validate import batched, geometry, layout_code
+    from ._transpose import CONV_PASS
+    from ._validate import batched, flag, geometry, layout_code, transposed_geometry
 
     code = layout_code(layout)
+    transposed = flag(transposed, "transposed")
+    if output_padding is not None and not transposed:
+        raise ValueError(f"output_padding is an option of transposed convolutions: pass "
+                         f"transposed=True with it, got output_padding={output_padding!r}")
     rng = np.random.default_rng(0)
     dt = np.dtype(dtype or getattr(x, "dtype", np.float32))
     xa = x if isinstance(x, np.ndarray) else rng.standard_normal(tuple(x)).astype(dt)
     wa = w if isinstance(w, np.ndarray) else rng.standard_normal(tuple(w)).astype(dt)
     x4, _ = batched(xa, "x", code)
-    g = geometry(x4.shape, wa.shape, stride, pad, dilation, groups, code)
-    gy = rng.standard_normal(g.y_shape).astype(np.result_type(xa, wa))
     kw = dict(stride=stride, pad=pad, dilation=dilation, groups=groups, layout=layout)
+    if transposed:
+        op = 0 if output_padding is None else output_padding
+        g = transposed_geometry(x4.shape, wa.shape, stride, pad, op, dilation, groups, code)
+        y_shape, conv_pass = g.x_shape, CONV_PASS  # its output is the convolution's input
+        forward, backward = conv_transpose2d, conv_transpose2d_backward
+        kw["output_padding"] = op
+    else:
+        g = geometry(x4.shape, wa.shape, stride, pad, dilation, groups, code)
+        y_shape, conv_pass = g.y_shape, {p: p for p in PASSES}
+        forward, backward = conv2d, conv2d_backward
+    gy = rng.standard_normal(y_shape).astype(np.result_type(xa, wa))
     calls = {
-        "forward": lambda e: lambda: conv2d(x4, wa, backend=e, **kw),
-        "grad_input": lambda e: lambda: conv2d_backward(gy, x4, wa, backend=e, wrt="x", **kw),
-        "grad_weight": lambda e: lambda: conv2d_backward(gy, x4, wa, backend=e, wrt="w", **kw),
+        "forward": lambda e: lambda: forward(x4, wa, backend=e, **kw),
+        "grad_input": lambda e: lambda: backward(gy, x4, wa, backend=e, wrt="x", **kw),
+        "grad_weight": lambda e: lambda: backward(gy, x4, wa, backend=e, wrt="w", **kw),
     }
     threads = get_num_threads()
     winners, entries = {}, {}
@@ -264,7 +282,7 @@ def tune(x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW", dtype=No
         if p not in calls:
             raise ValueError(f"passes must be drawn from {PASSES}, got {p!r}")
         # Every call returns an array or ConvGrads (no finite-only call): never None.
-        winners[p] = time_candidates(g, gy.dtype, threads, p, calls[p], repeat)[0]
-        entries[entry_key(g, gy.dtype, threads, p)] = winners[p]
+        winners[p] = time_candidates(g, gy.dtype, threads, conv_pass[p], calls[p], repeat)[0]
+        entries[entry_key(g, gy.dtype, threads, conv_pass[p])] = winners[p]
     remember(entries)
     return winners

@@ -301,3 +301,24 @@ def test_pointwise_forward_choice(layout, x_shape, stride, expected):
         # grad_weight: the NHWC products only (NCHW's stays with im2col)
         assert choice["grad_weight"] == ("direct" if layout == 1 and expected == "direct"
                                          else "im2col")
+
+
+def test_tune_transposed_stores_each_pass_as_its_convolution_pass(cache):
+    from fastconv._transpose import CONV_PASS
+    from fastconv._validate import transposed_geometry
+    winners = fastconv.tune((2, 6, 5, 5), (6, 4, 4, 4), 2, 1, transposed=True, repeat=1)
+    assert set(winners) == {"forward", "grad_input", "grad_weight"}
+    assert len(json.loads(cache.read_text())["entries"]) == 3
+    g = transposed_geometry((2, 6, 5, 5), (6, 4, 4, 4), 2, 1, 0, 1, 1, 0)
+    threads = fastconv.get_num_threads()
+    for p, conv_pass in CONV_PASS.items():
+        assert _tune.lookup(g, np.float32, threads, conv_pass) == winners[p]
+        assert fastconv._api.auto_engine(g, np.float32, conv_pass) == winners[p]
+    # the candidates were the convolution passes': Winograd for the two 4x4/2 phase passes
+    assert set(_tune.candidates(g, np.float32, "grad_input")) == {"direct", "im2col",
+                                                                   "winograd"}
+    with pytest.raises(ValueError, match="output_padding is an option of transposed"):
+        fastconv.tune((1, 2, 4, 4), (2, 2, 3, 3), output_padding=1, repeat=1)
+    op = fastconv.tune((1, 2, 4, 4), (2, 2, 3, 3), 2, 1, transposed=True, output_padding=1,
+                       repeat=1, passes=("forward",))
+    assert set(op) == {"forward"}
