@@ -28,19 +28,22 @@
 #   padded source chunk, and per thread V and M within _WINO_THREAD_BYTES over all
 #   threads, 64 MiB in all.
 
-# Stride phases (_wino_phases): a strided layer whose phases are 3 x 3 windows runs as
+# Stride phases (wino_phases): a strided layer whose phases are 3 x 3 windows runs as
 # one stride-1 call in which the source channels (forward: x's s_h * s_w sub-grids
 # x[s_h*i + a, s_w*j + b]) or the filters (grad_input: grad_x's sub-grids) come in
-# phases. Channel c of a group is channel c % cper of phase c // cper: its plane starts
-# xo[phase] further on and its filter taps wc[phase] further on; filter o is filter
-# o % kper of phase o // kper, written yo[phase] further on, its taps wo[phase]. One
-# phase (cper = Ci, kper = Ko, zero offsets) is a plain call.
+# cph or kph phases, the phase innermost: channel c of a group is channel c // cph of
+# phase c % cph, its plane xo[phase] further on and its taps wc[phase] further on;
+# filter o is filter o // kph of phase o % kph, written yo[phase] further on, its taps
+# wo[phase]. Phases innermost, consecutive planes are neighbouring sub-grids of one
+# channel, which share cache lines: fcn_up16's 256 phases of 21 channels, channel
+# outermost, read each line from memory once per phase. One phase (cph = kph = 1, zero
+# offsets) is a plain call.
 cdef enum:
     FC_MAX_PHASES = 256
 
 cdef struct _Phases:
-    Py_ssize_t cper
-    Py_ssize_t kper
+    Py_ssize_t cph
+    Py_ssize_t kph
     Py_ssize_t xo[FC_MAX_PHASES]
     Py_ssize_t wc[FC_MAX_PHASES]
     Py_ssize_t yo[FC_MAX_PHASES]
@@ -50,13 +53,13 @@ cdef struct _Phases:
 cdef inline Py_ssize_t _ph_filter(const _Phases* ph, Py_ssize_t o, Py_ssize_t c,
                                   Py_ssize_t w_o, Py_ssize_t w_c) noexcept nogil:
     # where filter o's taps for channel c start, within its group
-    return (o % ph.kper) * w_o + ph.wo[o // ph.kper] + (c % ph.cper) * w_c + ph.wc[c // ph.cper]
+    return ((o // ph.kph) * w_o + ph.wo[o % ph.kph]
+            + (c // ph.cph) * w_c + ph.wc[c % ph.cph])
 
 
-cdef _Phases _one_phase(Py_ssize_t Ci, Py_ssize_t Ko) noexcept:
+cdef _Phases _one_phase() noexcept:
     cdef _Phases ph
-    ph.cper = Ci
-    ph.kper = Ko
+    ph.cph = ph.kph = 1
     ph.xo[0] = ph.wc[0] = ph.yo[0] = ph.wo[0] = 0
     return ph
 
@@ -376,9 +379,9 @@ cdef void _wino_item(
     # c. the outputs: y[n, g*Ko + k, ty*m + i, tx*m + j] = (AT M A)[i][j] + bias
     for k in range(k0, k1):
         o = kf0 + k
-        kg = g * ph.kper + o % ph.kper  # the output channel
+        kg = g * (Ko // ph.kph) + o // ph.kph  # the output channel
         bk = bias[kg] if bias != NULL else 0
-        yk = y + kg * ys_k + ph.yo[o // ph.kper]
+        yk = y + kg * ys_k + ph.yo[o % ph.kph]
         for jb in range(nt // FC_WINO_TB):
             tb = jb * FC_WINO_TB
             if vr[tb] == 0:
@@ -454,14 +457,14 @@ cdef int _wino_run(
         bint fresh
     global _WINO_SPARE, _WINO_WORK
     nfc = (Ko + plan.kf - 1) // plan.kf  # filter chunks
-    if packs is not None and nfc == 1 and ph.cper == Ci and ph.kper == Ko:
+    if packs is not None and nfc == 1 and ph.cph == 1 and ph.kph == 1:
         key = ("wino", sizeof(floating), <size_t>w, w_off, w_g, w_o, w_c, w_r, w_s, G, Ko, Ci,
                m, mr)
     elif packs is not None and nfc == 1 and phase_key is not None:
         # w is a padded copy made for this call: the key names the caller's filters
         # (phase_key) and everything the phase tables derive from
         key = ("wino-phases", sizeof(floating), phase_key, w_off, w_g, w_o, w_c, w_r, w_s,
-               G, Ko, Ci, ph.cper, ph.kper, m, mr)
+               G, Ko, Ci, ph.cph, ph.kph, m, mr)
     nwork = (nthr * plan.per + 16 + plan.xp) * isz + nthr * 4 * nt * sizeof(Py_ssize_t)
     if _WINO_WORK is not None and _WINO_WORK.nbytes >= nwork:
         work, _WINO_WORK = _WINO_WORK, None
@@ -538,8 +541,8 @@ cdef int _wino_run(
                         c = it % Ctot % Ci  # channel c of group it % Ctot // Ci
                         nbad += _wino_pad_plane(
                             x + (n0 + q) * xs_n
-                            + (it % Ctot // Ci * ph.cper + c % ph.cper) * xs_c
-                            + ph.xo[c // ph.cper], xs_h, xs_w, Hi, Wi,
+                            + (it % Ctot // Ci * (Ci // ph.cph) + c // ph.cph) * xs_c
+                            + ph.xo[c % ph.cph], xs_h, xs_w, Hi, Wi,
                             ty0 * m - pt, pl - tx0 * m, Hc, Wc, xp + it * plane,
                             check and kf0 == 0)
                     if nbad:
@@ -587,7 +590,7 @@ def wino_forward(
     0, or 1 with y incomplete when check_finite and x or w holds a NaN or Inf."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, 3, 3, P, Q, groups, 1, 1, 1, 1,
                                pad_top, pad_left, layout)
-    cdef _Phases ph = _one_phase(cv.Cg, cv.Kg)
+    cdef _Phases ph = _one_phase()
     _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
     _check_size(x.shape[0], N * C * H * W, "x")
     _check_size(w.shape[0], K * cv.Cg * 9, "w")
@@ -617,7 +620,7 @@ def wino_grad_input(
     incomplete when check_finite and grad_y or w holds a NaN or Inf."""
     cdef _Conv cv = _make_conv(N, C, H, W, K, 3, 3, P, Q, groups, 1, 1, 1, 1,
                                pad_top, pad_left, layout)
-    cdef _Phases ph = _one_phase(cv.Kg, cv.Cg)
+    cdef _Phases ph = _one_phase()
     _wino_check(m, bt.shape[0], at.shape[0], gm.shape[0])
     _check_size(grad_y.shape[0], N * K * P * Q, "grad_y")
     _check_size(w.shape[0], K * cv.Cg * 9, "w")
@@ -681,7 +684,7 @@ def wino_phases(
             ph.wc[a * sw + b] = ph.wo[a * sw + b] = (rb + a) * cv.ws_r + (sb + b) * cv.ws_s
     if not grad_input:
         # the source channels come in phases: channel (phase, c), Hs x Ws each
-        ph.cper, ph.kper = cv.Cg, cv.Kg
+        ph.cph, ph.kph = nph, 1
         ph.yo[0] = ph.wo[0] = 0
         return _wino_run(&src[0], &w[0], &bias[0] if has_bias else NULL, &dst[0], N,
                          groups, nph * cv.Cg, Hs, Ws,
@@ -692,7 +695,7 @@ def wino_phases(
                          key)
     # grad_input: the adjoint, whose filters come in phases: filter (phase, c) writes
     # grad_x's sub-grid; its taps are the forward's, flipped and transposed
-    ph.cper, ph.kper = cv.Kg, cv.Cg
+    ph.cph, ph.kph = 1, nph
     ph.xo[0] = ph.wc[0] = 0
     woff = 2 * sh * cv.ws_r + 2 * sw * cv.ws_s
     return _wino_run(&src[0], &w[0], NULL, &dst[0], N, groups, cv.Kg, P, Q,
