@@ -209,10 +209,7 @@ def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
                   extra=[(grad_y, "grad_y")])
     g = pr.g
     (gy,) = pr.extra
-    expected = g.y_shape[1:] if pr.unbatched else g.y_shape
-    if gy.shape != expected:
-        raise ValueError(f"grad_y must have the forward output's shape {expected}, "
-                         f"got {gy.shape}")
+    v.check_grad_y(gy.shape, g.y_shape, pr.unbatched)
     gy4 = gy[None] if pr.unbatched else gy
     gx = gw = gb = None
     if g.N == 0:
