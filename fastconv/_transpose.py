@@ -114,8 +114,8 @@ def _conv_transpose2d(x, w, stride, pad, bias, dilation, groups, layout, flip, b
                             flip, backend, extra=[(bias, "bias")])
     g = pr.g
     (b,) = pr.extra
-    if b is not None and b.shape != (g.C,):
-        raise ValueError(f"bias must have shape (C_out,) = ({g.C},), got shape {b.shape}")
+    if b is not None:
+        v.check_bias(b, g.C, "C_out")
     _check_memory(g.x_shape, pr.dtype, "the output")
     if g.N == 0:
         return pr.unbatch(np.zeros(g.x_shape, dtype=pr.dtype))

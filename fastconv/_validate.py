@@ -314,6 +314,8 @@ def check_grad_y(shape, y_shape, unbatched: bool) -> None:
                          f"got {tuple(shape)}")
 
 
-def check_bias(bias: np.ndarray, K: int) -> None:
+def check_bias(bias: np.ndarray, K: int, channels: str = "K") -> None:
+    """``bias`` holds one value for each of the ``K`` output channels (named ``channels``
+    in the message: a transposed convolution's are C_out)."""
     if bias.shape != (K,):
-        raise ValueError(f"bias must have shape (K,) = ({K},), got shape {bias.shape}")
+        raise ValueError(f"bias must have shape ({channels},) = ({K},), got shape {bias.shape}")
