@@ -17,5 +17,9 @@ Where things live:
 """
 from .._api import ConvGrads
 from ._conv import conv2d, conv2d_backward
+from ._conv1d import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
+from ._transpose import conv_transpose2d, conv_transpose2d_backward
 
-__all__ = ["ConvGrads", "conv2d", "conv2d_backward"]
+__all__ = ["ConvGrads", "conv1d", "conv1d_backward", "conv2d", "conv2d_backward",
+           "conv_transpose1d", "conv_transpose1d_backward", "conv_transpose2d",
+           "conv_transpose2d_backward"]

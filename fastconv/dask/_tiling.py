@@ -44,6 +44,7 @@ class AxisTiles:
     (its outputs are the bias alone)."""
 
     length: int
+    stride: int
     out_chunks: tuple[int, ...]
     windows: tuple[tuple[int, int], ...]
     pads: tuple[tuple[int, int], ...]
@@ -65,7 +66,7 @@ def tiles_for_outputs(out_chunks, length: int, kernel: int, stride: int, dilatio
         else:
             windows.append((lo, hi))
             pads.append((lo - start, stop - hi))
-    return AxisTiles(length, tuple(out_chunks), tuple(windows), tuple(pads))
+    return AxisTiles(length, stride, tuple(out_chunks), tuple(windows), tuple(pads))
 
 
 def tiles_for_inputs(in_chunks, kernel: int, stride: int, dilation: int, pad_before: int,
@@ -83,10 +84,13 @@ def tiles_for_inputs(in_chunks, kernel: int, stride: int, dilation: int, pad_bef
 
 def owner_chunks(tiles: AxisTiles) -> tuple[int, ...]:
     """Chunks of the input axis for a result scattered from the output blocks (a
-    transposed convolution's output): chunk i starts where window i does, so each
-    window's rows land in its own chunk and spill into the next ones."""
-    edges = sorted({0, tiles.length} | {lo for lo, _ in tiles.windows[1:]})
-    return _chunks(edges)
+    transposed convolution's output): chunk i starts at block i's first output times
+    the stride, the rule of ``tiles_for_inputs`` read backwards, so that a convolution
+    of the result is chunked as the blocks are. Each window's rows land in its own
+    chunk, pad_before of them in the chunks before and the rest of its halo after."""
+    starts = bounds(tiles.out_chunks)[1:-1]
+    return _chunks(sorted({0, tiles.length} | {min(p * tiles.stride, tiles.length)
+                                               for p in starts}))
 
 
 def pieces(chunk_bounds, lo: int, hi: int):
