@@ -15,6 +15,12 @@ Where things live:
   ``_passes.py`` over ``_graph.py``; what each task runs, and its thread share:
   ``_tasks.py``
 """
+try:
+    import dask.array  # noqa: F401
+except ImportError as e:  # pragma: no cover - the extra is not installed
+    raise ImportError('fastconv.dask needs Dask: pip install "fastconv[dask]" '
+                      "(dask[array] and distributed)") from e
+
 from .._api import ConvGrads
 from ._conv import conv2d, conv2d_backward
 from ._conv1d import conv1d, conv1d_backward, conv_transpose1d, conv_transpose1d_backward
