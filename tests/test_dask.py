@@ -35,15 +35,16 @@ def _problem(rng, x_shape, w_shape, dtype=np.float64, layout="NCHW", bias=True):
     return x, w, (rng.standard_normal(K).astype(dtype) if bias else None)
 
 
-def _check_conv2d(x, w, b, chunks, dtype=np.float64, **opts):
-    """Every pass of fastconv.dask.conv2d on x chunked so, against fastconv.conv2d."""
+def _check_conv2d(x, w, b, chunks, dtype=np.float64, compute=_threads, **opts):
+    """Every pass of fastconv.dask.conv2d on x chunked so, against fastconv.conv2d, the
+    Dask arrays computed by ``compute`` (the threaded scheduler's, by default)."""
     rng = np.random.default_rng(7)
     xd = da.from_array(x, chunks=chunks)
     y = fd.conv2d(xd, w, bias=b, **opts)
     expected = fastconv.conv2d(x, w, bias=b, **opts)
     gy = rng.standard_normal(expected.shape).astype(dtype)
     grads = fd.conv2d_backward(da.from_array(gy, chunks=y.chunks), xd, w, **opts)
-    got = _threads(y, *grads)
+    got = compute(y, *grads)
     assert_close(got[0], expected, dtype, "forward")
     for name, a, e in zip("xwb", got[1:], fastconv.conv2d_backward(gy, x, w, **opts)):
         assert_close(a, e, dtype, f"grad {name}")
@@ -113,14 +114,14 @@ def test_weights_and_bias_as_dask_arrays(rng):
                  np.float64)
 
 
-def _check_transposed(x, w, b, chunks, dtype=np.float64, **opts):
+def _check_transposed(x, w, b, chunks, dtype=np.float64, compute=_threads, **opts):
     rng = np.random.default_rng(8)
     xd = da.from_array(x, chunks=chunks)
     y = fd.conv_transpose2d(xd, w, bias=b, **opts)
     expected = fastconv.conv_transpose2d(x, w, bias=b, **opts)
     gy = rng.standard_normal(expected.shape).astype(dtype)
     grads = fd.conv_transpose2d_backward(da.from_array(gy, chunks=y.chunks), xd, w, **opts)
-    got = _threads(y, *grads)
+    got = compute(y, *grads)
     assert_close(got[0], expected, dtype, "forward")
     for name, a, e in zip("xwb", got[1:], fastconv.conv_transpose2d_backward(gy, x, w, **opts)):
         assert_close(a, e, dtype, f"grad {name}")
