@@ -35,20 +35,28 @@ def _problem(rng, x_shape, w_shape, dtype=np.float64, layout="NCHW", bias=True):
     return x, w, (rng.standard_normal(K).astype(dtype) if bias else None)
 
 
-def _check_conv2d(x, w, b, chunks, dtype=np.float64, compute=_threads, **opts):
-    """Every pass of fastconv.dask.conv2d on x chunked so, against fastconv.conv2d, the
-    Dask arrays computed by ``compute`` (the threaded scheduler's, by default)."""
+def _check_passes(functions, x, w, b, chunks, dtype, compute, opts):
+    """Every pass of a fastconv.dask function pair (forward, backward) on x chunked so,
+    against fastconv's pair of the same names, the Dask arrays computed by ``compute``;
+    returns the forward output."""
+    forward, backward = functions
     rng = np.random.default_rng(7)
     xd = da.from_array(x, chunks=chunks)
-    y = fd.conv2d(xd, w, bias=b, **opts)
-    expected = fastconv.conv2d(x, w, bias=b, **opts)
+    y = getattr(fd, forward)(xd, w, bias=b, **opts)
+    expected = getattr(fastconv, forward)(x, w, bias=b, **opts)
     gy = rng.standard_normal(expected.shape).astype(dtype)
-    grads = fd.conv2d_backward(da.from_array(gy, chunks=y.chunks), xd, w, **opts)
+    grads = getattr(fd, backward)(da.from_array(gy, chunks=y.chunks), xd, w, **opts)
     got = compute(y, *grads)
     assert_close(got[0], expected, dtype, "forward")
-    for name, a, e in zip("xwb", got[1:], fastconv.conv2d_backward(gy, x, w, **opts)):
+    for name, a, e in zip("xwb", got[1:], getattr(fastconv, backward)(gy, x, w, **opts)):
         assert_close(a, e, dtype, f"grad {name}")
     return y
+
+
+def _check_conv2d(x, w, b, chunks, dtype=np.float64, compute=_threads, **opts):
+    """Every pass of fastconv.dask.conv2d on x chunked so, against fastconv.conv2d (on
+    the threaded scheduler by default)."""
+    return _check_passes(("conv2d", "conv2d_backward"), x, w, b, chunks, dtype, compute, opts)
 
 
 # (x shape, w shape, x chunks, options): batch chunks; spatial chunks, uneven; chunks
@@ -115,17 +123,8 @@ def test_weights_and_bias_as_dask_arrays(rng):
 
 
 def _check_transposed(x, w, b, chunks, dtype=np.float64, compute=_threads, **opts):
-    rng = np.random.default_rng(8)
-    xd = da.from_array(x, chunks=chunks)
-    y = fd.conv_transpose2d(xd, w, bias=b, **opts)
-    expected = fastconv.conv_transpose2d(x, w, bias=b, **opts)
-    gy = rng.standard_normal(expected.shape).astype(dtype)
-    grads = fd.conv_transpose2d_backward(da.from_array(gy, chunks=y.chunks), xd, w, **opts)
-    got = compute(y, *grads)
-    assert_close(got[0], expected, dtype, "forward")
-    for name, a, e in zip("xwb", got[1:], fastconv.conv_transpose2d_backward(gy, x, w, **opts)):
-        assert_close(a, e, dtype, f"grad {name}")
-    return y
+    return _check_passes(("conv_transpose2d", "conv_transpose2d_backward"), x, w, b, chunks,
+                         dtype, compute, opts)
 
 
 TRANSPOSED = {

@@ -1,28 +1,18 @@
 """A small run of examples/dask_conv.py: the image's tiles match fastconv.conv2d on this
 machine, and data-parallel training reaches the accuracy of training on one machine."""
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
+from conftest import load_example
 
 pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
 pytest.importorskip("sklearn")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dask_conv.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("dask_conv", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_small_run_of_the_dask_example(capsys):
-    assert _load_example().main(["--size", "512", "--chunk", "96", "--epochs", "1",
+    assert load_example("dask_conv").main(["--size", "512", "--chunk", "96", "--epochs", "1",
                                  "--batch-size", "128"]) == 0
     out = capsys.readouterr().out
     assert "2 workers" in out
