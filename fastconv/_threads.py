@@ -9,13 +9,14 @@ job schedulers, and every OpenMP and BLAS runtime already honours it.
 
 A thread may also run its calls under a budget (``thread_budget``), which caps the count
 for that thread alone: a Dask task of ``fastconv.dask`` runs on its share of the
-process's count, whatever the other tasks in the process are doing. The direct engine's OpenMP regions call
-no BLAS; the im2col engine's Numba kernels run as one share per thread on the workers
-of ``run_shares`` (threads that sleep on a queue between calls, never spin), each
-making single-threaded gemm calls with every BLAS held at one thread for the duration
-(``_blas.single_threaded``). So no BLAS pool is started or left spinning by a pass, and
-at most ``n`` threads are busy at any time. BLAS gets ``n`` too, for the caller's own
-NumPy products between our calls.
+process's count, whatever the other tasks in the process are doing.
+
+The direct engine's OpenMP regions call no BLAS; the im2col engine's Numba kernels run
+as one share per thread on the workers of ``run_shares`` (threads that sleep on a queue
+between calls, never spin), each making single-threaded gemm calls with every BLAS held
+at one thread for the duration (``_blas.single_threaded``). So no BLAS pool is started
+or left spinning by a pass, and at most ``n`` threads are busy at any time. BLAS gets
+``n`` too, for the caller's own NumPy products between our calls.
 """
 from __future__ import annotations
 

@@ -206,7 +206,8 @@ def test_halo_comes_from_chunks_beyond_the_neighbours(rng):
     assert max(_x_row_chunks_read(y, da.from_array(x, chunks=(1, 2, 1, 6)))) == 9
     no_halo = da.from_array(x, chunks=(1, 2, 1, 6)).map_blocks(
         lambda blk: fastconv.conv2d(blk, w, bias=b, **opts), dtype=x.dtype)
-    assert not np.allclose(no_halo.compute(scheduler="threads"), fastconv.conv2d(x, w, bias=b, **opts))
+    assert not np.allclose(no_halo.compute(scheduler="threads"),
+                           fastconv.conv2d(x, w, bias=b, **opts))
 
 
 def _tree_shape(total: da.Array, partial_name: str):
@@ -378,8 +379,8 @@ def test_a_numpy_x_is_a_type_error_naming_it():
 
 def test_channels_in_chunks_are_refused():
     xd = _unreadable((2, 3, 8, 8), (2, 2, 8, 8))
-    with pytest.raises(ValueError, match=r"x must hold its channel axis \(axis 1, 3 channels\) "
-                                         r"in one chunk.*got chunks \(2, 1\).*rechunk\(\{1: -1\}\)"):
+    with pytest.raises(ValueError, match=r"x must hold its channel axis \(axis 1, 3 channels\) in "
+                                         r"one chunk.*got chunks \(2, 1\).*rechunk\(\{1: -1\}\)"):
         fd.conv2d(xd, W)
     with pytest.raises(ValueError, match=r"axis 2, 3 channels"):
         fd.conv1d(_unreadable((2, 9, 3), (1, 9, 2)), np.ones((3, 3, 4)), layout="NLC")
