@@ -21,8 +21,6 @@ from hypothesis import strategies as st  # noqa: E402
 import fastconv  # noqa: E402
 import fastconv.dask as fd  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
-
 
 def _threads(*arrays):
     return dask.compute(*arrays, scheduler="threads")

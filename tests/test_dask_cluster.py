@@ -26,8 +26,6 @@ import fastconv.dask as fd  # noqa: E402
 # The workers unpickle this module's functions by value: they cannot import tests/.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
-
 
 def _cluster(**kwargs):
     return distributed.LocalCluster(host="127.0.0.1", n_workers=2, threads_per_worker=1,

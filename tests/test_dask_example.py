@@ -10,7 +10,6 @@ pytest.importorskip("distributed")
 pytest.importorskip("sklearn")
 
 
-@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 def test_small_run_of_the_dask_example(capsys):
     assert load_example("dask_conv").main(["--size", "512", "--chunk", "96", "--epochs", "1",
                                  "--batch-size", "128"]) == 0
