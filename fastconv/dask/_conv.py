@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import _validate as v
 from .._api import ConvGrads
 from . import _passes
-from ._spec import channels_in_one_chunk, check_call, one_block
+from ._spec import channels_in_one_chunk, check_call, check_engine, one_block
 
 # Partials (or sums of partials) added by one task of the weight and bias gradients' trees.
 SPLIT_EVERY = 4
@@ -48,6 +48,7 @@ def conv2d(x, w, stride=1, pad=0, *, bias=None, dilation=1, groups=1, layout="NC
     """
     call, _, unbatched, ws, bs, _ = check_call(x, w, bias, stride, pad, dilation, groups,
                                                layout, flip, backend)
+    check_engine(call)
     channels_in_one_chunk(x, call.c_axis - unbatched, "x")
     x4 = batched(x, unbatched)
     y = _passes.gathered(x4, one_block(w, ws, "w"), one_block(bias, bs, "bias"), call,
@@ -86,6 +87,8 @@ def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
                                               layout, flip, backend,
                                               extra=[(grad_y, "grad_y")])
     v.check_grad_y(grad_y.shape, call.g.y_shape, unbatched)
+    if want & {"x", "w"}:  # the bias gradient alone calls no engine
+        check_engine(call)
     split_every = split_every_arg(split_every)
     channels_in_one_chunk(x, call.c_axis - unbatched, "x")
     x4, gy4 = batched(x, unbatched), batched(grad_y, unbatched)

@@ -17,6 +17,7 @@ from dask.base import tokenize
 
 from .. import _validate as v
 from .._geometry import LAYOUT_NHWC, ConvGeometry
+from ..engines import get_engine
 
 
 def chunked(a, name: str):
@@ -132,3 +133,12 @@ def check_call(x, w, bias, stride, pad, dilation, groups, layout, flip, backend,
             v.check_bias(bs, g.C, "C_out")
     call = Call(g, layout, v.common_dtype(xs, ws, bs, *extras), flip, backend)
     return call, xs, unbatched, ws, bs, extras
+
+
+def check_engine(call: Call) -> None:
+    """The chosen engine's own refusal (Winograd's shapes), which fastconv meets when it
+    calls the engine, after every other check."""
+    if call.backend not in ("auto", "reference"):
+        check = getattr(get_engine(call.backend), "check", None)
+        if check is not None:
+            check(call.g)

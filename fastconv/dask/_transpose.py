@@ -12,7 +12,7 @@ from .. import _validate as v
 from .._api import ConvGrads
 from . import _passes
 from ._conv import SPLIT_EVERY, batched, check_chunks, split_every_arg
-from ._spec import channels_in_one_chunk, check_call, one_block
+from ._spec import channels_in_one_chunk, check_call, check_engine, one_block
 from ._tiling import owner_chunks
 
 
@@ -39,6 +39,7 @@ def conv_transpose2d(x, w, stride=1, pad=0, *, output_padding=0, bias=None, dila
     call, _, unbatched, ws, bs, _ = check_call(x, w, bias, stride, pad, dilation, groups,
                                                layout, flip, backend,
                                                transposed_padding=output_padding)
+    check_engine(call)
     channels_in_one_chunk(x, call.c_axis - unbatched, "x")
     x4 = batched(x, unbatched)
     tiles = _passes.output_tiles(x4.chunks, call)
@@ -66,6 +67,8 @@ def conv_transpose2d_backward(grad_y, x, w, stride=1, pad=0, *, output_padding=0
                                               extra=[(grad_y, "grad_y")],
                                               transposed_padding=output_padding)
     v.check_grad_y(grad_y.shape, call.g.x_shape, unbatched)
+    if want & {"x", "w"}:  # the bias gradient alone calls no engine
+        check_engine(call)
     split_every = split_every_arg(split_every)
     channels_in_one_chunk(x, call.c_axis - unbatched, "x")
     x4, gy4 = batched(x, unbatched), batched(grad_y, unbatched)
