@@ -2,9 +2,9 @@
 shares, and BLAS.
 
 The count defaults to ``FASTCONV_NUM_THREADS`` when that is set, else to
-``OMP_NUM_THREADS`` (its first entry), else to the cores this process may run on
-(``os.sched_getaffinity``). OMP_NUM_THREADS is how a process is told its share of a
-machine that others share: Dask's nanny sets it to 1 in each worker it starts, as do
+``OMP_NUM_THREADS`` (its first entry, as it was at import), else to the cores this
+process may run on (``os.sched_getaffinity``). OMP_NUM_THREADS is how a process is told
+its share of a machine that others share: Dask's nanny sets it to 1 in each worker it starts, as do
 job schedulers, and every OpenMP and BLAS runtime already honours it.
 
 A thread may also run its calls under a budget (``thread_budget``), which caps the count
@@ -42,14 +42,21 @@ def _default_threads() -> int:
             return _check(int(env), "FASTCONV_NUM_THREADS")
         except ValueError:
             raise ValueError(f"FASTCONV_NUM_THREADS must be a positive integer, got {env!r}") from None
-    return _omp_threads() or available_cores()
+    return _omp_threads(_OMP_AT_IMPORT) or available_cores()
 
 
-def _omp_threads() -> int | None:
+# OMP_NUM_THREADS as this process had it when fastconv was imported, which is when the
+# OpenMP and BLAS runtimes read it too: Dask's nanny sets it to 1 in the process that
+# starts workers as well as in the workers, and a client that starts a LocalCluster
+# keeps its own cores.
+_OMP_AT_IMPORT = os.environ.get("OMP_NUM_THREADS")
+
+
+def _omp_threads(value: str | None) -> int | None:
     """OMP_NUM_THREADS's first entry ("4,2" sets nested levels), or None when it is unset
     or not a positive integer: the variable is OpenMP's, which ignores such values too,
     so it is no error of ours."""
-    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    first = (value or "").split(",")[0].strip()
     return int(first) if first.isdigit() and int(first) > 0 else None
 
 

@@ -167,7 +167,10 @@ def test_a_killed_worker_does_not_change_the_result():
     y = fd.conv2d(x, w, stride=2, pad=1)
     x_whole = np.block([[[[_image_block((n, 0, i, j), (1, 2, 8, 8)) for j in range(3)]
                           for i in range(3)]] for n in range(2)])  # (2, 2, 24, 24)
+    threads_here = fastconv._threads._default_threads()
     with _cluster() as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        # The nanny sets OMP_NUM_THREADS=1 in this process too; fastconv read it at import.
+        assert fastconv._threads._default_threads() == threads_here
         pids = client.run(os.getpid)
         future = client.compute(y)
         victim = next(iter(pids))
