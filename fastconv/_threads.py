@@ -4,8 +4,8 @@ shares, and BLAS.
 The count defaults to ``FASTCONV_NUM_THREADS`` when that is set, else to
 ``OMP_NUM_THREADS`` (its first entry, as it was at import), else to the cores this
 process may run on (``os.sched_getaffinity``). OMP_NUM_THREADS is how a process is told
-its share of a machine that others share: Dask's nanny sets it to 1 in each worker it starts, as do
-job schedulers, and every OpenMP and BLAS runtime already honours it.
+its share of a machine that others share: Dask's nanny sets it to 1 in each worker it
+starts, as do job schedulers, and every OpenMP and BLAS runtime already honours it.
 
 A thread may also run its calls under a budget (``thread_budget``), which caps the count
 for that thread alone: a Dask task of ``fastconv.dask`` runs on its share of the
