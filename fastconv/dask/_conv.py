@@ -65,6 +65,22 @@ def check_chunks(grad_y, expected, unbatched: bool, what: str) -> None:
                          f"grad_y.rechunk({expected})")
 
 
+def backward_call(grad_y, x, w, want, options: tuple, split_every, transposed_padding=None):
+    """The checks a backward call starts with, in fastconv's order (``options`` are
+    stride, pad, dilation, groups, layout, flip and backend); returns (Call, whether x
+    came without a batch axis, x and grad_y with one, w as one chunk, split_every)."""
+    call, _, unbatched, ws, _, _ = check_call(x, w, None, *options, extra=[(grad_y, "grad_y")],
+                                              transposed_padding=transposed_padding)
+    forward_shape = call.g.y_shape if transposed_padding is None else call.g.x_shape
+    v.check_grad_y(grad_y.shape, forward_shape, unbatched)
+    if want & {"x", "w"}:  # the bias gradient alone calls no engine
+        check_engine(call)
+    split_every = split_every_arg(split_every)
+    channels_in_one_chunk(x, call.c_axis - unbatched, "x")
+    return (call, unbatched, batched(x, unbatched), batched(grad_y, unbatched),
+            one_block(w, ws, "w"), split_every)
+
+
 def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layout="NCHW",
                     flip=False, backend="auto", wrt=("x", "w", "b"),
                     split_every=SPLIT_EVERY):
@@ -83,18 +99,10 @@ def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
     every partial).
     """
     want = v.wrt_set(wrt)
-    call, _, unbatched, ws, _, _ = check_call(x, w, None, stride, pad, dilation, groups,
-                                              layout, flip, backend,
-                                              extra=[(grad_y, "grad_y")])
-    v.check_grad_y(grad_y.shape, call.g.y_shape, unbatched)
-    if want & {"x", "w"}:  # the bias gradient alone calls no engine
-        check_engine(call)
-    split_every = split_every_arg(split_every)
-    channels_in_one_chunk(x, call.c_axis - unbatched, "x")
-    x4, gy4 = batched(x, unbatched), batched(grad_y, unbatched)
+    call, unbatched, x4, gy4, w, split_every = backward_call(
+        grad_y, x, w, want, (stride, pad, dilation, groups, layout, flip, backend), split_every)
     tiles = _passes.conv_tiles(x4, call)
     check_chunks(grad_y, _passes.out_chunks(x4.chunks[0], call, tiles), unbatched, "conv2d")
-    w = one_block(w, ws, "w")
     gx = gw = gb = None
     if "x" in want:
         h, wd = call.hw_axes

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .. import _validate as v
 from .._api import ConvGrads
 from . import _passes
-from ._conv import SPLIT_EVERY, batched, check_chunks, split_every_arg
+from ._conv import SPLIT_EVERY, backward_call, batched, check_chunks
 from ._spec import channels_in_one_chunk, check_call, check_engine, one_block
 from ._tiling import owner_chunks
 
@@ -62,21 +62,13 @@ def conv_transpose2d_backward(grad_y, x, w, stride=1, pad=0, *, output_padding=0
     in :func:`fastconv.dask.conv2d_backward`.
     """
     want = v.wrt_set(wrt)
-    call, _, unbatched, ws, _, _ = check_call(x, w, None, stride, pad, dilation, groups,
-                                              layout, flip, backend,
-                                              extra=[(grad_y, "grad_y")],
-                                              transposed_padding=output_padding)
-    v.check_grad_y(grad_y.shape, call.g.x_shape, unbatched)
-    if want & {"x", "w"}:  # the bias gradient alone calls no engine
-        check_engine(call)
-    split_every = split_every_arg(split_every)
-    channels_in_one_chunk(x, call.c_axis - unbatched, "x")
-    x4, gy4 = batched(x, unbatched), batched(grad_y, unbatched)
+    call, unbatched, x4, gy4, w, split_every = backward_call(
+        grad_y, x, w, want, (stride, pad, dilation, groups, layout, flip, backend), split_every,
+        transposed_padding=output_padding)
     tiles = _passes.output_tiles(x4.chunks, call)
     owners = _owners(tiles)
     check_chunks(grad_y, call.arrange(x4.chunks[0], (call.g.C,), *owners), unbatched,
                  "conv_transpose2d")
-    w = one_block(w, ws, "w")
     gx = gw = gb = None
     if "x" in want:
         gx = _passes.gathered(gy4, w, None, call, tiles)
