@@ -35,6 +35,8 @@ Where things live:
 * the OpenMP threads' spin after a region: ``fastconv/_openmp.py``
 * the engines' output arrays (aligned, large ones reused; ``release_memory``):
   ``fastconv/engines/_alloc.py``
+* ``fastconv.dask`` (the dask extra; imported only by ``import fastconv.dask``): every
+  function above on chunked Dask arrays, ``fastconv/dask/``
 """
 from ._openmp import load_direct as _load_direct
 

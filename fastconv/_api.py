@@ -16,7 +16,7 @@ from . import _validate as v
 from ._autotune import ROUNDS, get_autotune
 from ._dispatch import choose_backend
 from ._geometry import LAYOUT_NHWC, ConvGeometry
-from ._threads import get_num_threads
+from ._threads import threads_here
 from .engines import get_engine
 
 ConvGrads = namedtuple("ConvGrads", ["x", "w", "b"])
@@ -46,7 +46,7 @@ def _check_memory(shape, dtype, name: str) -> None:
 def auto_engine(g: ConvGeometry, dtype, pass_name: str) -> str:
     """What ``backend="auto"`` runs: the tuned winner if there is one (``tune`` or
     autotune, this process's or the cache file's), else the cost model."""
-    threads = get_num_threads()
+    threads = threads_here()
     return (_tune.lookup(g, dtype, threads, pass_name)
             or choose_backend(g, dtype, threads)[pass_name])
 
@@ -104,7 +104,7 @@ class _Problem:
             return call(eng)
         out = call(eng, finite_only=True)
         if out is None:
-            exact = choose_backend(self.g, self.dtype, get_num_threads(),
+            exact = choose_backend(self.g, self.dtype, threads_here(),
                                    precision="highest")[pass_name]
             out = call(get_engine(exact))
         return out
@@ -114,7 +114,7 @@ class _Problem:
         call's arrays (fastconv/_autotune.py), keep the fastest, return its result.
         None when there is a winner already, or when Winograd met a NaN or Inf (no
         winner is kept then: the next call times again)."""
-        threads = get_num_threads()
+        threads = threads_here()
         if _tune.lookup(self.g, self.dtype, threads, pass_name):
             return None
         def call_for(name):
@@ -209,10 +209,7 @@ def conv2d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
                   extra=[(grad_y, "grad_y")])
     g = pr.g
     (gy,) = pr.extra
-    expected = g.y_shape[1:] if pr.unbatched else g.y_shape
-    if gy.shape != expected:
-        raise ValueError(f"grad_y must have the forward output's shape {expected}, "
-                         f"got {gy.shape}")
+    v.check_grad_y(gy.shape, g.y_shape, pr.unbatched)
     gy4 = gy[None] if pr.unbatched else gy
     gx = gw = gb = None
     if g.N == 0:

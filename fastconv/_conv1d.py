@@ -162,10 +162,7 @@ def conv1d_backward(grad_y, x, w, stride=1, pad=0, *, dilation=1, groups=1, layo
     """
     pr = _Problem1d(x, w, stride, pad, dilation, groups, layout)
     gy = v.as_array(grad_y, "grad_y")
-    expected = pr.y_shape[1:] if pr.unbatched else pr.y_shape
-    if gy.shape != expected:
-        raise ValueError(f"grad_y must have the forward output's shape {expected}, "
-                         f"got {gy.shape}")
+    v.check_grad_y(gy.shape, pr.y_shape, pr.unbatched)
     gy3 = gy[None] if pr.unbatched else gy
     g = conv2d_backward(pr.to_4d(gy3), pr.x4, pr.w4, flip=flip, backend=backend, wrt=wrt,
                         **pr.opts)

@@ -1,14 +1,22 @@
 """One thread count for everything: OpenMP in the direct engine, the im2col engine's
 shares, and BLAS.
 
-The count defaults to the cores this process may run on (``os.sched_getaffinity``),
-or to ``FASTCONV_NUM_THREADS`` when that is set. The direct engine's OpenMP regions call
-no BLAS; the im2col engine's Numba kernels run as one share per thread on the workers
-of ``run_shares`` (threads that sleep on a queue between calls, never spin), each
-making single-threaded gemm calls with every BLAS held at one thread for the duration
-(``_blas.single_threaded``). So no BLAS pool is started or left spinning by a pass, and
-at most ``n`` threads are busy at any time. BLAS gets ``n`` too, for the caller's own
-NumPy products between our calls.
+The count defaults to ``FASTCONV_NUM_THREADS`` when that is set, else to
+``OMP_NUM_THREADS`` (its first entry, as it was at import), else to the cores this
+process may run on (``os.sched_getaffinity``). OMP_NUM_THREADS is how a process is told
+its share of a machine that others share: Dask's nanny sets it to 1 in each worker it
+starts, as do job schedulers, and every OpenMP and BLAS runtime already honours it.
+
+A thread may also run its calls under a budget (``thread_budget``), which caps the count
+for that thread alone: a Dask task of ``fastconv.dask`` runs on its share of the
+process's count, whatever the other tasks in the process are doing.
+
+The direct engine's OpenMP regions call no BLAS; the im2col engine's Numba kernels run
+as one share per thread on the workers of ``run_shares`` (threads that sleep on a queue
+between calls, never spin), each making single-threaded gemm calls with every BLAS held
+at one thread for the duration (``_blas.single_threaded``). So no BLAS pool is started
+or left spinning by a pass, and at most ``n`` threads are busy at any time. BLAS gets
+``n`` too, for the caller's own NumPy products between our calls.
 """
 from __future__ import annotations
 
@@ -34,7 +42,22 @@ def _default_threads() -> int:
             return _check(int(env), "FASTCONV_NUM_THREADS")
         except ValueError:
             raise ValueError(f"FASTCONV_NUM_THREADS must be a positive integer, got {env!r}") from None
-    return available_cores()
+    return _omp_threads(_OMP_AT_IMPORT) or available_cores()
+
+
+# OMP_NUM_THREADS as this process had it when fastconv was imported, which is when the
+# OpenMP and BLAS runtimes read it too: Dask's nanny sets it to 1 in the process that
+# starts workers as well as in the workers, and a client that starts a LocalCluster
+# keeps its own cores.
+_OMP_AT_IMPORT = os.environ.get("OMP_NUM_THREADS")
+
+
+def _omp_threads(value: str | None) -> int | None:
+    """OMP_NUM_THREADS's first entry ("4,2" sets nested levels), or None when it is unset
+    or not a positive integer: the variable is OpenMP's, which ignores such values too,
+    so it is no error of ours."""
+    first = (value or "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
 
 
 _lock = threading.Lock()
@@ -99,13 +122,40 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# The budget of the calling thread (thread_budget), None when it has none.
+_budget = threading.local()
+
+
+@contextlib.contextmanager
+def thread_budget(n: int):
+    """Context manager: calls made on this thread, and only on this thread, use at most
+    ``n`` threads; the process-wide count is untouched, so concurrent callers (a Dask
+    worker's task threads) each keep their own share."""
+    n = _check(n)
+    old = getattr(_budget, "n", None)
+    _budget.n = n
+    try:
+        yield
+    finally:
+        _budget.n = old
+
+
+def threads_here() -> int:
+    """The thread count of a call made on this thread: the count, capped by the thread's
+    budget. The engines' thread counts and ``auto``'s choice both follow it."""
+    n = get_num_threads()
+    cap = getattr(_budget, "n", None)
+    return n if cap is None else min(n, cap)
+
+
 def kernel_threads() -> int:
-    """Threads for an OpenMP or Numba parallel region: the thread count, or 1 in a process
-    forked after such a region ran (see above). Engines call this on every call."""
+    """Threads for an OpenMP or Numba parallel region: the thread count (under this
+    thread's budget), or 1 in a process forked after such a region ran (see above).
+    Engines call this on every call."""
     global _pools_started
     if _forked_after_pools:
         return 1
-    n = get_num_threads()
+    n = threads_here()
     if n > 1:
         _pools_started = True
     return n

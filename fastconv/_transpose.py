@@ -116,8 +116,8 @@ def _conv_transpose2d(x, w, stride, pad, bias, dilation, groups, layout, flip, b
                             flip, backend, extra=[(bias, "bias")])
     g = pr.g
     (b,) = pr.extra
-    if b is not None and b.shape != (g.C,):
-        raise ValueError(f"bias must have shape (C_out,) = ({g.C},), got shape {b.shape}")
+    if b is not None:
+        v.check_bias(b, g.C, "C_out")
     _check_memory(g.x_shape, pr.dtype, "the output")
     if g.N == 0:
         return pr.unbatch(np.zeros(g.x_shape, dtype=pr.dtype))
@@ -151,10 +151,7 @@ def conv_transpose2d_backward(grad_y, x, w, stride=1, pad=0, *, output_padding=0
                             flip, backend, extra=[(grad_y, "grad_y")])
     g = pr.g
     (gy,) = pr.extra
-    expected = g.x_shape[1:] if pr.unbatched else g.x_shape
-    if gy.shape != expected:
-        raise ValueError(f"grad_y must have the forward output's shape {expected}, "
-                         f"got {gy.shape}")
+    v.check_grad_y(gy.shape, g.x_shape, pr.unbatched)
     gy4 = gy[None] if pr.unbatched else gy
     if g.N == 0:
         gx = np.zeros(g.y_shape, pr.dtype) if "x" in want else None
@@ -251,10 +248,7 @@ def conv_transpose1d_backward(grad_y, x, w, stride=1, pad=0, *, output_padding=0
     shape and (C_out,); a gradient not named in ``wrt`` is None."""
     pr = _TransposedProblem1d(x, w, stride, pad, output_padding, dilation, groups, layout)
     gy = v.as_array(grad_y, "grad_y")
-    expected = pr.y_shape[1:] if pr.unbatched else pr.y_shape
-    if gy.shape != expected:
-        raise ValueError(f"grad_y must have the forward output's shape {expected}, "
-                         f"got {gy.shape}")
+    v.check_grad_y(gy.shape, pr.y_shape, pr.unbatched)
     gy3 = gy[None] if pr.unbatched else gy
     g = conv_transpose2d_backward(pr.to_4d(gy3), pr.x4, pr.w4, flip=flip, backend=backend,
                                   wrt=wrt, **pr.opts)

@@ -305,6 +305,17 @@ def batched(x: np.ndarray, name: str, layout: int) -> tuple[np.ndarray, bool]:
                      f"layout={lname!r}, got a {x.ndim}-D array of shape {x.shape}")
 
 
-def check_bias(bias: np.ndarray, K: int) -> None:
+def check_grad_y(shape, y_shape, unbatched: bool) -> None:
+    """``grad_y`` has the forward output's shape ``y_shape``, less its batch axis when the
+    input came without one."""
+    expected = tuple(y_shape[1:]) if unbatched else tuple(y_shape)
+    if tuple(shape) != expected:
+        raise ValueError(f"grad_y must have the forward output's shape {expected}, "
+                         f"got {tuple(shape)}")
+
+
+def check_bias(bias: np.ndarray, K: int, channels: str = "K") -> None:
+    """``bias`` holds one value for each of the ``K`` output channels (named ``channels``
+    in the message: a transposed convolution's are C_out)."""
     if bias.shape != (K,):
-        raise ValueError(f"bias must have shape (K,) = ({K},), got shape {bias.shape}")
+        raise ValueError(f"bias must have shape ({channels},) = ({K},), got shape {bias.shape}")

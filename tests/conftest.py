@@ -1,6 +1,9 @@
 """Shared helpers: tolerances, random problems, and a comparison that explains itself."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -97,6 +100,15 @@ def random_problem(seed: int):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def load_example(name: str):
+    """examples/<name>.py as a module (the examples are scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # Every public function that takes caller arrays; the fixture below wraps those present.

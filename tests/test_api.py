@@ -193,6 +193,43 @@ def test_thread_control():
         fastconv.set_num_threads("2")
 
 
+
+@pytest.mark.parametrize("env, expected", [
+    ({"OMP_NUM_THREADS": "1"}, 1),                            # what Dask's nanny sets
+    ({"OMP_NUM_THREADS": "3,1"}, 3),                          # nested levels: the first
+    ({"OMP_NUM_THREADS": "1", "FASTCONV_NUM_THREADS": "2"}, 2),  # ours wins
+    ({"OMP_NUM_THREADS": "many"}, None),                      # OpenMP's to judge: ignored
+])
+def test_default_thread_count_honours_omp_num_threads(monkeypatch, env, expected):
+    from fastconv import _threads
+    monkeypatch.delenv("FASTCONV_NUM_THREADS", raising=False)
+    if "FASTCONV_NUM_THREADS" in env:
+        monkeypatch.setenv("FASTCONV_NUM_THREADS", env["FASTCONV_NUM_THREADS"])
+    monkeypatch.setattr(_threads, "_OMP_AT_IMPORT", env["OMP_NUM_THREADS"])  # read at import
+    assert _threads._default_threads() == (expected or _threads.available_cores())
+
+
+def test_thread_budget_caps_this_thread_only():
+    import threading
+
+    from fastconv._threads import GRAIN_FLOPS, thread_budget, threads_for, threads_here
+    seen = {}
+    with fastconv.num_threads(2):
+        with thread_budget(1):
+            seen["budget"] = (threads_here(), threads_for(100 * GRAIN_FLOPS))
+            other = threading.Thread(target=lambda: seen.update(other=threads_here()))
+            other.start()
+            other.join()
+            assert fastconv.get_num_threads() == 2  # the process-wide count is untouched
+        seen["after"] = threads_here()
+        with thread_budget(4):  # a budget caps, never raises, the count
+            seen["above"] = threads_here()
+    assert seen == {"budget": (1, 1), "other": 2, "after": 2, "above": 2}
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        with thread_budget(0):
+            pass
+
+
 def test_show_config(capsys):
     fastconv.show_config()
     out = capsys.readouterr().out

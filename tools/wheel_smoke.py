@@ -7,6 +7,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,12 @@ import fastconv  # noqa: E402
 assert "site-packages" in fastconv.__file__, fastconv.__file__
 print("fastconv", fastconv.__version__, "from", fastconv.__file__)
 fastconv.show_config()
+# fastconv.dask ships in every wheel; its dependencies are the dask extra's, not installed
+# here, so its files are looked for rather than imported.
+package = Path(fastconv.__file__).parent / "dask"
+missing = [m for m in ("__init__", "_conv", "_conv1d", "_graph", "_passes", "_spec", "_tasks",
+                       "_tiling", "_transpose") if not (package / f"{m}.py").is_file()]
+assert not missing, f"the wheel lacks fastconv/dask/ {missing}"
 
 rng = np.random.default_rng(0)
 cases = [
