@@ -304,7 +304,7 @@ BAD = {  # the argument conv2d is given, as keyword arguments over (x, w) above
     "w complex": dict(w=np.ones((4, 3, 3, 3), complex)),
     "x complex": dict(x=np.ones((2, 3, 8, 8), complex)),
     "x 5-D": dict(x=np.ones((1, 2, 3, 8, 8))),
-    "winograd stride": dict(stride=2, backend="winograd"),
+    "winograd stride": dict(stride=3, backend="winograd"),  # phases do not tile 8 rows
 }
 
 
@@ -333,7 +333,7 @@ def test_bad_backward_arguments_give_conv2d_backwards_errors(case):
     if case in BAD:
         x, w, kw = _bad_call(case)
     gy = {"grad_y shape": np.ones((2, 4, 7, 8)), "grad_y complex": np.ones((2, 4, 6, 6), complex),
-          "winograd stride": np.ones((2, 4, 3, 3))}.get(case, np.ones((2, 4, 6, 6)))
+          "winograd stride": np.ones((2, 4, 2, 2))}.get(case, np.ones((2, 4, 6, 6)))
     with pytest.raises((TypeError, ValueError)) as expected:
         fastconv.conv2d_backward(gy, x, w, **kw)
     with pytest.raises(expected.type) as got:
@@ -353,7 +353,7 @@ def test_bad_backward_arguments_give_conv2d_backwards_errors(case):
                               bias=np.ones(3))),
     ("conv_transpose1d", dict(x=np.ones((1, 3, 5)), w=np.ones((2, 2, 3)))),
     ("conv_transpose2d", dict(x=np.ones((1, 3, 5, 5)), w=np.ones((3, 2, 3, 3)), stride=2,
-                              backend="winograd")),
+                              backend="winograd")),  # 11 rows: no stride phases
     ("conv1d", dict(x=np.ones((2, 3, 9)), w=np.ones((4, 3, 3)), backend="winograd")),
 ])
 def test_other_functions_give_fastconvs_errors(fn, args):
@@ -463,3 +463,19 @@ def test_random_chunkings_of_transposed_match_fastconv(problem, op, seed):
     except ValueError:  # pads that crop the whole output
         return
     _check_transposed(x, w, rng.standard_normal(3), chunks, output_padding=op, **opts)
+
+
+def test_winograd_stride_phases_need_whole_spatial_axes():
+    # 4x4 at stride 2 runs through Winograd's stride phases, which must tile each block
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 3, 8, 8))
+    w = rng.standard_normal((5, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"backend='winograd' on a strided layer.*one chunk "
+                                         r"each; got chunks \(\(4, 4\), \(8,\)\)"):
+        fd.conv2d(da.from_array(x, chunks=(2, 3, 4, 8)), w, 2, 1, backend="winograd")
+    with pytest.raises(ValueError, match="backend='winograd' on a strided layer"):
+        fd.conv_transpose2d(da.from_array(x, chunks=(2, 3, 8, 4)), w.transpose(1, 0, 2, 3),
+                            2, 1, backend="winograd")
+    whole = da.from_array(x, chunks=(2, 3, 8, 8))  # batch chunks only: the phases tile
+    np.testing.assert_allclose(fd.conv2d(whole, w, 2, 1, backend="winograd").compute(
+        scheduler="threads"), fastconv.conv2d(x, w, 2, 1), rtol=0, atol=1e-11)

@@ -48,7 +48,7 @@ def conv2d(x, w, stride=1, pad=0, *, bias=None, dilation=1, groups=1, layout="NC
     """
     call, _, unbatched, ws, bs, _ = check_call(x, w, bias, stride, pad, dilation, groups,
                                                layout, flip, backend)
-    check_engine(call)
+    check_engine(call, x, unbatched)
     channels_in_one_chunk(x, call.c_axis - unbatched, "x")
     x4 = batched(x, unbatched)
     y = _passes.gathered(x4, one_block(w, ws, "w"), one_block(bias, bs, "bias"), call,
@@ -74,7 +74,7 @@ def backward_call(grad_y, x, w, want, options: tuple, split_every, transposed_pa
     forward_shape = call.g.y_shape if transposed_padding is None else call.g.x_shape
     v.check_grad_y(grad_y.shape, forward_shape, unbatched)
     if want & {"x", "w"}:  # the bias gradient alone calls no engine
-        check_engine(call)
+        check_engine(call, x, unbatched)
     split_every = split_every_arg(split_every)
     channels_in_one_chunk(x, call.c_axis - unbatched, "x")
     return (call, unbatched, batched(x, unbatched), batched(grad_y, unbatched),

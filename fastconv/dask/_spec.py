@@ -135,10 +135,21 @@ def check_call(x, w, bias, stride, pad, dilation, groups, layout, flip, backend,
     return call, xs, unbatched, ws, bs, extras
 
 
-def check_engine(call: Call) -> None:
+def check_engine(call: Call, x=None, unbatched: bool = False) -> None:
     """The chosen engine's own refusal (Winograd's shapes), which fastconv meets when it
-    calls the engine, after every other check."""
+    calls the engine, after every other check. Winograd's stride phases must tile each
+    block's window, which blocks of spatial chunks need not: asked for by name on a
+    strided layer, it takes H and W in one chunk each (``auto`` chooses per block)."""
     if call.backend not in ("auto", "reference"):
         check = getattr(get_engine(call.backend), "check", None)
         if check is not None:
             check(call.g)
+    if call.backend == "winograd" and x is not None and (call.g.stride_h > 1
+                                                         or call.g.stride_w > 1):
+        spatial = [x.chunks[a - unbatched] for a in call.hw_axes]
+        if any(len(c) > 1 for c in spatial):
+            raise ValueError(
+                "backend='winograd' on a strided layer runs through stride phases that "
+                "must tile each block, so it takes x's H and W in one chunk each; got "
+                f"chunks {tuple(spatial)}. Use backend='auto' (which picks per block) or "
+                "rechunk H and W to one chunk")

@@ -39,7 +39,7 @@ def conv_transpose2d(x, w, stride=1, pad=0, *, output_padding=0, bias=None, dila
     call, _, unbatched, ws, bs, _ = check_call(x, w, bias, stride, pad, dilation, groups,
                                                layout, flip, backend,
                                                transposed_padding=output_padding)
-    check_engine(call)
+    check_engine(call, x, unbatched)
     channels_in_one_chunk(x, call.c_axis - unbatched, "x")
     x4 = batched(x, unbatched)
     tiles = _passes.output_tiles(x4.chunks, call)
