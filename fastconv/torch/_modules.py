@@ -1,0 +1,89 @@
+"""``nn.Conv2d``, ``nn.Conv1d`` and ``nn.ConvTranspose2d`` on fastconv, and ``convert``.
+
+Each module is a subclass of torch's, changing only the call that convolves: the
+constructor, the parameters, ``state_dict`` keys, ``padding_mode``, ``extra_repr`` and
+hooks are torch's own, so weights load either way and ``isinstance(m, nn.Conv2d)``
+still holds.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from . import _functional as F
+
+
+class Conv2d(nn.Conv2d):
+    """``torch.nn.Conv2d`` computed by fastconv (CPU, float32 or float64)."""
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":  # as nn.Conv2d: pad first, then convolve
+            input = nn.functional.pad(input, self._reversed_padding_repeated_twice,
+                                      mode=self.padding_mode)
+            return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+class Conv1d(nn.Conv1d):
+    """``torch.nn.Conv1d`` computed by fastconv."""
+
+    def _conv_forward(self, input, weight, bias):
+        if self.padding_mode != "zeros":
+            input = nn.functional.pad(input, self._reversed_padding_repeated_twice,
+                                      mode=self.padding_mode)
+            return F.conv1d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv1d(input, weight, bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``torch.nn.ConvTranspose2d`` computed by fastconv (``output_size`` as torch's)."""
+
+    def forward(self, input, output_size=None):
+        if self.padding_mode != "zeros":
+            raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
+                                              self.kernel_size, 2, self.dilation)
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                  output_padding, self.groups, self.dilation)
+
+
+# torch's class -> ours. Exact types only: a user's subclass of nn.Conv2d may change
+# its forward, which a swap would lose.
+_SWAPS = {nn.Conv2d: Conv2d, nn.Conv1d: Conv1d, nn.ConvTranspose2d: ConvTranspose2d}
+
+
+def depthwise(module: nn.Module) -> bool:
+    """A predicate for ``convert``: convolutions with one input channel per group (and
+    more than one group), the depthwise layers of MobileNets."""
+    return (isinstance(module, nn.modules.conv._ConvNd) and module.groups > 1
+            and module.in_channels == module.groups)
+
+
+def _swapped(module: nn.Module) -> nn.Module:
+    """``module`` as our class, sharing its parameters, buffers and hooks (no copy)."""
+    new = _SWAPS[type(module)].__new__(_SWAPS[type(module)])
+    new.__dict__.update(module.__dict__)
+    return new
+
+
+def convert(model: nn.Module, where=None) -> nn.Module:
+    """Swap the ``nn.Conv2d``, ``nn.Conv1d`` and ``nn.ConvTranspose2d`` modules of
+    ``model`` (all of them, or those for which ``where(module)`` is true, e.g.
+    :func:`depthwise`) for fastconv's, in place, and return the model (the new module
+    when ``model`` is itself one of them). The parameters are shared, not copied, so an
+    optimizer made before still updates them."""
+    if where is not None and not callable(where):
+        raise TypeError(f"where must be a predicate module -> bool or None, got "
+                        f"{type(where).__name__}")
+
+    def chosen(m):
+        return type(m) in _SWAPS and (where is None or where(m))
+
+    if chosen(model):
+        return _swapped(model)
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if chosen(child):
+                setattr(parent, name, _swapped(child))
+    return model
