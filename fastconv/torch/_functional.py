@@ -74,7 +74,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     stride = v.pair(stride, "stride", 1)
     dilation = v.pair(dilation, "dilation", 1)
     pad = _padding(padding, weight.shape[2:], stride, dilation)
-    y = _ops.conv2d(x, weight, bias, list(stride), pad, list(dilation), groups)
+    y = _ops.call_conv2d(x, weight, bias, list(stride), pad, list(dilation), groups)
     return y.squeeze(0) if unbatched else y
 
 
@@ -86,7 +86,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     stride = _one(stride, "stride", 1)
     dilation = _one(dilation, "dilation", 1)
     pad = _padding(padding, weight.shape[2:], (stride,), (dilation,))
-    y = _ops.conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, [1, stride], pad,
+    y = _ops.call_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, [1, stride], pad,
                     [1, dilation], groups).squeeze(2)
     return y.squeeze(0) if unbatched else y
 
@@ -113,7 +113,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
         raise ValueError(f"padding {tuple(pad[::2])} crops more than conv_transpose2d's "
                          f"output of input spatial {tuple(x.shape[2:])} has: it would be "
                          f"{tuple(size)}")
-    y = _ops.conv2d_grad_input(x, weight, size, list(stride), pad, list(dilation), groups)
+    y = _ops.call_grad_input(x, weight, size, list(stride), pad, list(dilation), groups)
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y.squeeze(0) if unbatched else y

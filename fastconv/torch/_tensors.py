@@ -21,7 +21,7 @@ def check(t, name: str, ranks: tuple[int, ...], dtype=None) -> None:
     and of one of ``ranks``; else TypeError or ValueError saying what was given."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise TypeError(f"{name} must be a CPU tensor (fastconv runs on the CPU), got a "
                         f"tensor on device {t.device}")
     if t.dtype not in SUPPORTED:
@@ -42,14 +42,12 @@ def is_nhwc(t: torch.Tensor) -> bool:
 
 def act(t: torch.Tensor, nhwc: bool):
     """An activation (N, C, H, W) as fastconv's NCHW or NHWC array: a view."""
-    t = t.detach()
-    return (t.permute(0, 2, 3, 1) if nhwc else t).numpy()
+    return (t.permute(0, 2, 3, 1) if nhwc else t).numpy(force=True)
 
 
 def filt(w: torch.Tensor, nhwc: bool):
     """Filters (K, C/groups, R, S) as OIHW or HWIO: a view (HWIO usually strided)."""
-    w = w.detach()
-    return (w.permute(2, 3, 1, 0) if nhwc else w).numpy()
+    return (w.permute(2, 3, 1, 0) if nhwc else w).numpy(force=True)
 
 
 def act_out(a, nhwc: bool) -> torch.Tensor:
