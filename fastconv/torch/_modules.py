@@ -12,28 +12,28 @@ from torch import nn
 from . import _functional as F
 
 
+def _conv_forward(module, conv, input, weight, bias):
+    """nn.Conv2d's and nn.Conv1d's ``_conv_forward`` with ``conv`` for F's function."""
+    padding = module.padding
+    if module.padding_mode != "zeros":  # as torch: pad first, then convolve
+        input = nn.functional.pad(input, module._reversed_padding_repeated_twice,
+                                  mode=module.padding_mode)
+        padding = 0
+    return conv(input, weight, bias, module.stride, padding, module.dilation, module.groups)
+
+
 class Conv2d(nn.Conv2d):
     """``torch.nn.Conv2d`` computed by fastconv (CPU, float32 or float64)."""
 
     def _conv_forward(self, input, weight, bias):
-        if self.padding_mode != "zeros":  # as nn.Conv2d: pad first, then convolve
-            input = nn.functional.pad(input, self._reversed_padding_repeated_twice,
-                                      mode=self.padding_mode)
-            return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        return _conv_forward(self, F.conv2d, input, weight, bias)
 
 
 class Conv1d(nn.Conv1d):
     """``torch.nn.Conv1d`` computed by fastconv."""
 
     def _conv_forward(self, input, weight, bias):
-        if self.padding_mode != "zeros":
-            input = nn.functional.pad(input, self._reversed_padding_repeated_twice,
-                                      mode=self.padding_mode)
-            return F.conv1d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv1d(input, weight, bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+        return _conv_forward(self, F.conv1d, input, weight, bias)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
