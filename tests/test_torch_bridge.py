@@ -96,6 +96,40 @@ def test_gradcheck_and_gradgradcheck(opts, channels_last):
     assert torch.autograd.gradgradcheck(f, args)
 
 
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+
+class _Watching(TorchDispatchMode):
+    """A dispatch mode that changes nothing but records the operators it sees: with
+    one active the bridge must call its operators (as under tracing), not take its
+    eager shortcuts."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_operators_themselves_pass_gradcheck_and_gradgradcheck():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(2, 1, 3, 2, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, generator=gen, requires_grad=True)
+    f = lambda x, w, b: ft.conv2d(x, w, b, stride=2, padding=1, groups=2)  # noqa: E731
+    with _Watching() as mode:
+        assert torch.autograd.gradcheck(f, (x, w, b))
+        assert torch.autograd.gradgradcheck(f, (x, w, b))
+        via_ops = torch.autograd.grad(f(x, w, b).sum(), (x, w, b))
+    assert {"fastconv.conv2d", "fastconv.conv2d_grad_input",
+            "fastconv.conv2d_grad_weight"} <= mode.seen, mode.seen
+    # the eager shortcuts compute the same
+    for a, r in zip(torch.autograd.grad(f(x, w, b).sum(), (x, w, b)), via_ops):
+        _close(a, r)
+
+
 def test_gradgrad_equals_torch():
     """A double-backward quantity (the gradient of |grad_x|^2) against torch's."""
     gen = torch.Generator().manual_seed(1)

@@ -141,8 +141,9 @@ def _(gy, x, w_shape, stride, pad, dilation, groups):
 
 # --- autograd -----------------------------------------------------------------------
 # The backward formulas call the passes through call_*: in a plain backward (grad mode
-# off) that is the implementation itself; with create_graph, or while torch.compile's
-# autograd traces the backward, it is the operator, recorded for the next derivative.
+# off) that is the implementation itself (conv2d's: one fastconv call for all three
+# gradients); with create_graph a recorded pass, differentiable again; while
+# torch.compile's autograd traces the backward, the operator.
 
 def _save(ctx, inputs, output):
     # Each pass's two tensors come first and its geometry (stride, pad, dilation,
@@ -155,10 +156,26 @@ def _conv2d_backward(ctx, gy):
     x, w = ctx.saved_tensors
     geo = ctx.geometry
     need = ctx.needs_input_grad
+    if need[0] and need[1] and not torch.is_grad_enabled() and _eager(gy, x, w):
+        return (*_grads_at_once(gy, x, w, geo, need), None, None, None, None)
     gx = call_grad_input(gy, w, list(x.shape[2:]), *geo) if need[0] else None
     gw = call_grad_weight(gy, x, list(w.shape), *geo) if need[1] else None
     gb = gy.sum((0, 2, 3)) if need[2] else None
     return gx, gw, gb, None, None, None, None
+
+
+def _grads_at_once(gy, x, w, geo, need):
+    """(gx, gw, gb) in one fastconv.conv2d_backward call (one set of checks, not
+    three): for a plain backward, which records nothing for a next derivative."""
+    stride, pad, dilation, groups = geo
+    _follow_torch_threads()
+    nhwc = t.is_nhwc(x)
+    g = fastconv.conv2d_backward(t.act(gy, nhwc), t.act(x, nhwc), t.filt(w, nhwc), stride,
+                                 _sides(pad), dilation=dilation, groups=groups,
+                                 layout=_layout(nhwc),
+                                 wrt=tuple(n for n, k in zip("xwb", need) if k))
+    return (t.act_out(g.x, nhwc), t.filt_out(g.w, nhwc),
+            None if g.b is None else torch.from_numpy(g.b))
 
 
 def _grad_input_backward(ctx, g):
@@ -202,39 +219,64 @@ conv2d_grad_input.register_autograd(_grad_input_backward, setup_context=_save)
 conv2d_grad_weight.register_autograd(_grad_weight_backward, setup_context=_save)
 
 
-# --- the eager shortcut -------------------------------------------------------------
+# --- the eager shortcuts ------------------------------------------------------------
+# torch's custom-op machinery costs more than the whole bridge: a no-op custom op took
+# 34 us, and conv2d's autograd wrapper ~170 us more than a torch.autograd.Function with
+# the same formulas (2026-12-03, a slow shared VM; fastconv.conv2d itself ~180 us on a
+# 1x8x8x8 layer there). In plain eager calls (plain CPU tensors, not compiling, no
+# dispatch or function mode -- proxy or fake tracing, FlopCounter ... -- that must see
+# the operator) a pass runs its implementation directly, or, when a gradient is wanted,
+# through an autograd.Function with the operator's own setup_context and backward.
+# Everything else goes through the operator.
 
 def _plain(a) -> bool:
     return a is None or type(a) is torch.Tensor
 
 
-def _direct(a, b, c) -> bool:
-    """Whether a call may run the implementation without the dispatcher: eager, no
-    gradient wanted, plain CPU tensors, no dispatch or function mode (proxy or fake
-    tracing, FlopCounter ...) that must see the operator. Its custom-op machinery costs
-    more than the whole bridge otherwise (a no-op custom op: 34 us, 2026-12-03)."""
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad
-                                    or (isinstance(c, torch.Tensor) and c.requires_grad)):
-        return False
+def _eager(a, b, c) -> bool:
+    """Whether nothing but autograd needs to see a call on these tensors."""
     return (type(a) is torch.Tensor and type(b) is torch.Tensor and _plain(c)
             and not torch.compiler.is_compiling()
             and not torch._C._len_torch_dispatch_stack()
             and not torch._C._is_torch_function_mode_enabled())
 
 
+def _wants_grad(a, b, c) -> bool:
+    return torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or (
+        c is not None and c.requires_grad))
+
+
+def _function(name, impl, backward):
+    """An autograd.Function running ``impl`` with the operator's formulas."""
+    return type(name, (torch.autograd.Function,), dict(
+        forward=staticmethod(impl), setup_context=staticmethod(_save),
+        backward=staticmethod(backward)))
+
+
+_Conv2d = _function("_Conv2d", _conv2d, _conv2d_backward)
+_GradInput = _function("_GradInput", _conv2d_grad_input, _grad_input_backward)
+_GradWeight = _function("_GradWeight", _conv2d_grad_weight, _grad_weight_backward)
+
+
+def _route(op, impl, fn, a, b, c=None):
+    if not _eager(a, b, c):
+        return op
+    return fn.apply if _wants_grad(a, b, c) else impl
+
+
 def call_conv2d(x, w, b, stride, pad, dilation, groups):
-    """conv2d(...), through the operator unless ``_direct`` allows the shortcut."""
-    run = _conv2d if _direct(x, w, b) else conv2d
+    """conv2d(...): the operator, or in plain eager calls its implementation."""
+    run = _route(conv2d, _conv2d, _Conv2d, x, w, b)
     return run(x, w, b, stride, pad, dilation, groups)
 
 
 def call_grad_input(gy, w, size, stride, pad, dilation, groups):
     """conv2d_grad_input(...), as call_conv2d (the transposed convolution's forward)."""
-    run = _conv2d_grad_input if _direct(gy, w, None) else conv2d_grad_input
+    run = _route(conv2d_grad_input, _conv2d_grad_input, _GradInput, gy, w)
     return run(gy, w, size, stride, pad, dilation, groups)
 
 
 def call_grad_weight(gy, x, w_shape, stride, pad, dilation, groups):
     """conv2d_grad_weight(...), as call_conv2d."""
-    run = _conv2d_grad_weight if _direct(gy, x, None) else conv2d_grad_weight
+    run = _route(conv2d_grad_weight, _conv2d_grad_weight, _GradWeight, gy, x)
     return run(gy, x, w_shape, stride, pad, dilation, groups)
