@@ -193,6 +193,25 @@ def test_conv_transpose2d_equals_torch(seed):
         _close(a, r, str(opts))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_conv_transpose1d_equals_torch(seed):
+    rng = np.random.default_rng(seed)
+    groups, stride, dilation = int(rng.choice([1, 2])), int(rng.integers(1, 4)), int(rng.integers(1, 3))
+    R = int(rng.integers(1, 5))
+    opts = dict(stride=stride, padding=int(rng.integers(0, R)),
+                output_padding=int(rng.integers(0, max(stride, dilation))), groups=groups,
+                dilation=dilation)
+    x = torch.randn(2, 2 * groups, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2 * groups, 3, R, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
+    y, ref = ft.conv_transpose1d(x, w, b, **opts), F.conv_transpose1d(x, w, b, **opts)
+    _close(y, ref, str(opts))
+    gy = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(y, (x, w, b), gy),
+                    torch.autograd.grad(ref, (x, w, b), gy)):
+        _close(a, r, str(opts))
+
+
 def test_conv_transpose2d_and_conv1d_gradgradcheck():
     x = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
@@ -328,6 +347,9 @@ def test_modules_equal_torchs(padding_mode):
         pairs.append((nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1,
                                          dtype=torch.float64),
                       ft.ConvTranspose2d, torch.randn(2, 3, 5, 5, dtype=torch.float64)))
+        pairs.append((nn.ConvTranspose1d(3, 4, 3, stride=2, padding=1, output_padding=1,
+                                         dtype=torch.float64),
+                      ft.ConvTranspose1d, torch.randn(2, 3, 5, dtype=torch.float64)))
     for ref, cls, x in pairs:
         ours = ft.convert(ref.__class__(**_init_args(ref)))
         assert type(ours) is cls
@@ -340,7 +362,7 @@ def _init_args(m):
                 kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
                 dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
                 padding_mode=m.padding_mode, dtype=m.weight.dtype)
-    if isinstance(m, nn.ConvTranspose2d):
+    if isinstance(m, (nn.ConvTranspose2d, nn.ConvTranspose1d)):
         args["output_padding"] = m.output_padding
     return args
 

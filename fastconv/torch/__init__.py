@@ -7,8 +7,9 @@ imports PyTorch. Where things live:
 
 * the custom operators ``fastconv::conv2d``, ``fastconv::conv2d_grad_input``,
   ``fastconv::conv2d_grad_weight`` and their autograd: ``_ops.py``
-* ``conv2d``, ``conv1d``, ``conv_transpose2d``: ``_functional.py``
-* ``Conv2d``, ``Conv1d``, ``ConvTranspose2d``, ``convert``, ``depthwise``: ``_modules.py``
+* ``conv2d``, ``conv1d``, ``conv_transpose2d``, ``conv_transpose1d``: ``_functional.py``
+* ``Conv2d``, ``Conv1d``, ``ConvTranspose2d``, ``ConvTranspose1d``, ``convert``,
+  ``depthwise``: ``_modules.py``
 * the tensor checks and the NumPy views (contiguous -> NCHW, channels_last -> NHWC,
   no copy): ``_tensors.py``
 
@@ -18,8 +19,8 @@ or ``with fastconv.num_threads(n)``), which then holds.
 """
 from __future__ import annotations
 
-from ._functional import conv1d, conv2d, conv_transpose2d
-from ._modules import Conv1d, Conv2d, ConvTranspose2d, convert, depthwise
+from ._functional import conv1d, conv2d, conv_transpose1d, conv_transpose2d
+from ._modules import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, convert, depthwise
 
-__all__ = ["conv1d", "conv2d", "conv_transpose2d", "Conv1d", "Conv2d", "ConvTranspose2d",
-           "convert", "depthwise"]
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "Conv1d", "Conv2d",
+           "ConvTranspose1d", "ConvTranspose2d", "convert", "depthwise"]

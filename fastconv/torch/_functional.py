@@ -98,22 +98,49 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     (C_in, C_out/groups, R, S); the input gradient of the convolution of weight."""
     _check(input, weight, bias, (3, 4))
     x, unbatched = _batched(input, 3)
-    if isinstance(padding, str):
-        raise ValueError(f"padding of conv_transpose2d must be an int or a tuple (as in "
-                         f"PyTorch), got {padding!r}")
+    _no_strings(padding, "conv_transpose2d")
     stride = v.pair(stride, "stride", 1)
     dilation = v.pair(dilation, "dilation", 1)
     op = v.pair(output_padding, "output_padding", 0)
-    v.check_output_padding(op, stride, dilation)
     pad = _padding(padding, weight.shape[2:], stride, dilation)
+    y = _transposed(x, weight, bias, stride, pad, op, groups, dilation)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0,
+                     groups=1, dilation=1):
+    """``torch.nn.functional.conv_transpose1d`` on fastconv: input (N, C_in, L) or
+    (C_in, L), weight (C_in, C_out/groups, R); conv_transpose2d on (N, C_in, 1, L)."""
+    _check(input, weight, bias, (2, 3))
+    x, unbatched = _batched(input, 2)
+    _no_strings(padding, "conv_transpose1d")
+    stride = _one(stride, "stride", 1)
+    dilation = _one(dilation, "dilation", 1)
+    op = _one(output_padding, "output_padding", 0)
+    pad = _padding(padding, weight.shape[2:], (stride,), (dilation,))
+    y = _transposed(x.unsqueeze(2), weight.unsqueeze(2), bias, (1, stride), pad, (0, op),
+                    groups, (1, dilation)).squeeze(2)
+    return y.squeeze(0) if unbatched else y
+
+
+def _no_strings(padding, name):
+    if isinstance(padding, str):
+        raise ValueError(f"padding of {name} must be an int or a tuple (as in PyTorch), "
+                         f"got {padding!r}")
+
+
+def _transposed(x, weight, bias, stride, pad, op, groups, dilation):
+    """The transposed convolution of a checked 4-D x: conv2d's input gradient for an
+    input of the size PyTorch gives the output, plus the bias."""
+    v.check_output_padding(op, stride, dilation)
     size = [(n - 1) * s - lo - hi + d * (k - 1) + o + 1
             for n, s, lo, hi, d, k, o in zip(x.shape[2:], stride, pad[::2], pad[1::2],
                                              dilation, weight.shape[2:], op)]
     if min(size) < 1:
-        raise ValueError(f"padding {tuple(pad[::2])} crops more than conv_transpose2d's "
-                         f"output of input spatial {tuple(x.shape[2:])} has: it would be "
-                         f"{tuple(size)}")
+        raise ValueError(f"padding {tuple(pad[::2])} crops more than the transposed "
+                         f"convolution's output of input spatial {tuple(x.shape[2:])} has: "
+                         f"it would be {tuple(size)}")
     y = _ops.call_grad_input(x, weight, size, list(stride), pad, list(dilation), groups)
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
-    return y.squeeze(0) if unbatched else y
+    return y

@@ -1,4 +1,5 @@
-"""``nn.Conv2d``, ``nn.Conv1d`` and ``nn.ConvTranspose2d`` on fastconv, and ``convert``.
+"""``nn.Conv2d``, ``nn.Conv1d``, ``nn.ConvTranspose2d`` and ``nn.ConvTranspose1d`` on
+fastconv, and ``convert``.
 
 Each module is a subclass of torch's, changing only the call that convolves: the
 constructor, the parameters, ``state_dict`` keys, ``padding_mode``, ``extra_repr`` and
@@ -36,21 +37,36 @@ class Conv1d(nn.Conv1d):
         return _conv_forward(self, F.conv1d, input, weight, bias)
 
 
+def _transposed_forward(module, conv, dims, input, output_size):
+    """nn.ConvTranspose{1,2}d's forward with ``conv`` for F's function."""
+    if module.padding_mode != "zeros":
+        raise ValueError(f"Only 'zeros' padding mode is supported for "
+                         f"{type(module).__name__}")
+    output_padding = module._output_padding(input, output_size, module.stride,
+                                            module.padding, module.kernel_size, dims,
+                                            module.dilation)
+    return conv(input, module.weight, module.bias, module.stride, module.padding,
+                output_padding, module.groups, module.dilation)
+
+
 class ConvTranspose2d(nn.ConvTranspose2d):
     """``torch.nn.ConvTranspose2d`` computed by fastconv (``output_size`` as torch's)."""
 
     def forward(self, input, output_size=None):
-        if self.padding_mode != "zeros":
-            raise ValueError("Only 'zeros' padding mode is supported for ConvTranspose2d")
-        output_padding = self._output_padding(input, output_size, self.stride, self.padding,
-                                              self.kernel_size, 2, self.dilation)
-        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
-                                  output_padding, self.groups, self.dilation)
+        return _transposed_forward(self, F.conv_transpose2d, 2, input, output_size)
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    """``torch.nn.ConvTranspose1d`` computed by fastconv."""
+
+    def forward(self, input, output_size=None):
+        return _transposed_forward(self, F.conv_transpose1d, 1, input, output_size)
 
 
 # torch's class -> ours. Exact types only: a user's subclass of nn.Conv2d may change
 # its forward, which a swap would lose.
-_SWAPS = {nn.Conv2d: Conv2d, nn.Conv1d: Conv1d, nn.ConvTranspose2d: ConvTranspose2d}
+_SWAPS = {nn.Conv2d: Conv2d, nn.Conv1d: Conv1d, nn.ConvTranspose2d: ConvTranspose2d,
+          nn.ConvTranspose1d: ConvTranspose1d}
 
 
 def depthwise(module: nn.Module) -> bool:
@@ -68,7 +84,8 @@ def _swapped(module: nn.Module) -> nn.Module:
 
 
 def convert(model: nn.Module, where=None) -> nn.Module:
-    """Swap the ``nn.Conv2d``, ``nn.Conv1d`` and ``nn.ConvTranspose2d`` modules of
+    """Swap the ``nn.Conv2d``, ``nn.Conv1d``, ``nn.ConvTranspose2d`` and
+    ``nn.ConvTranspose1d`` modules of
     ``model`` (all of them, or those for which ``where(module)`` is true, e.g.
     :func:`depthwise`) for fastconv's, in place, and return the model (the new module
     when ``model`` is itself one of them). The parameters are shared, not copied, so an
