@@ -514,3 +514,18 @@ def test_wrong_ranks_and_options_raise_value_error():
         ft.conv2d(np.zeros((1, 2, 5, 5)), w)
     with pytest.raises(ValueError, match="output_padding must be smaller than stride"):
         ft.conv_transpose2d(torch.zeros(1, 2, 5, 5), w, output_padding=1)
+
+
+def test_modules_parameters_take_the_eager_shortcuts():
+    """nn.Parameter is a plain tensor for the shortcuts; a tensor subclass is not."""
+    m = ft.Conv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 6, 6)
+    route = lambda *t: _ops._route(_ops.conv2d, _ops._conv2d, _ops._Conv2d, *t)  # noqa: E731
+    assert route(x, m.weight, m.bias) == _ops._Conv2d.apply
+    with torch.no_grad():
+        assert route(x, m.weight, m.bias) is _ops._conv2d
+
+    class Sub(torch.Tensor):
+        pass
+
+    assert route(x.as_subclass(Sub), m.weight, m.bias) is _ops.conv2d

@@ -74,7 +74,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     stride = v.pair(stride, "stride", 1)
     dilation = v.pair(dilation, "dilation", 1)
     pad = _padding(padding, weight.shape[2:], stride, dilation)
-    y = _ops.call_conv2d(x, weight, bias, list(stride), pad, list(dilation), groups)
+    y = _ops.call_conv2d(x, weight, bias, list(stride), pad, list(dilation),
+                         v._int(groups, "groups", 1))
     return y.squeeze(0) if unbatched else y
 
 
@@ -87,7 +88,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     dilation = _one(dilation, "dilation", 1)
     pad = _padding(padding, weight.shape[2:], (stride,), (dilation,))
     y = _ops.call_conv2d(x.unsqueeze(2), weight.unsqueeze(2), bias, [1, stride], pad,
-                    [1, dilation], groups).squeeze(2)
+                         [1, dilation], v._int(groups, "groups", 1)).squeeze(2)
     return y.squeeze(0) if unbatched else y
 
 
@@ -140,7 +141,8 @@ def _transposed(x, weight, bias, stride, pad, op, groups, dilation):
         raise ValueError(f"padding {tuple(pad[::2])} crops more than the transposed "
                          f"convolution's output of input spatial {tuple(x.shape[2:])} has: "
                          f"it would be {tuple(size)}")
-    y = _ops.call_grad_input(x, weight, size, list(stride), pad, list(dilation), groups)
+    y = _ops.call_grad_input(x, weight, size, list(stride), pad, list(dilation),
+                             v._int(groups, "groups", 1))
     if bias is not None:
         y = y + bias.view(1, -1, 1, 1)
     return y

@@ -229,13 +229,14 @@ conv2d_grad_weight.register_autograd(_grad_weight_backward, setup_context=_save)
 # through an autograd.Function with the operator's own setup_context and backward.
 # Everything else goes through the operator.
 
-def _plain(a) -> bool:
-    return a is None or type(a) is torch.Tensor
+# Exact types: a tensor subclass (FakeTensor, a user's __torch_function__ class) must
+# see the operator. nn.Parameter is a plain tensor for this purpose.
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _eager(a, b, c) -> bool:
     """Whether nothing but autograd needs to see a call on these tensors."""
-    return (type(a) is torch.Tensor and type(b) is torch.Tensor and _plain(c)
+    return (type(a) in _PLAIN and type(b) in _PLAIN and (c is None or type(c) in _PLAIN)
             and not torch.compiler.is_compiling()
             and not torch._C._len_torch_dispatch_stack()
             and not torch._C._is_torch_function_mode_enabled())
