@@ -28,6 +28,13 @@ def _close(actual, expected, what=""):
         DTYPES[expected.dtype]), DTYPES[expected.dtype], what)
 
 
+def _grads_close(y, ref, leaves, what):
+    """The gradients of y and of torch's ref with respect to ``leaves`` agree."""
+    gy = torch.randn_like(ref)
+    for a, r in zip(torch.autograd.grad(y, leaves, gy), torch.autograd.grad(ref, leaves, gy)):
+        _close(a, r, what)
+
+
 def _problem(seed):
     """A random conv2d case in torch's terms: (x, w, b, options)."""
     rng = np.random.default_rng(seed)
@@ -160,11 +167,7 @@ def test_conv1d_equals_torch(seed):
     opts = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     y, ref = ft.conv1d(x, w, b, **opts), F.conv1d(x, w, b, **opts)
     _close(y, ref, str(opts))
-    gy = torch.randn_like(ref)
-    ours = torch.autograd.grad(y, (x, w, b), gy)
-    theirs = torch.autograd.grad(ref, (x, w, b), gy)
-    for a, r in zip(ours, theirs):
-        _close(a, r, str(opts))
+    _grads_close(y, ref, (x, w, b), str(opts))
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -187,10 +190,7 @@ def test_conv_transpose2d_equals_torch(seed):
                 groups=groups, dilation=dilation)
     y, ref = ft.conv_transpose2d(x, w, b, **opts), F.conv_transpose2d(x, w, b, **opts)
     _close(y, ref, str(opts))
-    gy = torch.randn_like(ref)
-    for a, r in zip(torch.autograd.grad(y, (x, w, b), gy),
-                    torch.autograd.grad(ref, (x, w, b), gy)):
-        _close(a, r, str(opts))
+    _grads_close(y, ref, (x, w, b), str(opts))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -206,10 +206,7 @@ def test_conv_transpose1d_equals_torch(seed):
     b = torch.randn(3 * groups, dtype=torch.float64, requires_grad=True)
     y, ref = ft.conv_transpose1d(x, w, b, **opts), F.conv_transpose1d(x, w, b, **opts)
     _close(y, ref, str(opts))
-    gy = torch.randn_like(ref)
-    for a, r in zip(torch.autograd.grad(y, (x, w, b), gy),
-                    torch.autograd.grad(ref, (x, w, b), gy)):
-        _close(a, r, str(opts))
+    _grads_close(y, ref, (x, w, b), str(opts))
 
 
 def test_conv_transpose2d_and_conv1d_gradgradcheck():
