@@ -62,6 +62,10 @@ def _omp_threads(value: str | None) -> int | None:
 
 _lock = threading.Lock()
 _num_threads: int | None = None
+# Whether the count is the user's choice (FASTCONV_NUM_THREADS, set_num_threads, or
+# inside ``with num_threads(n)``) rather than the default: the framework bridges
+# (fastconv.torch) make the default follow the framework's own count, never a choice.
+_user_set = bool(os.environ.get("FASTCONV_NUM_THREADS"))
 
 
 def _check(n, name="n") -> int:
@@ -84,12 +88,30 @@ def _apply(n: int) -> None:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the thread count used by both engines and by BLAS."""
-    global _num_threads
+    """Set the thread count used by both engines and by BLAS (the user's choice: the
+    framework bridges then keep it instead of following the framework's count)."""
+    _set(n, True)
+
+
+def _set(n: int, user: bool) -> None:
+    global _num_threads, _user_set
     n = _check(n)
     with _lock:
         _apply(n)
         _num_threads = n
+        _user_set = user
+
+
+def user_set() -> bool:
+    """Whether the thread count was chosen by the user (see ``_user_set``)."""
+    return _user_set
+
+
+def follow(n: int) -> None:
+    """Make ``n`` the default count, unless the user chose one: for the bridges, which
+    follow their framework's thread count. Cheap when ``n`` is already the count."""
+    if not _user_set and n != _num_threads:
+        _set(n, False)
 
 
 def get_num_threads() -> int:
@@ -177,12 +199,12 @@ def threads_for(flops: int) -> int:
 @contextlib.contextmanager
 def num_threads(n: int):
     """Context manager: ``with fastconv.num_threads(1): ...`` restores the old count after."""
-    old = get_num_threads()
+    old, old_user = get_num_threads(), _user_set
     set_num_threads(n)
     try:
         yield
     finally:
-        set_num_threads(old)
+        _set(old, old_user)
 
 
 # The workers that run a kernel's shares 1 .. T-1 (share 0 runs on the caller's thread):
