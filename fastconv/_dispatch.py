@@ -173,7 +173,11 @@ the transposed pass in brackets):
   16x16 (1024 tiles) 79.5 / 65.3 and 58.9 / 55.4; but 512 -> 256 on 4x4 (64 tiles, one
   a map) 75.2 / 81.4 and 87.1 / 122.1 (its 1024 x 512 transformed filters overflow one
   filter chunk and its 16-tile batches starve the products). Any ISA and layout: the
-  products are the stride-1 engine's.
+  products are the stride-1 engine's. grad_input alone with ``PHASE_MANY`` phases or
+  more (its call has phases x C filters), from ``PHASE_FEW_MIN_CHANNELS`` channels:
+  fcn_up16's 256 phases of 21 channels, transposed forward, direct / winograd 45.4 /
+  34.9, 45.3 / 36.5 and 70.4 / 53.8 (three runs); its transposed grad_input (the
+  phases in the reduction) stays im2col (46.5 / 58.2).
 
 These rules hold without AVX-512 and for NCHW only (where they were measured); on this
 machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
@@ -255,6 +259,10 @@ WINOGRAD_MIN_TILES = 48
 # input's phase sub-grids hold at least PHASE_MIN_TILES 4x4 tiles over the batch.
 PHASE_MIN_SAVING = 1.5
 PHASE_MIN_TILES = 256
+# ... and grad_input alone (its filters come in phases: PHASES x C of them) from this
+# many phases, with at least PHASE_FEW_MIN_CHANNELS channels each way.
+PHASE_MANY = 64
+PHASE_FEW_MIN_CHANNELS = 16
 
 
 class Machine(NamedTuple):
@@ -304,6 +312,17 @@ def winograd_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
         return tiles(g.P, g.Q) >= WINOGRAD_MIN_TILES
     return (min(tiles(g.P, g.Q), tiles(g.H // g.stride_h, g.W // g.stride_w))
             >= PHASE_MIN_TILES)
+
+
+def phase_grad_input_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
+    """Whether grad_input alone goes to Winograd's stride phases although the layer has
+    too few channels or tiles for winograd_wins: many phases make many filters."""
+    if np.dtype(dtype) != np.float32 or (precision or get_float32_precision()) != "high":
+        return False
+    from .engines.winograd import stride_one
+    return (not stride_one(g) and winograd_candidate(g)
+            and g.stride_h * g.stride_w >= PHASE_MANY
+            and min(g.Cg, g.Kg) >= PHASE_FEW_MIN_CHANNELS)
 
 
 def winograd_candidate(g: ConvGeometry) -> bool:
@@ -376,7 +395,7 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     return {
         "forward": "winograd" if wino else (
             "im2col" if nhwc_wide or small_map or tiny_map or large_stride else "direct"),
-        "grad_input": "winograd" if wino else (
+        "grad_input": "winograd" if wino or phase_grad_input_wins(g, dtype, precision) else (
             "im2col" if nhwc_wide or few_channels or tiling or (strided and tiny_map)
             else "direct"),
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
