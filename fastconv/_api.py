@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 from collections import namedtuple
 
@@ -31,12 +33,21 @@ def _flip(w: np.ndarray, layout: int) -> np.ndarray:
     return np.flip(w, axis=axes)
 
 
-def _check_memory(shape, dtype, name: str) -> None:
-    """Refuse, before allocating, an array that cannot fit in this machine's memory."""
-    nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+@functools.lru_cache(maxsize=None)
+def _physical_memory() -> int | None:
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(shape, dtype, name: str) -> None:
+    """Refuse, before allocating, an array that cannot fit in this machine's memory.
+    (Python ints, the memory size read once: np.prod and sysconf per call were 38 us of
+    a 1x8x8x8 layer's 220 us, Zen 1.)"""
+    nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+    total = _physical_memory()
+    if total is None:
         return
     if nbytes > total:
         raise MemoryError(f"{name} of shape {tuple(shape)} and dtype {np.dtype(dtype)} needs "

@@ -20,6 +20,7 @@ empties it. Smaller outputs come from NumPy's heap, where glibc already reuses t
 from __future__ import annotations
 
 import collections
+import math
 import mmap
 import threading
 import weakref
@@ -100,7 +101,7 @@ def release_memory() -> int:
 def output(shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on a 64-byte line."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # (np.prod: 10 us a call on tiny layers)
     if nbytes >= POOL_BYTES:
         mapping = _take(nbytes)
         flat = np.frombuffer(mapping, dtype, nbytes // dtype.itemsize)
