@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +151,17 @@ def caller_arrays_are_never_modified(monkeypatch):
 
         monkeypatch.setattr(fastconv, name, checked)
     yield
+
+
+def run_in_simd_variant(variant: str, code: str) -> None:
+    """Run ``code`` in a child process on the ``variant`` kernels (FASTCONV_SIMD), 2
+    threads; it must exit 0 and print "ok <variant>". Skips when this machine or build
+    has no such kernels."""
+    from fastconv import _direct
+    if variant not in _direct.simd_info()["supported"]:
+        pytest.skip(f"this machine or build has no {variant} kernels")
+    env = dict(os.environ, FASTCONV_SIMD=variant, FASTCONV_NUM_THREADS="2")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert f"ok {variant}" in res.stdout

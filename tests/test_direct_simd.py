@@ -13,7 +13,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import assert_close, same_bits_on_threads
+from conftest import assert_close, run_in_simd_variant, same_bits_on_threads
 
 import fastconv
 from fastconv import _direct
@@ -106,14 +106,7 @@ def check_case(x, w, b, gy, dtype, kw):
 
 @pytest.mark.parametrize("variant", ["avx512", "avx2", "baseline"])
 def test_simd_variant_matches_reference(variant):
-    if variant not in _direct.simd_info()["supported"]:
-        pytest.skip(f"this machine or build has no {variant} kernels")
-    env = dict(os.environ, FASTCONV_SIMD=variant, FASTCONV_NUM_THREADS="2")
-    code = CHILD.format(tests=TESTS_DIR, variant=variant)
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
-    assert f"ok {variant}" in res.stdout
+    run_in_simd_variant(variant, CHILD.format(tests=TESTS_DIR, variant=variant))
 
 
 def test_unknown_simd_request_warns_and_falls_back():

@@ -9,7 +9,6 @@ float32 within 1e-5 Frobenius and 1e-4 of the largest value.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -23,6 +22,7 @@ from fastconv import _validate as v
 from fastconv.engines import reference, winograd, winograd_twin
 
 sys.path.insert(0, os.path.dirname(__file__))
+from conftest import run_in_simd_variant  # noqa: E402
 from test_winograd import assert_close  # noqa: E402
 
 
@@ -179,9 +179,6 @@ def test_central_differences_float64():
 
 @pytest.mark.parametrize("variant", ["avx512", "avx2", "baseline"])
 def test_simd_variant_matches_reference(variant):
-    from fastconv import _direct
-    if variant not in _direct.simd_info()["supported"]:
-        pytest.skip(f"this machine or build has no {variant} kernels")
     code = f"""
 import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})
 import numpy as np
@@ -201,11 +198,7 @@ for args in [(2, 5, 8, 10, 7, 4, 4, 2, 1), (1, 24, 12, 6, 40, 4, 3, (2, 2), (1, 
             assert_close(winograd.grad_input(gy, w, g), reference.grad_input(gy, w, g), dtype)
 print("ok", {variant!r})
 """
-    env = dict(os.environ, FASTCONV_SIMD=variant, FASTCONV_NUM_THREADS="2")
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
-    assert f"ok {variant}" in res.stdout
+    run_in_simd_variant(variant, code)
 
 
 PHASE_CHOICES = {"dcgan_up8": False,   # 64 tiles: the products starve (_dispatch)
