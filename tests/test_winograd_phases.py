@@ -254,3 +254,14 @@ def test_layer_keeps_the_phases_transformed_filters_until_the_weights_change():
     np.testing.assert_array_equal(layer(x, record=False),
                                   fastconv.conv_transpose2d(x, layer.weight, 2, 1,
                                                             bias=layer.bias))
+
+
+@pytest.mark.parametrize("R, stride, pad", [(1, 2, 10), (2, 2, 9), (4, 8, 20)])
+def test_pads_far_beyond_the_filter(R, stride, pad):
+    # windows whose taps all lie many strides away: once a search over t in [-R, R]
+    # found none and plan() raised a bare "min() arg is an empty sequence"
+    g = _geometry(2, 3, 8 * stride, 8 * stride, 4, R, R, stride, pad)
+    assert _phases.plan(g) is not None
+    x, w, b, gy = _arrays(np.random.default_rng(R), g, np.float64)
+    assert_close(winograd.forward(x, w, b, g), reference.forward(x, w, b, g), np.float64)
+    assert_close(winograd.grad_input(gy, w, g), reference.grad_input(gy, w, g), np.float64)
