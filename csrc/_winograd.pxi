@@ -677,15 +677,20 @@ def wino_phases(
     if has_bias:
         _check_size(bias.shape[0], K, "bias")
     Hs, Ws = H // sh, W // sw
+    ph = _one_phase()
     for a in range(sh):
         for b in range(sw):
-            # x's (or grad_x's) sub-grid (a, b), and the taps its window reads
-            ph.xo[a * sw + b] = ph.yo[a * sw + b] = a * cv.xs_h + b * cv.xs_w
-            ph.wc[a * sw + b] = ph.wo[a * sw + b] = (rb + a) * cv.ws_r + (sb + b) * cv.ws_s
+            # x's (or grad_x's) sub-grid (a, b), and the taps its window reads: the
+            # source's phases (forward) or the filters' (grad_input)
+            if grad_input:
+                ph.yo[a * sw + b] = a * cv.xs_h + b * cv.xs_w
+                ph.wo[a * sw + b] = (rb + a) * cv.ws_r + (sb + b) * cv.ws_s
+            else:
+                ph.xo[a * sw + b] = a * cv.xs_h + b * cv.xs_w
+                ph.wc[a * sw + b] = (rb + a) * cv.ws_r + (sb + b) * cv.ws_s
     if not grad_input:
-        # the source channels come in phases: channel (phase, c), Hs x Ws each
-        ph.cph, ph.kph = nph, 1
-        ph.yo[0] = ph.wo[0] = 0
+        # the source channels come in phases: channel (c, phase), Hs x Ws each
+        ph.cph = nph
         return _wino_run(&src[0], &w[0], &bias[0] if has_bias else NULL, &dst[0], N,
                          groups, nph * cv.Cg, Hs, Ws,
                          cv.xs_n, cv.xs_c, sh * cv.xs_h, sw * cv.xs_w, cv.Kg, P, Q,
@@ -695,8 +700,7 @@ def wino_phases(
                          key)
     # grad_input: the adjoint, whose filters come in phases: filter (phase, c) writes
     # grad_x's sub-grid; its taps are the forward's, flipped and transposed
-    ph.cph, ph.kph = 1, nph
-    ph.xo[0] = ph.wc[0] = 0
+    ph.kph = nph
     woff = 2 * sh * cv.ws_r + 2 * sw * cv.ws_s
     return _wino_run(&src[0], &w[0], NULL, &dst[0], N, groups, cv.Kg, P, Q,
                      cv.ys_n, cv.ys_k, cv.ys_p, cv.ys_q, nph * cv.Cg, Hs, Ws,
