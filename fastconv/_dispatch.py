@@ -297,9 +297,15 @@ def simd_variant() -> str:
         return "generic"
 
 
+def _winograd_allowed(dtype, precision: str | None) -> bool:
+    """float32 under precision "high" (the argument, else the setting): the only calls
+    ``auto`` may give the Winograd engine."""
+    return np.dtype(dtype) == np.float32 and (precision or get_float32_precision()) == "high"
+
+
 def winograd_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
     """Whether ``auto`` sends this layer's forward and grad_input to the Winograd engine."""
-    if np.dtype(dtype) != np.float32 or (precision or get_float32_precision()) != "high":
+    if not _winograd_allowed(dtype, precision):
         return False
     from .engines.winograd import TILE, stride_one
 
@@ -317,7 +323,7 @@ def winograd_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
 def phase_grad_input_wins(g: ConvGeometry, dtype, precision: str | None = None) -> bool:
     """Whether grad_input alone goes to Winograd's stride phases although the layer has
     too few channels or tiles for winograd_wins: many phases make many filters."""
-    if np.dtype(dtype) != np.float32 or (precision or get_float32_precision()) != "high":
+    if not _winograd_allowed(dtype, precision):
         return False
     from .engines.winograd import stride_one
     return (not stride_one(g) and winograd_candidate(g)
