@@ -179,10 +179,21 @@ the transposed pass in brackets):
   34.9, 45.3 / 36.5 and 70.4 / 53.8 (three runs); its transposed grad_input (the
   phases in the reduction) stays im2col (46.5 / 58.2).
 
-These rules hold without AVX-512 and for NCHW only (where they were measured); on this
-machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
+These rules were measured without AVX-512 and for NCHW only; on this machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
 ``WINOGRAD_MIN_TILES``) by 1.4x, which the Zen 3 had the other way (19.5 / 24.2
 direct / winograd): autotune is the remedy there.
+
+Revised 2026-12-06 on a 2-core AMD EPYC (Zen 4, family 25 model 17, AVX-512; KVM;
+float32, 2 threads), from ``fastconv bench --suite decoder`` (12:58, 7 of its 21 rows
+missed) and then direct / im2col in interleaved rounds (5 x 0.3 s, medians, ms):
+three of the decoder rules above hold with AVX-512 as well and now apply to every NCHW
+call. Windows that tile the input (unet_up: [forward], the convolution's grad_input,
+42.3 / 29.3; grad_weight 36.0 / 31.8; its [grad_input], the convolution's forward,
+stays direct: 32.6 / 39.7); a stride of ``LARGE_STRIDE`` or more (fcn_up16
+[grad_input], the convolution's forward, 35.9 / 23.8); maps of at most
+``TINY_MAP_POSITIONS`` positions (dcgan_up8 [grad_input] 31.5 / 26.5; its [forward], a
+strided grad_input from those maps, ties at 32.7 / 33.7). The other AVX2-only rules
+were not measured against this machine's AVX-512 kernels and keep their condition.
 
 Added 2026-12-02, Zen 3 (AVX2), float32, 2 threads, medians of 7, per call (filters
 transformed every call), direct / winograd ms, forward then grad_input:
@@ -387,17 +398,18 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
         avx512 or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
     short_reduction = (avx512 and not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
                        and g.Kg >= WGRAD_MIN_FILTERS)
-    nchw_avx2 = not avx512 and not g.nhwc
-    tiny_map = (nchw_avx2 and positions <= TINY_MAP_POSITIONS
+    nchw = not g.nhwc
+    nchw_avx2 = not avx512 and nchw
+    tiny_map = (nchw and positions <= TINY_MAP_POSITIONS
                 and g.Cg >= TINY_MAP_IM2COL_CHANNELS)
     # windows that tile the input without overlap (kernel = stride): im2col's columns
     # are a reshuffle of the input and col2im a scatter with no sums
-    tiling = (nchw_avx2 and strided and (g.R, g.S) == (g.stride_h, g.stride_w)
+    tiling = (nchw and strided and (g.R, g.S) == (g.stride_h, g.stride_w)
               and g.dil_h == g.dil_w == 1)
     few_channels_wgrad = (nchw_avx2 and g.Cg <= FEW_CHANNELS
                           and g.Kg >= WGRAD_FEW_CHANNELS_FILTERS
                           and positions <= WGRAD_FEW_CHANNELS_POSITIONS)
-    large_stride = nchw_avx2 and max(g.stride_h, g.stride_w) >= LARGE_STRIDE
+    large_stride = nchw and max(g.stride_h, g.stride_w) >= LARGE_STRIDE
     return {
         "forward": "winograd" if wino else (
             "im2col" if nhwc_wide or small_map or tiny_map or large_stride else "direct"),
