@@ -1468,6 +1468,10 @@ def grad_input(
         _pws_run(1, &w[0], 1, cv.Cg, &grad_y[0], <floating*>NULL, &grad_x[0], cv.Cg, cv.Kg,
                  &cv, n_threads, packs)
         return
+    if _window_fits(&cv, layout):  # dx (N x C*R*S) = dy (N x K) . W (K x C*R*S)
+        _pwh_run(&grad_y[0], K, K, &w[0], C * R * S, 0, <floating*>NULL, &grad_x[0],
+                 C * R * S, C * R * S, N, 1, n_threads)
+        return
     # Phase (a, b) is grad_x[a::sh, b::sw]. Input row h = a + i*sh meets tap r from
     # output row p = i + e_r, e_r = (a + pt - r*dh) / sh, when that division is exact.
     for a in range(min(sh, H)):

@@ -403,3 +403,15 @@ cdef int _pwh_wgrad(const floating* x, const floating* dy, floating* gw, Py_ssiz
                 gw[c * K + g * Kg + j] = s
     free(parts)
     return 0
+
+
+# Whole-window NCHW layers (one group, unpadded, no dilation, the filters as large as the
+# input: one output per image and filter, a fully connected layer) have grad_input
+# dx (N x C*H*W) = dy (N x K) . W (K x C*R*S): one product, the filters as they are,
+# through _pwh_run. The tiled correlation computed it over grad_y padded by R - 1 and
+# S - 1 on each side, 25x the useful work for lenet_c5 (16 -> 120 channels, 5 x 5 on
+# 5 x 5, N=64: 8.9 ms against im2col's 0.14; Zen 4, 2026-12-06).
+cdef bint _window_fits(const _Conv* cv, int layout) noexcept:
+    return (layout == LAYOUT_NCHW and cv.Cg == cv.C and cv.P == 1 and cv.Q == 1
+            and cv.R == cv.H and cv.S == cv.W and cv.pad_top == 0 and cv.pad_left == 0
+            and cv.dil_h == 1 and cv.dil_w == 1)

@@ -248,3 +248,32 @@ def test_gemm_tiles_long_reduction(layout, dtype, rng):
             assert_close(gx, gx_ref, dtype, f"grad_x stride {stride}")
     finally:
         _direct._set_kvec("auto")
+
+
+# Whole-window layers (the filters as large as the input, one output per image): the
+# direct engine's grad_input is one product, dy (N x K) . W (K x C*R*S) (_window_fits,
+# csrc/_pointwise.pxi), and its neighbours that are not (padded, grouped, dilated, NHWC)
+# keep the tiled correlation; both against the reference, bitwise for any thread count.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [
+    dict(x=(64, 16, 5, 5), w=(120, 16, 5, 5)),             # lenet_c5
+    dict(x=(1, 3, 4, 7), w=(9, 3, 4, 7)),                  # batch 1, R != S
+    dict(x=(5, 9, 3, 3), w=(1, 9, 3, 3), stride=2),        # one filter; the stride is moot
+    dict(x=(3, 1, 7, 2), w=(33, 1, 7, 2), stride=(3, 1)),  # one channel
+    dict(x=(2, 6, 5, 5), w=(8, 6, 5, 5), pad=1),           # padded: 3x3 outputs
+    dict(x=(2, 6, 5, 5), w=(8, 3, 5, 5), groups=2),        # grouped
+    dict(x=(2, 4, 5, 5), w=(8, 4, 3, 3), dilation=2),      # dilated: the window is 5x5
+    dict(x=(2, 5, 5, 6), w=(5, 5, 6, 7), layout="NHWC"),   # NHWC (HWIO filters)
+])
+def test_whole_window_grad_input(case, dtype):
+    rng = np.random.default_rng(5)
+    opts = dict(case)
+    x = rng.standard_normal(opts.pop("x")).astype(dtype)
+    w = rng.standard_normal(opts.pop("w")).astype(dtype)
+    gy = rng.standard_normal(fastconv.output_shape(x, w, **opts)).astype(dtype)
+    gy0, w0 = gy.copy(), w.copy()
+    got = same_bits_on_threads(lambda: fastconv.conv2d_backward(
+        gy, x, w, wrt=("x",), backend="direct", **opts).x)
+    ref = fastconv.conv2d_backward(gy, x, w, wrt=("x",), backend="reference", **opts).x
+    assert_close(got, ref, dtype, "whole-window grad_input")
+    assert np.array_equal(gy, gy0) and np.array_equal(w, w0)
