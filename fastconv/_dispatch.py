@@ -179,9 +179,10 @@ the transposed pass in brackets):
   34.9, 45.3 / 36.5 and 70.4 / 53.8 (three runs); its transposed grad_input (the
   phases in the reduction) stays im2col (46.5 / 58.2).
 
-These rules were measured without AVX-512 and for NCHW only; on this machine the Winograd engine also won resnet_c5_3x3 (32 tiles, below
-``WINOGRAD_MIN_TILES``) by 1.4x, which the Zen 3 had the other way (19.5 / 24.2
-direct / winograd): autotune is the remedy there.
+These rules were measured without AVX-512 and for NCHW only; on this machine the
+Winograd engine also won resnet_c5_3x3 (32 tiles, below ``WINOGRAD_MIN_TILES``) by
+1.4x, which the Zen 3 had the other way (19.5 / 24.2 direct / winograd): autotune is
+the remedy there.
 
 Revised 2026-12-06 on a 2-core AMD EPYC (Zen 4, family 25 model 17, AVX-512; KVM;
 float32, 2 threads), from ``fastconv bench --suite decoder`` (12:58, 7 of its 21 rows
