@@ -34,6 +34,14 @@ cdef bint _pw_fits(const _Conv* cv, int layout) noexcept:
             and cv.pad_left == 0 and cv.P == cv.H and cv.Q == cv.W)
 
 
+cdef bint _pw_inplace_fits(const _Conv* cv, int layout) noexcept:
+    # A 1x1, stride-1, unpadded NCHW layer: x's channels are its positions' rows, as
+    # is (no tuning switch: the grad_weight that reads x in place relies on it).
+    return (layout == LAYOUT_NCHW and cv.R == 1 and cv.S == 1 and cv.stride_h == 1
+            and cv.stride_w == 1 and cv.pad_top == 0 and cv.pad_left == 0
+            and cv.P == cv.H and cv.Q == cv.W and cv.xs_c == cv.H * cv.W)
+
+
 cdef Py_ssize_t _pw_chunks(Py_ssize_t units, Py_ssize_t slivers, Py_ssize_t T) noexcept:
     """Column chunks per (image, group): as few as give every thread the same number
     of units (or at least 4 each), none narrower than _PW_MIN_SLIVERS slivers."""
