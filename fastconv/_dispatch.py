@@ -60,7 +60,7 @@ own threads (``engines/_products``):
   (256->1024: 8.7 / 7.6, 8.3 / 8.5) and on 7x7 im2col's forward wins (512->2048:
   10.6 / 9.5), where a filter matrix larger than L2 streams once per column sliver;
   grad_input there stays direct through the few-positions rule above (2048 <- 512:
-  12.4 / 18.4). grad_weight stays with im2col.
+  12.4 / 18.4). grad_weight stayed with im2col (but see 2026-12-06 below).
 * NHWC pointwise layers at stride 1 got products too (positions as rows, the filters
   as they are), and the same positions rule sends their forward and grad_input to the
   direct engine (2026-12-02, Zen 3, medians of 7 paired runs, direct / im2col ms):
@@ -211,6 +211,27 @@ transformed every call), direct / winograd ms, forward then grad_input:
   2.25 / 6.58. NHWC wins as NCHW does (64 -> 64 on 56x56, N=8: im2col 32.1, winograd
   19.8). Only for float32 under ``set_float32_precision("high")`` (the default), and
   only for finite inputs (``_api``); float64 keeps the exact engines.
+
+Added 2026-12-06 on the Zen 4 EPYC (AVX-512, and ``FASTCONV_SIMD=avx2`` on the same
+machine; float32, 2 threads, medians of 9 in three blocks of 3 calls per engine),
+after the direct engine's grad_weight of NCHW stride-1 1x1 layers began reading x in
+place (no tile packing) and staging grad_y in 16-position blocks:
+
+* NCHW stride-1 pointwise grad_weight goes to the direct engine (from
+  ``POINTWISE_WGRAD_MIN_POSITIONS`` positions over the batch) when the layer narrows by half or
+  more (C >= 2K per group: the staged grad_y is then cheap beside the products), or
+  when its product per image is small (C*K*P*Q <= ``POINTWISE_WGRAD_SMALL_MACS``) on
+  maps of at most ``POINTWISE_WGRAD_MAX_POSITIONS`` positions, where OpenBLAS's packing
+  costs more than the product. Ratios direct / im2col at N=8, AVX-512 then AVX2: resnet_c2_1x1 (256->64
+  at 56x56) 0.87, 1.05; 1024->256 at 14x14 0.89, 0.96; 2048->512 at 7x7 0.84, 0.99;
+  MobileNetV2's 192->32 at 28x28 0.36, 0.37; 96->576 at 14x14 0.58, 0.60; 160->960 at
+  7x7 0.55, 0.60. The widening ResNet-50 layers stay with im2col (128->512 at 28x28
+  1.27, 1.51; 256->1024 at 14x14 1.33, 1.42; 64->256 at 56x56 2.10, 1.10; 512->2048 at
+  7x7 1.32, 1.30), as do MobileNetV2's 320->1280 at 7x7 (1.19, 1.08) and its widening
+  layers on large maps (16->96 at 112x112 2.10, 1.23; 24->144 at 56x56 1.85, 1.10).
+  Batch 1 (AVX-512): 28x28 wins (192->32 0.55, 32->192 0.64), 14x14 loses (192->64
+  2.02, 64->384 1.35), hence the floor of 392 positions, which 8 images of 7x7 pass
+  (960->160 0.45, 2048->512 0.84).
 """
 from __future__ import annotations
 
@@ -240,6 +261,13 @@ POINTWISE_FEW_IMAGES = 4
 # positions per image go to the direct engine's pointwise products (strided grad_input
 # goes there at any size).
 POINTWISE_DIRECT_POSITIONS = 400
+# NCHW stride-1 1x1 grad_weight of a layer that does not narrow by half goes to the
+# direct engine when its product per image, Cg*Kg*P*Q multiply-adds, is at most this,
+# on maps of at most POINTWISE_WGRAD_MAX_POSITIONS positions.
+POINTWISE_WGRAD_SMALL_MACS = 1 << 24
+POINTWISE_WGRAD_MAX_POSITIONS = 784
+# ... and from this many output positions over the batch (N*P*Q): 8 images of 7x7.
+POINTWISE_WGRAD_MIN_POSITIONS = 392
 # Without AVX-512: strided grad_input into few channels goes to im2col from this many
 # input pixels over the batch (N*H*W).
 FEW_CHANNELS_IM2COL_PIXELS = 1 << 18
@@ -383,10 +411,15 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
                and g.N >= POINTWISE_FEW_IMAGES)
         products = (positions >= POINTWISE_DIRECT_POSITIONS
                     and not (g.nhwc and strided))
+        wgrad_direct = (products and g.nhwc) or (
+            not g.nhwc and not strided and g.N * positions >= POINTWISE_WGRAD_MIN_POSITIONS
+            and (g.Cg >= 2 * g.Kg
+                 or (g.Cg * g.Kg * positions <= POINTWISE_WGRAD_SMALL_MACS
+                     and positions <= POINTWISE_WGRAD_MAX_POSITIONS)))
         return {"forward": "direct" if products else "im2col",
                 "grad_input": "direct" if few or products or (strided and not g.nhwc)
                 else "im2col",
-                "grad_weight": "direct" if products and g.nhwc else "im2col"}
+                "grad_weight": "direct" if wgrad_direct else "im2col"}
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'highest' or 'high', got {precision!r}")
     wino = winograd_wins(g, dtype, precision)

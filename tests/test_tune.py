@@ -106,7 +106,7 @@ EXPECTED_CHOICES = {
     "lenet_c5": ("im2col", "im2col", "im2col"),
     "batch1_c4": ("direct", "direct", "im2col"),
     "lenet_c1": ("direct", "direct", "direct"),
-    "resnet_c2_1x1": ("direct", "direct", "im2col"),
+    "resnet_c2_1x1": ("direct", "direct", "direct"),
 }
 # Where a machine without AVX-512 is answered otherwise (fastconv/_dispatch.py, revised
 # 2026-12-03 on Zen 3): cs231n's small images keep the direct engine's strided
@@ -298,9 +298,33 @@ def test_pointwise_forward_choice(layout, x_shape, stride, expected):
     for simd in ("avx512", "avx2", "baseline"):
         choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
         assert choice["forward"] == expected
-        # grad_weight: the NHWC products only (NCHW's stays with im2col)
-        assert choice["grad_weight"] == ("direct" if layout == 1 and expected == "direct"
-                                         else "im2col")
+        # grad_weight: the NHWC products; NCHW stride 1 by the rule tested below
+        nchw_narrow = layout == 0 and stride == 1 and x_shape[2] == 14
+        assert choice["grad_weight"] == ("direct" if (layout == 1 and expected == "direct")
+                                         or nchw_narrow else "im2col")
+
+
+@pytest.mark.parametrize("C, K, HW, N, expected", [
+    (256, 64, 56, 8, "direct"),    # resnet_c2_1x1: narrows by 4
+    (1024, 512, 14, 8, "direct"),  # narrows by 2
+    (256, 128, 56, 1, "direct"),   # batch 1, 3136 positions
+    (2048, 512, 7, 8, "direct"),   # narrows, 392 positions over the batch
+    (256, 64, 7, 4, "im2col"),     # narrows, but only 196 positions
+    (32, 192, 28, 8, "direct"),    # widens, 4.8M multiply-adds per image on 28x28
+    (160, 960, 7, 8, "direct"),
+    (128, 512, 28, 8, "im2col"),   # widens, 51M per image
+    (320, 1280, 7, 8, "im2col"),   # widens, 20M per image
+    (24, 144, 56, 8, "im2col"),    # widens on a 56x56 map
+])
+def test_pointwise_grad_weight_choice(C, K, HW, N, expected):
+    """NCHW stride-1 1x1 grad_weight (measured in _dispatch): direct when the layer
+    narrows by half, or its product is small on a map of at most 28x28; on every ISA.
+    Strided and padded 1x1 layers keep im2col."""
+    for simd in ("avx512", "avx2", "baseline"):
+        g = geometry((N, C, HW, HW), (K, C, 1, 1), 1, 0, 1, 1, 0)
+        assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["grad_weight"] == expected
+        g = geometry((N, C, 2 * HW, 2 * HW), (K, C, 1, 1), 2, 0, 1, 1, 0)
+        assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["grad_weight"] == "im2col"
 
 
 def test_tune_transposed_stores_each_pass_as_its_convolution_pass(cache):
