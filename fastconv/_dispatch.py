@@ -232,6 +232,17 @@ place (no tile packing) and staging grad_y in 16-position blocks:
   Batch 1 (AVX-512): 28x28 wins (192->32 0.55, 32->192 0.64), 14x14 loses (192->64
   2.02, 64->384 1.35), hence the floor of 392 positions, which 8 images of 7x7 pass
   (960->160 0.45, 2048->512 0.84).
+* In the same session's network runs (``fastconv bench --network mobilenet_v2
+  --engines direct,auto``, batch 8, medians of 3 sequences, per-call ms in the network,
+  direct / im2col), the direct engine's pointwise products beat im2col forward and
+  grad_input on every 14x14 layer of MobileNetV2, AVX-512 then AVX2: 576->96 forward
+  1.20 / 2.38, 1.30 / 2.56; 384->64 forward 0.63 / 1.83, 0.68 / 1.44; 96->576
+  grad_input 1.22 / 2.68, 1.36 / 2.54; 64->384 grad_input 0.68 / 1.52, 0.66 / 1.29;
+  64->384 forward even (0.73 / 0.70, 0.88 / 1.00). On 7x7 im2col's forward wins or
+  ties (160->960 1.13 / 0.94, 1.18 / 1.53 after a direct call; 960->320 1.88 / 1.61,
+  2.19 / 1.70). So NCHW stride-1 1x1 forward and grad_input go to the direct engine
+  from ``POINTWISE_STRIDE1_DIRECT_POSITIONS`` = 196 positions (14x14); strided and
+  NHWC layers keep the 400 of ``POINTWISE_DIRECT_POSITIONS``.
 """
 from __future__ import annotations
 
@@ -261,6 +272,8 @@ POINTWISE_FEW_IMAGES = 4
 # positions per image go to the direct engine's pointwise products (strided grad_input
 # goes there at any size).
 POINTWISE_DIRECT_POSITIONS = 400
+# ... and NCHW stride-1 1x1 forward and grad_input from this many (14x14).
+POINTWISE_STRIDE1_DIRECT_POSITIONS = 196
 # NCHW stride-1 1x1 grad_weight of a layer that does not narrow by half goes to the
 # direct engine when its product per image, Cg*Kg*P*Q multiply-adds, is at most this,
 # on maps of at most POINTWISE_WGRAD_MAX_POSITIONS positions.
@@ -409,7 +422,8 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     if g.R == g.S == 1 and not (g.pad_top or g.pad_bottom or g.pad_left or g.pad_right):
         few = (not g.nhwc and not strided and positions < POINTWISE_FEW_POSITIONS
                and g.N >= POINTWISE_FEW_IMAGES)
-        products = (positions >= POINTWISE_DIRECT_POSITIONS
+        products = (positions >= (POINTWISE_STRIDE1_DIRECT_POSITIONS
+                                  if not (g.nhwc or strided) else POINTWISE_DIRECT_POSITIONS)
                     and not (g.nhwc and strided))
         wgrad_direct = (products and g.nhwc) or (
             not g.nhwc and not strided and g.N * positions >= POINTWISE_WGRAD_MIN_POSITIONS

@@ -236,7 +236,8 @@ def test_winograd_choices_on_the_suite(name, layout):
     ((8, 128, 56, 56), (128, 128, 3, 3), 2, "direct"),   # strided onto 28x28 maps
     ((8, 3, 224, 224), (32, 3, 3, 3), 2, "im2col"),      # a stem: 3 channels, 224x224
     ((32, 3, 64, 64), (32, 3, 3, 3), 2, "direct"),       # 3 channels, 64x64
-    ((8, 256, 14, 14), (1024, 256, 1, 1), 1, "im2col"),  # pointwise onto 14x14 maps
+    ((8, 256, 14, 14), (1024, 256, 1, 1), 1, "direct"),  # pointwise onto 14x14 maps
+    ((1, 256, 7, 7), (1024, 256, 1, 1), 1, "im2col"),    # pointwise onto 7x7, one image
     ((8, 512, 28, 28), (128, 512, 1, 1), 1, "direct"),   # pointwise onto 28x28 maps
 ])
 def test_grad_input_choices_without_avx512(x_shape, w_shape, stride, expected):
@@ -284,22 +285,23 @@ def test_nhwc_choices_on_the_suite(name, expected):
 @pytest.mark.parametrize("layout, x_shape, stride, expected", [
     (0, (8, 64, 56, 56), 1, "direct"),   # NCHW: the direct engine's pointwise products
     (0, (8, 64, 56, 56), 2, "direct"),   # on the stride grid, 28x28 out
-    (0, (8, 64, 14, 14), 1, "im2col"),   # NCHW onto a 14x14 map
-    (0, (8, 64, 14, 14), 2, "im2col"),
+    (0, (8, 64, 14, 14), 1, "direct"),   # NCHW stride 1 onto 14x14: still products
+    (0, (8, 64, 7, 7), 1, "im2col"),     # NCHW onto a 7x7 map
+    (0, (8, 64, 14, 14), 2, "im2col"),   # strided onto 7x7
     (1, (8, 56, 56, 64), 1, "direct"),   # NHWC: products with positions as rows
     (1, (8, 56, 56, 64), 2, "im2col"),   # NHWC strided: no products
     (1, (8, 14, 14, 64), 1, "im2col"),   # NHWC onto a 14x14 map
 ])
 def test_pointwise_forward_choice(layout, x_shape, stride, expected):
-    """By the positions of the output: 56x56 (or 28x28 at stride 2) direct, 14x14 (7x7)
-    im2col; NHWC only at stride 1."""
+    """By the positions of the output: NCHW stride 1 direct from 14x14, strided from
+    28x28 out (400 positions); NHWC only at stride 1, from 400 positions."""
     w_shape = (256, 64, 1, 1) if layout == 0 else (1, 1, 64, 256)
     g = geometry(x_shape, w_shape, stride, 0, 1, 1, layout)
     for simd in ("avx512", "avx2", "baseline"):
         choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
         assert choice["forward"] == expected
         # grad_weight: the NHWC products; NCHW stride 1 by the rule tested below
-        nchw_narrow = layout == 0 and stride == 1 and x_shape[2] == 14
+        nchw_narrow = layout == 0 and stride == 1 and x_shape[2] in (14, 7)
         assert choice["grad_weight"] == ("direct" if (layout == 1 and expected == "direct")
                                          or nchw_narrow else "im2col")
 
