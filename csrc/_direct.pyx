@@ -1368,6 +1368,7 @@ cdef int _dws_run(int which, const floating* a, const floating* b, const floatin
     return 0
 
 
+include "_depthwise_flat.pxi"
 include "_pointwise.pxi"
 include "_winograd.pxi"
 
@@ -1394,6 +1395,9 @@ def forward(
     _check_size(y.shape[0], N * K * P * Q, "y")
     if has_bias:
         _check_size(bias.shape[0], K, "bias")
+    if _dwf_fits(&cv, layout):
+        _dwf_forward(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cv, n_threads)
+        return
     if _dw_fits(&cv, layout):
         _dw_corr(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], N, C, H, W, P, Q,
                  <int>R, <int>S, pad_top, pad_left, False, n_threads)
@@ -1446,6 +1450,9 @@ def grad_input(
         _Pack pk
         list rows, cols
 
+    if _dwf_fits(&cv, layout):
+        _dwf_grad_input(&grad_y[0], &w[0], &grad_x[0], &cv, n_threads)
+        return
     if _dw_fits(&cv, layout):
         # Stride 1: grad_x is grad_y correlated with the flipped filters, padded by
         # R - 1 - pad_top rows and S - 1 - pad_left columns.
@@ -1522,6 +1529,9 @@ def grad_weight(
     _check_size(grad_y.shape[0], N * K * P * Q, "grad_y")
     _check_size(x.shape[0], N * C * H * W, "x")
     _check_size(grad_w.shape[0], K * cv.Cg * R * S, "grad_w")
+    if _dwf_fits(&cv, layout):
+        _dwf_grad_weight(&grad_y[0], &x[0], &grad_w[0], &cv, n_threads)
+        return
     if _dw_fits(&cv, layout):
         _dw_grad_weight(&grad_y[0], &x[0], &grad_w[0], &cv, n_threads)
         return

@@ -155,6 +155,55 @@ def test_strided_depthwise_planes(x_shape, stride, dilation, pad, kernel, dtype,
     assert_close(got.b, ref.b, dtype, "grad_b")
 
 
+@pytest.fixture(params=["flat", "ring-and-planes"])
+def depthwise_flat(request):
+    """The flat-plane depthwise path forced onto every NCHW depthwise layer, or forbidden
+    (the ring kernel at stride 1, the scalar plane loops otherwise)."""
+    _direct._set_depthwise_flat(2 if request.param == "flat" else 1)
+    yield request.param
+    _direct._set_depthwise_flat(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, stride, dilation, pad, kernel", [
+    ((8, 192, 28, 28), 1, 1, 1, (3, 3)),          # 22 MFLOP: split across threads
+    ((3, 7, 7, 7), 1, 1, 1, (3, 3)),              # MobileNet's last maps
+    ((2, 5, 14, 14), 2, 1, 1, (3, 3)),            # stride 2, even map
+    ((2, 3, 13, 11), (2, 3), 1, ((0, 2), (1, 0)), (3, 2)),
+    ((1, 4, 30, 31), 1, (2, 1), 2, (3, 5)),       # dilated
+    ((2, 3, 33, 29), 3, 2, "same", (5, 5)),
+    ((3, 6, 9, 9), 2, 1, 0, (1, 1)),              # taps on one phase only
+    ((1, 2, 6, 6), 1, 1, 3, (7, 7)),              # filter larger than the map
+    ((2, 4, 12, 10), 2, 1, ((3, 0), (0, 3)), (4, 4)),  # uneven padding, even filter
+    ((1, 3, 5, 9), 1, 1, 0, (1, 9)),              # wider than the ring's limit
+])
+def test_depthwise_flat_planes(depthwise_flat, x_shape, stride, dilation, pad, kernel,
+                               dtype, rng):
+    """Every NCHW depthwise path against the reference in all three passes, with every
+    pass bitwise equal across thread counts (one plane or one channel per item)."""
+    C = x_shape[1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal((C, 1) + kernel).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    kw = dict(stride=stride, dilation=dilation, pad=pad, groups=C, backend="direct")
+    y_ref = fastconv.conv2d(x, w, bias=b, **{**kw, "backend": "reference"})
+    gy = rng.standard_normal(y_ref.shape).astype(dtype)
+    ref = fastconv.conv2d_backward(gy, x, w, **{**kw, "backend": "reference"})
+    x0, w0, gy0 = x.copy(), w.copy(), gy.copy()
+    y = same_bits_on_threads(lambda: fastconv.conv2d(x, w, bias=b, **kw))
+    gx = same_bits_on_threads(lambda: fastconv.conv2d_backward(gy, x, w, wrt=("x",), **kw).x)
+    gw = same_bits_on_threads(lambda: fastconv.conv2d_backward(gy, x, w, wrt=("w",), **kw).w)
+    assert_close(y, y_ref, dtype, "y")
+    assert_close(gx, ref.x, dtype, "grad_x")
+    assert_close(gw, ref.w, dtype, "grad_w")
+    assert np.array_equal(x, x0) and np.array_equal(w, w0) and np.array_equal(gy, gy0)
+
+
+def test_depthwise_flat_mode_is_checked():
+    with pytest.raises(ValueError, match="mode must be 0"):
+        _direct._set_depthwise_flat(3)
+
+
 @pytest.fixture(params=["plain", "streamed"])
 def pointwise_stores(request):
     """The pointwise products with their stores as the size rule gives them, and with
