@@ -55,6 +55,11 @@ cdef inline Py_ssize_t _ceil_div_nn(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return 0 if a <= 0 else (a + b - 1) // b
 
 
+cdef inline Py_ssize_t _count_nn(Py_ssize_t last, Py_ssize_t b) noexcept nogil:
+    # floor(last / b) + 1 for b > 0, or 0 when last < 0
+    return 0 if last < 0 else last // b + 1
+
+
 ctypedef struct _Flat:
     Py_ssize_t sh, sw      # the stride: phase planes per row and per column
     Py_ssize_t Hph, Wph    # rows and pitch of one phase plane
@@ -270,10 +275,12 @@ cdef int _dwf_grad_input(const floating* grad_y, const floating* w, floating* gr
         for ph in range(sh * sw):
             alpha, beta = ph // sw, ph % sw
             # The rows u of this phase with 0 <= u*sh + alpha - pt < H; likewise columns.
+            # (cdivision: // truncates, so a negative last row must not reach it; a
+            # 1-row map at stride 2 has one, and wrote past grad_x.)
             lim[6 * ph] = _ceil_div_nn(cv.pad_top - alpha, sh)
-            lim[6 * ph + 1] = (cv.H - 1 + cv.pad_top - alpha) // sh + 1
+            lim[6 * ph + 1] = _count_nn(cv.H - 1 + cv.pad_top - alpha, sh)
             lim[6 * ph + 2] = _ceil_div_nn(cv.pad_left - beta, sw)
-            lim[6 * ph + 3] = (cv.W - 1 + cv.pad_left - beta) // sw + 1
+            lim[6 * ph + 3] = _count_nn(cv.W - 1 + cv.pad_left - beta, sw)
             lim[6 * ph + 4] = lim[6 * ph] * sh + alpha - cv.pad_top
             lim[6 * ph + 5] = lim[6 * ph + 2] * sw + beta - cv.pad_left
         for c in range(C):

@@ -176,6 +176,8 @@ def depthwise_flat(request):
     ((1, 2, 6, 6), 1, 1, 3, (7, 7)),              # filter larger than the map
     ((2, 4, 12, 10), 2, 1, ((3, 0), (0, 3)), (4, 4)),  # uneven padding, even filter
     ((1, 3, 5, 9), 1, 1, 0, (1, 9)),              # wider than the ring's limit
+    ((2, 3, 1, 2), 3, 1, 0, (1, 1)),              # phases past a 1-row map
+    ((1, 2, 2, 1), (2, 3), 1, ((0, 1), (0, 0)), (2, 1)),
 ])
 def test_depthwise_flat_planes(depthwise_flat, x_shape, stride, dilation, pad, kernel,
                                dtype, rng):
@@ -326,3 +328,24 @@ def test_whole_window_grad_input(case, dtype):
     ref = fastconv.conv2d_backward(gy, x, w, wrt=("x",), backend="reference", **opts).x
     assert_close(got, ref, dtype, "whole-window grad_input")
     assert np.array_equal(gy, gy0) and np.array_equal(w, w0)
+
+
+@pytest.mark.parametrize("mode", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_writes_stay_inside_grad_x(mode, dtype):
+    """grad_input of a strided depthwise layer on a 1-row map has phases with no row of
+    grad_x; the kernel once wrote one row past the buffer there. Its buffer here is the
+    front of a larger array whose tail must keep its sentinel."""
+    N, C, H, W, sh, sw = 2, 3, 1, 2, 3, 3
+    gy = np.ones(N * C * 1 * 1, dtype)
+    w = np.ones(C, dtype)
+    room = np.full(N * C * H * W + 64, 7.0, dtype)
+    _direct._set_depthwise_flat(mode)
+    try:
+        _direct.grad_input(gy, w, room[:N * C * H * W], N, C, H, W, C, 1, 1, 1, 1, C,
+                           sh, sw, 1, 1, 0, 0, 0, 1)
+    finally:
+        _direct._set_depthwise_flat(0)
+    assert np.all(room[N * C * H * W:] == 7.0)
+    assert np.array_equal(room[:N * C * H * W].reshape(N, C, H, W)[..., 0], np.ones((N, C, 1)))
+    assert np.all(room[:N * C * H * W].reshape(N, C, H, W)[..., 1] == 0)
