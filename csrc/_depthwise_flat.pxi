@@ -50,16 +50,6 @@ cdef bint _dwf_fits(const _Conv* cv, int layout) noexcept:
     return _DWF_MODE == 2 or not _dw_fits(cv, layout) or cv.Q <= _DWF_MAX_Q
 
 
-cdef inline Py_ssize_t _ceil_div_nn(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    # ceil(a / b) for b > 0, clamped below at 0
-    return 0 if a <= 0 else (a + b - 1) // b
-
-
-cdef inline Py_ssize_t _count_nn(Py_ssize_t last, Py_ssize_t b) noexcept nogil:
-    # floor(last / b) + 1 for b > 0, or 0 when last < 0
-    return 0 if last < 0 else last // b + 1
-
-
 ctypedef struct _Flat:
     Py_ssize_t sh, sw      # the stride: phase planes per row and per column
     Py_ssize_t Hph, Wph    # rows and pitch of one phase plane
@@ -90,6 +80,21 @@ cdef _Flat _flat_phases(Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Hph, Py_ssize_t
     cdef Py_ssize_t h
     for h in range(f.h1):
         f.rowoff[h] = ((h + pt) % sh) * sw * f.plane + ((h + pt) // sh) * Wph
+    return f
+
+
+cdef _Flat _flat_source(const _Conv* cv, Py_ssize_t vl, ptrdiff_t* tapoff) except *:
+    # The phase planes of x (forward, grad_weight), and tapoff[r*S + s] of each tap from
+    # the flat output index p*Wph + q.
+    cdef Py_ssize_t sh = cv.stride_h, sw = cv.stride_w, r, s, dr, ds
+    cdef Py_ssize_t Wph = cv.Q + ((cv.S - 1) * cv.dil_w) // sw
+    cdef _Flat f = _flat_phases(sh, sw, cv.P + ((cv.R - 1) * cv.dil_h) // sh, Wph,
+                                cv.pad_top, cv.pad_left, cv.H, cv.W, vl)
+    for r in range(cv.R):
+        for s in range(cv.S):
+            dr, ds = r * cv.dil_h, s * cv.dil_w
+            tapoff[r * cv.S + s] = (((dr % sh) * sw + ds % sw) * f.plane
+                                    + (dr // sh) * Wph + ds // sw)
     return f
 
 
@@ -159,25 +164,21 @@ cdef int _dwf_forward(const floating* x, const floating* w, const floating* bias
     # y[n, c, p, q] = bias[c] + sum_{r, s} w[c, r, s] * x[n, c, p*sh + r*dh - pt,
     # q*sw + s*dw - pl]; one plane per work item.
     cdef:
-        Py_ssize_t vl = _K.vbytes // sizeof(floating), sh = cv.stride_h, sw = cv.stride_w
-        Py_ssize_t taps = cv.R * cv.S, C = cv.C, planes = cv.N * cv.C, r, s, dr, ds
-        Py_ssize_t Wph = cv.Q + ((cv.S - 1) * cv.dil_w) // sw, M, per, nthr, tid, i, c
-        _Flat f = _flat_phases(sh, sw, cv.P + ((cv.R - 1) * cv.dil_h) // sh, Wph,
-                               cv.pad_top, cv.pad_left, cv.H, cv.W, vl)
+        Py_ssize_t vl = _K.vbytes // sizeof(floating)
+        Py_ssize_t taps = cv.R * cv.S, C = cv.C, planes = cv.N * cv.C
+        Py_ssize_t M, per, nthr, tid, i, c
+        _Flat f
         unsigned csr
         ptrdiff_t* tapoff = <ptrdiff_t*>malloc((taps + 1) * sizeof(ptrdiff_t))
         floating* buf = NULL
-    M = _round_up(cv.P * Wph, vl)
-    per = f.size + _round_up(M, 16)
+    f.rowoff = NULL
     nthr = max(1, min(n_threads, planes))
     try:
         if tapoff == NULL:
             raise MemoryError()
-        for r in range(cv.R):
-            for s in range(cv.S):
-                dr, ds = r * cv.dil_h, s * cv.dil_w
-                tapoff[r * cv.S + s] = (((dr % sh) * sw + ds % sw) * f.plane
-                                        + (dr // sh) * Wph + ds // sw)
+        f = _flat_source(cv, vl, tapoff)
+        M = _round_up(cv.P * f.Wph, vl)
+        per = f.size + _round_up(M, 16)
         buf = <floating*>calloc(nthr * per + 16, sizeof(floating))
         if buf == NULL:
             raise MemoryError()
@@ -275,12 +276,12 @@ cdef int _dwf_grad_input(const floating* grad_y, const floating* w, floating* gr
         for ph in range(sh * sw):
             alpha, beta = ph // sw, ph % sw
             # The rows u of this phase with 0 <= u*sh + alpha - pt < H; likewise columns.
-            # (cdivision: // truncates, so a negative last row must not reach it; a
-            # 1-row map at stride 2 has one, and wrote past grad_x.)
-            lim[6 * ph] = _ceil_div_nn(cv.pad_top - alpha, sh)
-            lim[6 * ph + 1] = _count_nn(cv.H - 1 + cv.pad_top - alpha, sh)
-            lim[6 * ph + 2] = _ceil_div_nn(cv.pad_left - beta, sw)
-            lim[6 * ph + 3] = _count_nn(cv.W - 1 + cv.pad_left - beta, sw)
+            # (_end_out floors: a 1-row map at stride 2 has a phase whose last row is
+            # negative, and a truncating // once wrote a row past grad_x there.)
+            lim[6 * ph] = _first_out(alpha - cv.pad_top, sh)
+            lim[6 * ph + 1] = _end_out(alpha - cv.pad_top, sh, cv.H, Umax + 1)
+            lim[6 * ph + 2] = _first_out(beta - cv.pad_left, sw)
+            lim[6 * ph + 3] = _end_out(beta - cv.pad_left, sw, cv.W, Vmax + 1)
             lim[6 * ph + 4] = lim[6 * ph] * sh + alpha - cv.pad_top
             lim[6 * ph + 5] = lim[6 * ph + 2] * sw + beta - cv.pad_left
         for c in range(C):
@@ -315,28 +316,24 @@ cdef int _dwf_grad_weight(const floating* grad_y, const floating* x, floating* g
     # tapoff[r, s]]: grad_y is staged at the pitch Wph of x's phase planes, and its
     # extra columns stay zero.
     cdef:
-        Py_ssize_t vl = _K.vbytes // sizeof(floating), sh = cv.stride_h, sw = cv.stride_w
-        Py_ssize_t taps = cv.R * cv.S, C = cv.C, r, s, dr, ds, p, n, c, t, tid
-        Py_ssize_t Wph = cv.Q + ((cv.S - 1) * cv.dil_w) // sw, M, per, nthr
-        _Flat f = _flat_phases(sh, sw, cv.P + ((cv.R - 1) * cv.dil_h) // sh, Wph,
-                               cv.pad_top, cv.pad_left, cv.H, cv.W, vl)
+        Py_ssize_t vl = _K.vbytes // sizeof(floating)
+        Py_ssize_t taps = cv.R * cv.S, C = cv.C, p, n, c, t, tid, Wph, M, per, nthr
+        _Flat f
         unsigned csr
         ptrdiff_t* tapoff = <ptrdiff_t*>malloc((taps + 1) * sizeof(ptrdiff_t))
         floating* buf = NULL
         floating* ph
         floating* gyf
         floating* acc
-    M = _round_up(cv.P * Wph, vl)
-    per = f.size + _round_up(M, 16) + _round_up(taps, 16)
+    f.rowoff = NULL
     nthr = max(1, min(n_threads, C))
     try:
         if tapoff == NULL:
             raise MemoryError()
-        for r in range(cv.R):
-            for s in range(cv.S):
-                dr, ds = r * cv.dil_h, s * cv.dil_w
-                tapoff[r * cv.S + s] = (((dr % sh) * sw + ds % sw) * f.plane
-                                        + (dr // sh) * Wph + ds // sw)
+        f = _flat_source(cv, vl, tapoff)
+        Wph = f.Wph
+        M = _round_up(cv.P * Wph, vl)
+        per = f.size + _round_up(M, 16) + _round_up(taps, 16)
         buf = <floating*>calloc(nthr * per + 16, sizeof(floating))
         if buf == NULL:
             raise MemoryError()
