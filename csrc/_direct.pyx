@@ -1371,6 +1371,7 @@ cdef int _dws_run(int which, const floating* a, const floating* b, const floatin
 include "_depthwise_flat.pxi"
 include "_pointwise.pxi"
 include "_winograd.pxi"
+include "_products.pxi"
 
 
 def forward(

@@ -9,7 +9,7 @@ import pytest
 
 import fastconv
 from fastconv._blas import blas_libraries
-from fastconv.engines import im2col
+from fastconv.engines import _products, im2col
 
 KERNELS = {
     "NCHW": ("_forward_nchw", "_grad_input_nchw", "_grad_weight_nchw"),
@@ -90,3 +90,41 @@ def test_two_thread_splits_match_the_reference(layout, shape, rng):
     np.testing.assert_allclose(got.x, ref.x, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(got.w, ref.w, rtol=1e-10, atol=1e-10)
     assert np.array_equal(got.w, again.w)  # the same order of sums every run
+
+
+@pytest.mark.skipif(_products._team is None, reason="the compiled module is not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("shape", [
+    ((4, 64, 28, 28), (96, 64, 1, 1), 1),     # pointwise: one product per image
+    ((3, 128, 14, 14), (128, 32, 1, 1), 4),   # grouped pointwise
+    ((32, 64, 7, 7), (200, 64, 7, 7), 1),     # whole window: a dense layer
+])
+def test_products_on_the_team_match_the_numba_kernel(monkeypatch, dtype, layout, shape, rng):
+    """The products run on the OpenMP team (csrc/_products.pxi) or, without the compiled
+    module, in the Numba kernel ``_run_tasks``: the same gemm calls in the same order, so
+    the same bits, bias included, on two threads."""
+    x_shape, w_shape, groups = shape
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    if layout == "NHWC":
+        if groups > 1 and x_shape[2] == w_shape[2]:
+            pytest.skip("NHWC whole-window layers are ungrouped")
+        x, w = x.transpose(0, 2, 3, 1).copy(), w.transpose(2, 3, 1, 0).copy()
+    kw = dict(groups=groups, layout=layout, backend="im2col")
+
+    def passes():
+        with fastconv.num_threads(2):
+            y = fastconv.conv2d(x, w, bias=bias, **kw)
+            g = fastconv.conv2d_backward(np.cos(y), x, w, **kw)
+        return y, g.x, g.w
+
+    on_team = passes()
+    monkeypatch.setattr(_products, "_team", None)
+    in_numba = passes()
+    for name, a, b in zip(("y", "grad_x", "grad_w"), on_team, in_numba):
+        assert np.array_equal(a, b), name
+    ref = fastconv.conv2d(x, w, bias=bias, groups=groups, layout=layout, backend="reference")
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(on_team[0], ref, rtol=tol, atol=tol * np.abs(ref).max())

@@ -12,7 +12,7 @@ import pytest
 from threadpoolctl import ThreadpoolController
 
 import fastconv
-from fastconv.engines import _twin
+from fastconv.engines import _products, _twin
 from fastconv.engines._cblas import DGEMM, SGEMM
 from fastconv.engines._loops import F32, F64
 
@@ -43,7 +43,21 @@ def gemm_kernel_calls(monkeypatch):
             calls.append([lib.get_num_threads() for lib in blas])
         return run(self, T, *args)
     monkeypatch.setattr(_twin.Shares, "run", watched)
+    if _products._team is not None:  # the products, on the direct engine's OpenMP team
+        monkeypatch.setattr(_products, "_team", _WatchedTeam(_products._team, controller, calls))
     return calls
+
+
+class _WatchedTeam:
+    """The compiled module's ``run_tasks``, recording the BLAS thread counts it saw."""
+
+    def __init__(self, team, controller, calls):
+        self.team, self.controller, self.calls = team, controller, calls
+
+    def run_tasks(self, *args):
+        blas = self.controller.select(user_api="blas").lib_controllers
+        self.calls.append([lib.get_num_threads() for lib in blas])
+        return self.team.run_tasks(*args)
 
 
 def _nhwc(x, w):

@@ -8,9 +8,12 @@ image. Each pass of them is one product per image and group (or per group).
 They used to be one ``np.matmul`` each, which runs on NumPy's OpenBLAS pool: its
 workers then spin for about 0.1 s after the product, and the next OpenMP region (the
 direct engine's, or Numba's) waits for a core they hold. Here every product is cut into
-tasks, each a single-threaded gemm (``_cblas``) that one of our Numba threads runs
-while every BLAS is held at one thread (``_blas.single_threaded``): one pool does the
-work, and no other is started, woken or waited on.
+tasks, each a single-threaded gemm (``_cblas``) that one of our threads runs while
+every BLAS is held at one thread (``_blas.single_threaded``): one pool does the work,
+and no other is started, woken or waited on. The threads are the direct engine's
+OpenMP team (``_direct.run_tasks``, csrc/_products.pxi, which has the measurement), or,
+when the compiled module is missing, the Numba kernel ``_run_tasks`` on the im2col
+engine's threads.
 
 A plan says, for one geometry, pass and thread count, which gemm calls each thread
 makes, in BLAS's column-major language (see ``_cblas``): the operands' offsets,
@@ -26,7 +29,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+import ctypes
+
 from .._blas import single_threaded
+from .._openmp import load_direct
 from .._geometry import ConvGeometry
 from ._cblas import NOTRANS, TRANS
 from ._loops import loops_for
@@ -186,14 +192,38 @@ def plan(g: ConvGeometry, pass_name: str, T: int, has_bias: bool = False) -> Pla
                  _larger(K, rsc), T)
 
 
+_team = load_direct()  # None when not built
+
+
+def team():
+    """The compiled module whose OpenMP team makes the products, or None (Numba's)."""
+    return _team
+
+
+@functools.lru_cache(maxsize=2)
+def _addresses(dtype) -> tuple[int, int]:
+    """The C addresses of the gemm and bias loops for ``dtype`` (``_loops``)."""
+    fn = loops_for(dtype)
+    return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (fn.gemm, fn.bias_block))
+
+
 def run(p: Plan, arrays: dict, c: np.ndarray, bias=None) -> None:
     """Make the plan's gemm calls, c = op(a) . op(b) (+ bias), on p's threads;
     ``arrays`` maps "x", "w", "y" to the pass's C-contiguous inputs."""
     a, b = arrays[p.a], arrays[p.b]
     bias = bias if bias is not None else np.empty(0, c.dtype)
     T = p.starts.size - 1
+    per_row = int(p.bias_mode == BIAS_PER_ROW)
+    if not all(v.flags.c_contiguous for v in (a, b, c, bias)):
+        raise ValueError("products: a, b, c and bias must be C-contiguous")  # by address
     with single_threaded():
+        if _team is not None:
+            gemm, add_bias = _addresses(c.dtype)
+            _team.run_tasks(gemm, add_bias, p.transa, p.transb, a.ctypes.data, p.lda,
+                            b.ctypes.data, p.ldb, c.ctypes.data, p.ldc, p.tasks, p.starts,
+                            bias.ctypes.data, per_row)
+            return
         fn = loops_for(c.dtype)
         _run_tasks.run(T, T, fn.gemm, fn.bias_block, p.transa, p.transb, a.reshape(-1),
                        p.lda, b.reshape(-1), p.ldb, c.reshape(-1), p.ldc, p.tasks, p.starts,
-                       bias, int(p.bias_mode == BIAS_PER_ROW))
+                       bias, per_row)

@@ -63,6 +63,7 @@ from ._cblas import NOTRANS, TRANS
 from ._fpmode import FLUSHES
 from ._loops import loops_for
 from ._products import plan as _products_plan
+from ._products import team as _products_team
 from ._products import run as run_products
 from ._twin import kernel as _kernel
 
@@ -125,8 +126,9 @@ def kernel_mode() -> str:
     """How the im2col/col2im kernels run in this process, for show_config()."""
     if kernel_threads() == 1:
         return "one thread"
+    products = "the direct engine's OpenMP team" if _products_team() is not None else "fastconv's threads"
     return ("per-thread pieces on fastconv's threads, each multiplied by a "
-            "single-threaded BLAS gemm")
+            f"single-threaded BLAS gemm; 1x1 and whole-window products on {products}")
 
 
 def _taps(g: ConvGeometry):
