@@ -78,6 +78,17 @@ own threads (``engines/_products``):
   32.3 / 48.6) and their forward by the same ``POINTWISE_DIRECT_POSITIONS`` rule
   (64->128 at 56x56/2: 2.3 / 2.8; 512->1024 onto 14x14: 17.4 / 15.8; onto 7x7:
   25.7 / 18.4).
+* Measured again with the products on the OpenMP team (2026-12-07, Zen 4, KVM, float32,
+  batch 8, medians of 15 interleaved calls, direct / im2col ms, alone and right after a
+  direct call): the strided projections of ResNet-18 (Cg*Kg <= 2^17, 7x7 to 28x28 out)
+  run faster on the direct engine in every pass, with AVX-512 and with its AVX2 kernels
+  (forward onto 7x7 0.80 / 1.25, after a direct call 1.03 / 1.70; grad_weight 0.85 / 1.26
+  and 1.00 / 1.74; AVX2 0.75 / 1.21, 1.05 / 1.23), and so does ResNet-50's 256->512
+  (grad_weight 10.6 / 10.3 alone, 11.2 / 12.7 after): from
+  ``STRIDED_POINTWISE_DIRECT_MACS`` = 2^18 down, all three passes go to direct. Its
+  1024->2048 onto 7x7 (``STRIDED_POINTWISE_IM2COL_MACS``) now runs grad_input faster on
+  im2col (14.1 / 10.4 alone, 14.0 / 13.1 after; AVX2 12.4 / 9.5), where the figures above
+  were taken before the im2col engine's products moved onto our threads.
 * On machines without AVX-512, strided grad_input onto maps of at least
   ``STRIDED_GRAD_INPUT_POSITIONS`` output positions goes to im2col as well (its col2im
   beats the AVX2 direct kernels there): resnet_c3_3x3s2 39.3 / 24.5, ResNet-18's
@@ -272,6 +283,11 @@ POINTWISE_FEW_IMAGES = 4
 # positions per image go to the direct engine's pointwise products (strided grad_input
 # goes there at any size).
 POINTWISE_DIRECT_POSITIONS = 400
+# NCHW strided 1x1 layers with at most this many filter weights per group (Cg*Kg) go to
+# the direct engine in every pass; from STRIDED_POINTWISE_IM2COL_MACS, grad_input goes
+# to im2col.
+STRIDED_POINTWISE_DIRECT_MACS = 1 << 18
+STRIDED_POINTWISE_IM2COL_MACS = 1 << 21
 # ... and NCHW stride-1 1x1 forward and grad_input from this many (14x14).
 POINTWISE_STRIDE1_DIRECT_POSITIONS = 196
 # NCHW stride-1 1x1 grad_weight of a layer that does not narrow by half goes to the
@@ -430,10 +446,15 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
             and (g.Cg >= 2 * g.Kg
                  or (g.Cg * g.Kg * positions <= POINTWISE_WGRAD_SMALL_MACS
                      and positions <= POINTWISE_WGRAD_MAX_POSITIONS)))
-        return {"forward": "direct" if products else "im2col",
-                "grad_input": "direct" if few or products or (strided and not g.nhwc)
+        # the strided NCHW projections: small products go to the direct engine in
+        # every pass, the largest grad_input to im2col
+        strided_nchw = strided and not g.nhwc
+        small = strided_nchw and g.Cg * g.Kg <= STRIDED_POINTWISE_DIRECT_MACS
+        large = strided_nchw and g.Cg * g.Kg >= STRIDED_POINTWISE_IM2COL_MACS
+        return {"forward": "direct" if products or small else "im2col",
+                "grad_input": "direct" if few or products or (strided_nchw and not large)
                 else "im2col",
-                "grad_weight": "direct" if wgrad_direct else "im2col"}
+                "grad_weight": "direct" if wgrad_direct or small else "im2col"}
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be None, 'highest' or 'high', got {precision!r}")
     wino = winograd_wins(g, dtype, precision)

@@ -287,7 +287,7 @@ def test_nhwc_choices_on_the_suite(name, expected):
     (0, (8, 64, 56, 56), 2, "direct"),   # on the stride grid, 28x28 out
     (0, (8, 64, 14, 14), 1, "direct"),   # NCHW stride 1 onto 14x14: still products
     (0, (8, 64, 7, 7), 1, "im2col"),     # NCHW onto a 7x7 map
-    (0, (8, 64, 14, 14), 2, "im2col"),   # strided onto 7x7
+    (0, (8, 64, 14, 14), 2, "direct"),   # strided onto 7x7: a small product (below)
     (1, (8, 56, 56, 64), 1, "direct"),   # NHWC: products with positions as rows
     (1, (8, 56, 56, 64), 2, "im2col"),   # NHWC strided: no products
     (1, (8, 14, 14, 64), 1, "im2col"),   # NHWC onto a 14x14 map
@@ -303,7 +303,23 @@ def test_pointwise_forward_choice(layout, x_shape, stride, expected):
         # grad_weight: the NHWC products; NCHW stride 1 by the rule tested below
         nchw_narrow = layout == 0 and stride == 1 and x_shape[2] in (14, 7)
         assert choice["grad_weight"] == ("direct" if (layout == 1 and expected == "direct")
-                                         or nchw_narrow else "im2col")
+                                         or nchw_narrow or (layout == 0 and stride == 2)
+                                         else "im2col")
+
+
+@pytest.mark.parametrize("C, K, HW, expected", [
+    (64, 128, 56, ("direct",) * 3),                  # ResNet-18's projections: small
+    (256, 512, 14, ("direct",) * 3),                 # products (Cg*Kg <= 2^18) all direct
+    (512, 1024, 56, ("direct", "direct", "im2col")),  # larger: forward by its 784 positions
+    (512, 1024, 28, ("im2col", "direct", "im2col")),  # onto 14x14
+    (1024, 2048, 14, ("im2col",) * 3),               # from 2^21: grad_input to im2col too
+])
+def test_strided_projection_choice(C, K, HW, expected):
+    """NCHW 1x1 stride 2 (ResNet's downsample projections), on every SIMD set."""
+    g = geometry((8, C, HW, HW), (K, C, 1, 1), 2, 0, 1, 1, 0)
+    for simd in ("avx512", "avx2", "baseline"):
+        choice = fastconv.choose_backend(g, np.float32, 2, simd=simd)
+        assert tuple(choice[p] for p in ("forward", "grad_input", "grad_weight")) == expected
 
 
 @pytest.mark.parametrize("C, K, HW, N, expected", [
@@ -321,12 +337,13 @@ def test_pointwise_forward_choice(layout, x_shape, stride, expected):
 def test_pointwise_grad_weight_choice(C, K, HW, N, expected):
     """NCHW stride-1 1x1 grad_weight (measured in _dispatch): direct when the layer
     narrows by half, or its product is small on a map of at most 28x28; on every ISA.
-    Strided and padded 1x1 layers keep im2col."""
+    Strided ones follow their own rule (above): direct up to 2^18 weights."""
     for simd in ("avx512", "avx2", "baseline"):
         g = geometry((N, C, HW, HW), (K, C, 1, 1), 1, 0, 1, 1, 0)
         assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["grad_weight"] == expected
         g = geometry((N, C, 2 * HW, 2 * HW), (K, C, 1, 1), 2, 0, 1, 1, 0)
-        assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["grad_weight"] == "im2col"
+        assert fastconv.choose_backend(g, np.float32, 2, simd=simd)["grad_weight"] == (
+            "direct" if C * K <= 1 << 18 else "im2col")
 
 
 def test_tune_transposed_stores_each_pass_as_its_convolution_pass(cache):
