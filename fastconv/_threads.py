@@ -14,9 +14,11 @@ process's count, whatever the other tasks in the process are doing.
 The direct engine's OpenMP regions call no BLAS; the im2col engine's Numba kernels run
 as one share per thread on the workers of ``run_shares`` (threads that sleep on a queue
 between calls, never spin), each making single-threaded gemm calls with every BLAS held
-at one thread for the duration (``_blas.single_threaded``). So no BLAS pool is started
-or left spinning by a pass, and at most ``n`` threads are busy at any time. BLAS gets
-``n`` too, for the caller's own NumPy products between our calls.
+at one thread for the duration (``_blas.single_threaded``); their 1x1 and whole-window
+products run on the direct engine's OpenMP team instead (``engines/_products.py``).
+So no BLAS pool is started or left spinning by a pass, and at most ``n`` threads are
+busy at any time. BLAS gets ``n`` too, for the caller's own NumPy products between our
+calls.
 """
 from __future__ import annotations
 
