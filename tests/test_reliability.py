@@ -194,6 +194,35 @@ def test_multiprocessing_pools(method):
     assert np.allclose(got, expected, rtol=1e-5)
 
 
+# A pointwise layer and a dense one: their products run on the direct engine's OpenMP
+# team (engines/_products.py), whose runtime does not survive fork().
+PRODUCT_CASES = [((4, 64, 28, 28), (96, 64, 1, 1)), ((32, 64, 7, 7), (40, 64, 7, 7))]
+
+
+def _product_passes(case):
+    x_shape, w_shape = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    y = fastconv.conv2d(x, w, backend="im2col")
+    g = fastconv.conv2d_backward(np.cos(y), x, w, backend="im2col")
+    return y, g.x, g.w
+
+
+def test_products_after_fork():
+    """A child forked after the products ran on two threads makes them on one, with the
+    same values (one thread or two, each output element is one gemm's dot product)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("fork is not available here")
+    with fastconv.num_threads(2):
+        expected = [_product_passes(c) for c in PRODUCT_CASES]
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        got = pool.map_async(_product_passes, PRODUCT_CASES).get(timeout=120)
+    for g, e in zip(got, expected):
+        for a, b in zip(g, e):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
+
+
 def test_small_work_runs_on_one_thread():
     """threads_for(): an extra thread only from GRAIN_FLOPS of work per thread."""
     from fastconv._threads import GRAIN_FLOPS, threads_for
