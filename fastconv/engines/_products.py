@@ -24,16 +24,15 @@ every run, and the work is split without partial sums.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 from typing import NamedTuple
 
 import numpy as np
 
-import ctypes
-
 from .._blas import single_threaded
-from .._openmp import load_direct
 from .._geometry import ConvGeometry
+from .._openmp import load_direct
 from ._cblas import NOTRANS, TRANS
 from ._loops import loops_for
 from ._twin import kernel

@@ -126,7 +126,8 @@ def kernel_mode() -> str:
     """How the im2col/col2im kernels run in this process, for show_config()."""
     if kernel_threads() == 1:
         return "one thread"
-    products = "the direct engine's OpenMP team" if _products_team() is not None else "fastconv's threads"
+    products = ("the direct engine's OpenMP team" if _products_team() is not None
+                else "fastconv's threads")
     return ("per-thread pieces on fastconv's threads, each multiplied by a "
             f"single-threaded BLAS gemm; 1x1 and whole-window products on {products}")
 
