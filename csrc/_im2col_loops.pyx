@@ -9,6 +9,7 @@ cdef extern from "im2col_loops.h":
     const fc_loop_entry fc_loops[]
     void fc_set_blas(void *sgemm, void *dgemm)
     int fc_flushes()
+    void fc_set_flushing(int on)
 
 
 def set_blas(uintptr_t sgemm, uintptr_t dgemm):
@@ -19,6 +20,16 @@ def set_blas(uintptr_t sgemm, uintptr_t dgemm):
 def flushes():
     """Whether the loops set FTZ/DAZ while they compute (x86 builds)."""
     return bool(fc_flushes())
+
+
+def set_flushing(bint on):
+    """Set or clear FTZ/DAZ in this thread (x86 builds; elsewhere nothing)."""
+    fc_set_flushing(on)
+
+
+def ieee_mode():
+    """Clear FTZ/DAZ in this thread: gradual underflow, as IEEE has it."""
+    fc_set_flushing(0)
 
 
 def addresses():

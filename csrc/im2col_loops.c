@@ -79,6 +79,19 @@ static inline void ftz_leave(unsigned old) { (void)old; }
 
 int fc_flushes(void) { return FC_FLUSHES; }
 
+/* FTZ/DAZ on (1) or off (0) in the calling thread. The share workers start with them
+ * off whatever thread made them: a new thread inherits its creator's MXCSR, and the
+ * first caller may be a thread that flushes (seen: XLA's callback thread under
+ * fastconv.jax). */
+void fc_set_flushing(int on)
+{
+#if FC_FLUSHES
+    _mm_setcsr(on ? _mm_getcsr() | 0x8040u : _mm_getcsr() & ~0x8040u);
+#else
+    (void)on;
+#endif
+}
+
 /* SciPy's Fortran BLAS (scipy.linalg.cython_blas), set once at import. */
 typedef void (*fgemm_f32)(const char *, const char *, const int *, const int *,
                           const int *, const float *, const float *, const int *,

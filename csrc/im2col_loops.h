@@ -9,6 +9,9 @@ void fc_set_blas(void *sgemm, void *dgemm);
 /* 1 where the loops set FTZ/DAZ (x86), else 0. */
 int fc_flushes(void);
 
+/* Sets (on = 1) or clears FTZ/DAZ in the calling thread (x86), else does nothing. */
+void fc_set_flushing(int on);
+
 /* Every loop below by name ("unroll_nchw_f32", ...), ending with {NULL, NULL}. */
 typedef struct {
     const char *name;

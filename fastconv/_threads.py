@@ -27,6 +27,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from . import _im2col_loops
 from ._blas import set_blas_threads
 
 
@@ -223,7 +224,9 @@ def _workers(n: int) -> ThreadPoolExecutor:
     with _share_lock:
         if _share_pool is None or _share_workers < n or _share_pid != os.getpid():
             old = _share_pool if _share_pid == os.getpid() else None
-            _share_pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastconv")
+            # ieee_mode: a new thread inherits its creator's FTZ/DAZ bits (csrc/im2col_loops.c)
+            _share_pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="fastconv",
+                                             initializer=_im2col_loops.ieee_mode)
             _share_workers, _share_pid = n, os.getpid()
             if old is not None:
                 old.shutdown(wait=False)

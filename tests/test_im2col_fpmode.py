@@ -5,6 +5,8 @@ direct engine's do, instead of scanning the inputs first; and every thread leave
 with the floating-point mode it came in with: the caller's, fastconv's share workers,
 and Numba's pool workers, which the user's own Numba code uses.
 """
+import threading
+
 import numpy as np
 import pytest
 from numba import njit, prange
@@ -105,3 +107,25 @@ def test_the_loops_flush_and_restore_the_mode():
     assert np.all(y == 0)
     tiny = np.full(2, 1e-20, np.float32)
     assert np.all(tiny * tiny > 0)  # this thread's own mode is back
+
+
+def test_workers_start_in_ieee_mode_whoever_makes_them(monkeypatch):
+    """A new thread inherits its creator's FTZ/DAZ bits; the share workers clear them,
+    so a first call from a thread that flushes (XLA's, under fastconv.jax) leaves no
+    flushing worker behind."""
+    from fastconv import _im2col_loops
+
+    monkeypatch.setattr(_threads, "_share_pool", None)  # made anew by the next call
+    out = np.zeros(2, np.float32)
+
+    def flushing_caller():
+        _im2col_loops.set_flushing(True)
+        tiny = np.full(1, 1e-20, np.float32)
+        assert np.all(tiny * tiny == 0)  # this thread flushes
+        _threads.run_shares(_subnormal_share, 2, (out,))
+        _im2col_loops.set_flushing(False)
+
+    caller = threading.Thread(target=flushing_caller)
+    caller.start()
+    caller.join()
+    assert out[0] == 0 and out[1] > 0  # share 0 ran on the caller, share 1 on a worker
