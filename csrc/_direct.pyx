@@ -1372,6 +1372,7 @@ include "_depthwise_flat.pxi"
 include "_pointwise.pxi"
 include "_winograd.pxi"
 include "_products.pxi"
+include "_pieces.pxi"
 
 
 def forward(

@@ -13,7 +13,9 @@ once when building an image or before starting a cluster's workers, with the sam
 It runs each pass of the im2col engine once on tiny problems, for every dtype and
 layout asked for: 3x3 windows at strides 1 and 2 (the unrolling and folding kernels)
 and a 1x1 one (the products, which serve the pointwise and whole-window layers). Each kernel is compiled
-once whatever the thread count (engines/_twin.py).
+once whatever the thread count (engines/_twin.py). With the compiled module in place the
+NCHW passes and the products run its Cython twins on the OpenMP team and compile
+nothing (engines/im2col.py, Pieces on the team): NHWC is what this fills the cache for.
 """
 from __future__ import annotations
 

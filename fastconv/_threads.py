@@ -11,11 +11,12 @@ A thread may also run its calls under a budget (``thread_budget``), which caps t
 for that thread alone: a Dask task of ``fastconv.dask`` runs on its share of the
 process's count, whatever the other tasks in the process are doing.
 
-The direct engine's OpenMP regions call no BLAS; the im2col engine's Numba kernels run
-as one share per thread on the workers of ``run_shares`` (threads that sleep on a queue
-between calls, never spin), each making single-threaded gemm calls with every BLAS held
-at one thread for the duration (``_blas.single_threaded``); their 1x1 and whole-window
-products run on the direct engine's OpenMP team instead (``engines/_products.py``).
+The direct engine's OpenMP regions call no BLAS. The im2col engine runs one share per
+thread, each making single-threaded gemm calls with every BLAS held at one thread for
+the duration (``_blas.single_threaded``): its NCHW pieces and its 1x1 and whole-window
+products on the direct engine's OpenMP team (csrc/_pieces.pxi, ``engines/_products.py``),
+its NHWC kernels in Numba on the workers of ``run_shares`` (threads that sleep on a
+queue between calls, never spin).
 So no BLAS pool is started or left spinning by a pass, and at most ``n`` threads are
 busy at any time. BLAS gets ``n`` too, for the caller's own NumPy products between our
 calls.

@@ -15,7 +15,7 @@ from conftest import assert_close, random_problem
 import fastconv
 from fastconv import _validate as validate
 from fastconv._geometry import LAYOUTS, ConvGeometry
-from fastconv.engines import im2col, reference
+from fastconv.engines import _products, im2col, reference
 
 SEEDS = range(40)
 # Caps that force every kind of split on the sweep's small problems: a band of a few
@@ -118,6 +118,9 @@ def test_workspace_reused_across_pieces_and_calls(monkeypatch, rng):
     requests, plans = [], []
     workspace, run = im2col._workspace, im2col._forward_nchw.run
     monkeypatch.setattr(im2col, "_workspace", lambda *a: requests.append(a) or workspace(*a))
+    # The Numba kernel, whose arguments are recorded here; the team's pieces take the
+    # same plan (tests/test_im2col_threads.py checks they give the same bits).
+    monkeypatch.setattr(_products, "_team", None)
     # args: x, w, bias, y, its four C loops, then T, nb, pb, nbands, G, ws, per
     monkeypatch.setattr(im2col._forward_nchw, "run",
                         lambda par, *a: plans.append((a[8], *a[10:12])) or run(par, *a))
@@ -127,7 +130,7 @@ def test_workspace_reused_across_pieces_and_calls(monkeypatch, rng):
         buf = im2col._local.buf
         fastconv.conv2d(x, w, pad=1, backend="im2col")
         assert im2col._local.buf is buf
-    assert len(requests) == 2
+    assert len(requests) == 2 and len(plans) == 2
     for T, pb, nbands in plans:
         assert pb * nbands >= 40 and pb <= 8 * 2 // T  # the pieces cover the image, within the cap
         assert requests[0][0] * 4 <= cap
@@ -161,19 +164,41 @@ def test_layer_beyond_2gib_runs_within_the_cap():
     assert_close(y[:, :, rows], ref, np.float32, "rows of the big layer")
 
 
+class _NbSeen:
+    """The compiled module, recording nb of each ``grad_input_pieces`` call."""
+
+    def __init__(self, team, seen):
+        self.team, self.seen = team, seen
+
+    def __getattr__(self, name):
+        entry = getattr(self.team, name)
+        if name != "grad_input_pieces":
+            return entry
+        # args: gemm, fold, stage, isz, gy, N, K, w, gx, C, H, W, T, then nb
+        return lambda *a: self.seen.append(a[13]) or entry(*a)
+
+
+@pytest.mark.parametrize("on_team", [True, False], ids=["team", "numba"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_strided_grad_input_batches_small_maps(monkeypatch, rng, dtype, groups):
+def test_strided_grad_input_batches_small_maps(monkeypatch, rng, dtype, groups, on_team):
     """Strided grad_input onto small maps multiplies several images' dY at once (nb > 1)
-    and folds each from its columns of the product: equal to the reference."""
+    and folds each from its columns of the product: equal to the reference, on the
+    OpenMP team (csrc/_pieces.pxi) and in the Numba kernel."""
+    if on_team and _products.team() is None:
+        pytest.skip("the compiled module is not built")
     x = rng.standard_normal((9, 8, 9, 7)).astype(dtype)
     w = rng.standard_normal((12, 8 // groups, 3, 2)).astype(dtype)
     g = validate.geometry(x.shape, w.shape, 2, 1, 1, groups, 0)
     gy = rng.standard_normal(g.y_shape).astype(dtype)
     seen, run = [], im2col._grad_input_nchw.run
-    # args: gy, w, gx, gemm, fold, stage, then T, nb
-    monkeypatch.setattr(im2col._grad_input_nchw, "run",
-                        lambda par, *a: seen.append(a[7]) or run(par, *a))
+    if on_team:
+        monkeypatch.setattr(_products, "_team", _NbSeen(_products.team(), seen))
+    else:
+        monkeypatch.setattr(_products, "_team", None)
+        # args: gy, w, gx, gemm, fold, stage, then T, nb
+        monkeypatch.setattr(im2col._grad_input_nchw, "run",
+                            lambda par, *a: seen.append(a[7]) or run(par, *a))
     got = im2col.grad_input(gy, w, g)
     assert seen and seen[0] > 1
     assert_close(got, reference.grad_input(gy, w, g), dtype, "grad_input")

@@ -17,6 +17,29 @@ KERNELS = {
 }
 
 
+# The NCHW kernels' twins on the direct engine's OpenMP team (csrc/_pieces.pxi).
+ON_THE_TEAM = {"forward_pieces": "_forward_nchw", "grad_input_pieces": "_grad_input_nchw",
+               "grad_weight_pieces": "_grad_weight_nchw"}
+
+
+class _SeenTeam:
+    """The compiled module, recording the BLAS thread counts its NCHW pieces saw under
+    the name of the Numba kernel each stands for."""
+
+    def __init__(self, team, seen):
+        self.team, self.seen = team, seen
+
+    def __getattr__(self, name):
+        entry = getattr(self.team, name)
+        if name not in ON_THE_TEAM:
+            return entry
+
+        def run(*args):
+            self.seen[ON_THE_TEAM[name]] = [lib.get_num_threads() for lib in blas_libraries()]
+            return entry(*args)
+        return run
+
+
 @pytest.fixture
 def blas_counts_seen(monkeypatch):
     seen = {}
@@ -27,6 +50,8 @@ def blas_counts_seen(monkeypatch):
             seen[_name] = [lib.get_num_threads() for lib in blas_libraries()]
             return _run(parallel, *args)
         monkeypatch.setattr(kernel, "run", run)
+    if _products._team is not None:
+        monkeypatch.setattr(_products, "_team", _SeenTeam(_products._team, seen))
     return seen
 
 
@@ -56,6 +81,7 @@ def test_blas_count_restored_when_a_kernel_raises(monkeypatch, rng):
     def boom(parallel, *args):
         raise RuntimeError("kernel failed")
     monkeypatch.setattr(im2col._forward_nchw, "run", boom)
+    monkeypatch.setattr(_products, "_team", None)  # the NCHW pieces in Numba
     x = rng.standard_normal((1, 4, 12, 12)).astype(np.float32)
     w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
     with fastconv.num_threads(2):
@@ -128,3 +154,41 @@ def test_products_on_the_team_match_the_numba_kernel(monkeypatch, dtype, layout,
     ref = fastconv.conv2d(x, w, bias=bias, groups=groups, layout=layout, backend="reference")
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(on_team[0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.skipif(_products._team is None, reason="the compiled module is not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [
+    # (x, w, stride, pad, dilation, groups)
+    ((2, 16, 40, 40), (24, 16, 3, 3), 1, 1, 1, 1),    # bands of one image; small dW
+    ((8, 64, 7, 7), (96, 64, 3, 3), 1, 1, 1, 1),      # small maps folded side by side
+    ((8, 48, 9, 9), (40, 48, 3, 2), 2, 1, 1, 1),      # strided: col2im, folded images
+    ((2, 32, 30, 31), (32, 8, 3, 3), 2, (1, 2), 2, 4),  # grouped, dilated, strided
+    ((1, 128, 10, 11), (128, 128, 3, 3), 1, 1, 1, 1),  # dW's columns per thread
+])
+def test_pieces_on_the_team_match_the_numba_kernels(monkeypatch, dtype, shape, rng):
+    """The NCHW pieces run on the OpenMP team (csrc/_pieces.pxi) or, without the compiled
+    module, in the Numba kernels: the same schedule and the same calls, so the same bits
+    in every pass, on two threads, bias included."""
+    x_shape, w_shape, stride, pad, dilation, groups = shape
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    kw = dict(stride=stride, pad=pad, dilation=dilation, groups=groups)
+
+    def passes():
+        with fastconv.num_threads(2):
+            y = fastconv.conv2d(x, w, bias=bias, backend="im2col", **kw)
+            g = fastconv.conv2d_backward(np.cos(y), x, w, backend="im2col", **kw)
+        return y, g.x, g.w
+
+    on_team = passes()
+    monkeypatch.setattr(_products, "_team", None)
+    in_numba = passes()
+    for name, a, b in zip(("y", "grad_x", "grad_w"), on_team, in_numba):
+        assert np.array_equal(a, b), name
+    y_ref = fastconv.conv2d(x, w, bias=bias, backend="reference", **kw)
+    g_ref = fastconv.conv2d_backward(np.cos(y_ref), x, w, backend="reference", **kw)
+    tol = 1e-4 if dtype == np.float32 else 1e-10  # relative to each output's largest entry
+    for name, a, ref in zip(("y", "grad_x", "grad_w"), on_team, (y_ref, g_ref.x, g_ref.w)):
+        np.testing.assert_allclose(a, ref, rtol=tol, atol=tol * np.abs(ref).max(), err_msg=name)

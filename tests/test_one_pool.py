@@ -3,7 +3,8 @@
 Layers of every kind (pointwise, strided pointwise, whole-window, 3x3, strided, grouped,
 depthwise; both layouts) and every engine take turns, as a network's passes do. Every
 Numba kernel that is handed a gemm records what threadpoolctl reports for each loaded
-BLAS when it starts: one thread, always. Every im2col pass must make its products in
+BLAS when it starts: one thread, always; so does every entry of the direct engine's
+OpenMP team that calls a gemm (``_WatchedTeam``). Every im2col pass must make its products in
 such a kernel (the pointwise and whole-window passes used to be NumPy matmuls on
 OpenBLAS's own pool, which then spun on the cores the next call needed).
 """
@@ -43,21 +44,30 @@ def gemm_kernel_calls(monkeypatch):
             calls.append([lib.get_num_threads() for lib in blas])
         return run(self, T, *args)
     monkeypatch.setattr(_twin.Shares, "run", watched)
-    if _products._team is not None:  # the products, on the direct engine's OpenMP team
+    if _products._team is not None:  # products and NCHW pieces on the direct engine's team
         monkeypatch.setattr(_products, "_team", _WatchedTeam(_products._team, controller, calls))
     return calls
 
 
 class _WatchedTeam:
-    """The compiled module's ``run_tasks``, recording the BLAS thread counts it saw."""
+    """The compiled module's entries that call BLAS (the products and the im2col
+    engine's NCHW pieces), recording the BLAS thread counts each saw."""
+
+    WATCHED = ("run_tasks", "forward_pieces", "grad_input_pieces", "grad_weight_pieces")
 
     def __init__(self, team, controller, calls):
         self.team, self.controller, self.calls = team, controller, calls
 
-    def run_tasks(self, *args):
-        blas = self.controller.select(user_api="blas").lib_controllers
-        self.calls.append([lib.get_num_threads() for lib in blas])
-        return self.team.run_tasks(*args)
+    def __getattr__(self, name):
+        entry = getattr(self.team, name)
+        if name not in self.WATCHED:
+            return entry
+
+        def watched(*args):
+            blas = self.controller.select(user_api="blas").lib_controllers
+            self.calls.append([lib.get_num_threads() for lib in blas])
+            return entry(*args)
+        return watched
 
 
 def _nhwc(x, w):

@@ -12,6 +12,7 @@ before them, own every bounds check.
 from __future__ import annotations
 
 import ctypes
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -70,3 +71,20 @@ F32, F64 = _loops("f32"), _loops("f64")
 def loops_for(dtype) -> Loops:
     """The loops for float32 or float64 arrays."""
     return F32 if np.dtype(dtype) == np.float32 else F64
+
+
+@functools.lru_cache(maxsize=4)
+def addresses_for(dtype) -> dict[str, int]:
+    """The C address of every loop for float32 or float64, by name: for the callers on
+    the direct engine's OpenMP team (csrc/_products.pxi, csrc/_pieces.pxi)."""
+    return {name: ctypes.cast(f, ctypes.c_void_p).value
+            for name, f in loops_for(dtype)._asdict().items()}
+
+
+def address(a: np.ndarray) -> int:
+    """The address of a C-contiguous array's first element, for a kernel that takes
+    pointers: a strided view would be read as if it were contiguous."""
+    if not a.flags.c_contiguous:
+        raise ValueError(f"a kernel operand must be C-contiguous, got strides {a.strides} "
+                         f"for shape {a.shape}")
+    return a.ctypes.data

@@ -24,7 +24,6 @@ every run, and the work is split without partial sums.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 from typing import NamedTuple
 
@@ -34,7 +33,7 @@ from .._blas import single_threaded
 from .._geometry import ConvGeometry
 from .._openmp import load_direct
 from ._cblas import NOTRANS, TRANS
-from ._loops import loops_for
+from ._loops import addresses_for, loops_for
 from ._twin import kernel
 
 # Columns of a task: offsets of a, b, c; m, n, k; beta (0 or 1); the bias offset (-1: none).
@@ -199,13 +198,6 @@ def team():
     return _team
 
 
-@functools.lru_cache(maxsize=2)
-def _addresses(dtype) -> tuple[int, int]:
-    """The C addresses of the gemm and bias loops for ``dtype`` (``_loops``)."""
-    fn = loops_for(dtype)
-    return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (fn.gemm, fn.bias_block))
-
-
 def run(p: Plan, arrays: dict, c: np.ndarray, bias=None) -> None:
     """Make the plan's gemm calls, c = op(a) . op(b) (+ bias), on p's threads;
     ``arrays`` maps "x", "w", "y" to the pass's C-contiguous inputs."""
@@ -217,10 +209,10 @@ def run(p: Plan, arrays: dict, c: np.ndarray, bias=None) -> None:
         raise ValueError("products: a, b, c and bias must be C-contiguous")  # by address
     with single_threaded():
         if _team is not None:
-            gemm, add_bias = _addresses(c.dtype)
-            _team.run_tasks(gemm, add_bias, p.transa, p.transb, a.ctypes.data, p.lda,
-                            b.ctypes.data, p.ldb, c.ctypes.data, p.ldc, p.tasks, p.starts,
-                            bias.ctypes.data, per_row)
+            fn = addresses_for(c.dtype)
+            _team.run_tasks(fn["gemm"], fn["bias_block"], p.transa, p.transb,
+                            a.ctypes.data, p.lda, b.ctypes.data, p.ldb, c.ctypes.data,
+                            p.ldc, p.tasks, p.starts, bias.ctypes.data, per_row)
             return
         fn = loops_for(c.dtype)
         _run_tasks.run(T, T, fn.gemm, fn.bias_block, p.transa, p.transb, a.reshape(-1),

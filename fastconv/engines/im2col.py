@@ -43,6 +43,17 @@ Pointwise convolutions (1x1, stride 1, unpadded) and whole-window ones skip im2c
 the input already is the column matrix, and each pass is one product per image and
 group, cut into single-threaded gemm calls on our threads (``_products``).
 
+Pieces on the team. The NCHW kernels' schedule is also written in Cython
+(csrc/_pieces.pxi: the same shares, the same calls in the same order, so the same bits)
+and runs on the direct engine's OpenMP team, without the GIL: a piece right after a
+direct call takes the team's threads, still spinning from that call, instead of
+sharing the cores with them, and a first NCHW call compiles nothing. Measured on the
+Zen 4 EPYC (2026-12-07, float32, FASTCONV_SIMD=avx2, ResNet-18 batch 8 layers, 15
+interleaved calls each), Numba kernels on our threads / pieces on the team:
+layer4's 3x3 forward 13.4 / 11.3 ms, its forward + backward 26.5 / 24.2 ms, the
+strided layer4.0.conv1 forward 8.3 / 5.8 ms. The Numba kernels run the NHWC passes,
+and the NCHW ones where the compiled module is missing (``_products.team()`` is None).
+
 Threads: BLAS is set single-threaded for the duration of every kernel that calls it
 from our threads (``_blas.single_threaded``), so no BLAS pool runs inside a kernel.
 """
@@ -61,7 +72,7 @@ from .._workspace import get_workspace_limit
 from ._alloc import output
 from ._cblas import NOTRANS, TRANS
 from ._fpmode import FLUSHES
-from ._loops import loops_for
+from ._loops import address, addresses_for, loops_for
 from ._products import plan as _products_plan
 from ._products import team as _products_team
 from ._products import run as run_products
@@ -126,16 +137,23 @@ def kernel_mode() -> str:
     """How the im2col/col2im kernels run in this process, for show_config()."""
     if kernel_threads() == 1:
         return "one thread"
-    products = ("the direct engine's OpenMP team" if _products_team() is not None
-                else "fastconv's threads")
-    return ("per-thread pieces on fastconv's threads, each multiplied by a "
-            f"single-threaded BLAS gemm; 1x1 and whole-window products on {products}")
+    if _products_team() is None:
+        return ("per-thread pieces on fastconv's threads, each multiplied by a "
+                "single-threaded BLAS gemm; so are the 1x1 and whole-window products")
+    return ("per-thread pieces, each multiplied by a single-threaded BLAS gemm, on the "
+            "direct engine's OpenMP team (NCHW) or fastconv's threads (NHWC); 1x1 and "
+            "whole-window products on the team")
 
 
 def _taps(g: ConvGeometry):
     """The geometry ints every kernel takes after its arrays."""
     return (g.R, g.S, g.P, g.Q, g.stride_h, g.stride_w, g.dil_h, g.dil_w,
             g.pad_top, g.pad_left)
+
+
+def _tap_array(g: ConvGeometry) -> np.ndarray:
+    """``_taps`` as the int64 array the team's pieces take (csrc/_pieces.pxi)."""
+    return np.array(_taps(g), np.int64)
 
 
 # ---------------------------------------------------------------------------------
@@ -558,15 +576,26 @@ def _forward_pieces(x, w, bias, y, g: ConvGeometry, flip_swap: bool = False) -> 
         pb, nbands = _bands(g, row_bytes, budget, T)
         per = crs * pb * g.Q
     ws = _workspace(T * per + (w.size if flip_swap else 0), x.dtype)
-    fn = loops_for(x.dtype)
+    fn, team = loops_for(x.dtype), _products_team()
     if flip_swap:
         wt = ws[T * per:].reshape(g.K, g.Cg, g.R, g.S)
-        if _parts & UNROLL:
+        if _parts & UNROLL and team is not None:
+            team.flip_swap_pieces(addresses_for(x.dtype)["flip_swap"], address(w),
+                                  address(wt), g.groups, g.Cg, g.Kg, g.R * g.S, T)
+        elif _parts & UNROLL:
             run_shares(_flip_swap, T, (fn.flip_swap, w.reshape(g.groups, g.Cg, g.Kg, -1),
                                        wt.reshape(g.groups, g.Kg, g.Cg, -1), T))
         w = wt
     b = bias if bias is not None else np.empty(0, x.dtype)
     with single_threaded():
+        if team is not None:
+            a = addresses_for(x.dtype)
+            team.forward_pieces(a["unroll_nchw"], a["gemm"], a["unfold_images"],
+                                a["bias_rows"], x.itemsize, address(x), *x.shape,
+                                address(w), address(b), b.size, address(y), y.shape[1], T,
+                                nb, pb, nbands, g.groups, address(ws), per, _parts,
+                                _tap_array(g))
+            return
         _forward_nchw.run(T, x, w, b, y, fn.unroll_nchw, fn.gemm, fn.unfold_images,
                           fn.bias_rows, T, nb, pb, nbands, g.groups, ws, per, _parts,
                           *_taps(g))
@@ -656,9 +685,17 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
         nb = max(1, min(-(-FOLD_POSITIONS // PQ), g.N // T, fit))
     per = crs * pb * Q if nb == 1 else (crs + g.K) * nb * PQ
     ws = _workspace(T * per, grad_y.dtype)
+    team = _products_team()
     with single_threaded():
-        _grad_input_nchw.run(T, grad_y, w, gx, fn.gemm, fn.fold_nchw, fn.stage_images, T,
-                             nb, pb, G, ws, per, _parts, *_taps(g))
+        if team is not None:
+            a = addresses_for(grad_y.dtype)
+            team.grad_input_pieces(a["gemm"], a["fold_nchw"], a["stage_images"], isz,
+                                   address(grad_y), g.N, g.K, address(w), address(gx),
+                                   g.C, g.H, g.W, T, nb, pb, G, address(ws), per, _parts,
+                                   _tap_array(g))
+        else:
+            _grad_input_nchw.run(T, grad_y, w, gx, fn.gemm, fn.fold_nchw, fn.stage_images,
+                                 T, nb, pb, G, ws, per, _parts, *_taps(g))
     return gx
 
 
@@ -702,9 +739,18 @@ def grad_weight(grad_y, x, g: ConvGeometry):
     per = rows * nb * pb * Q + (K * nb * pb * Q if nb > 1 else 0)
     per += 0 if split_rows else gw.size
     ws = _workspace(T * per, x.dtype)
+    team = _products_team()
     with single_threaded():
-        _grad_weight_nchw.run(T, grad_y, x, gw, fn.unroll_nchw, fn.gemm, fn.stage_images,
-                              T, nb, pb, G, split_rows, ws, per, _parts, *_taps(g))
+        if team is not None:
+            a = addresses_for(x.dtype)
+            team.grad_weight_pieces(a["unroll_nchw"], a["gemm"], a["stage_images"], isz,
+                                    address(grad_y), address(x), g.N, g.C, g.H, g.W, K,
+                                    address(gw), gw.size, T, nb, pb, G, int(split_rows),
+                                    address(ws), per, _parts, _tap_array(g))
+        else:
+            _grad_weight_nchw.run(T, grad_y, x, gw, fn.unroll_nchw, fn.gemm,
+                                  fn.stage_images, T, nb, pb, G, split_rows, ws, per,
+                                  _parts, *_taps(g))
     if not split_rows:  # the partials, added in thread order
         parts = ws.reshape(T, per)[:, per - gw.size:]
         flat = gw.reshape(-1)
