@@ -127,7 +127,7 @@ engine's AVX2 kernels of the issue before had landed:
   is the remedy there.
 * The short-reduction grad_weight rule holds with AVX-512 only: on AVX2 the direct
   engine wins or ties (cs231n 2.41 / 2.42, bench 1.57 / 2.49; with 16 filters
-  0.97 / 2.07; with 64, 3.12 / 4.16).
+  0.97 / 2.07; with 64, 3.12 / 4.16). (Undone on 2026-12-07, below.)
 * Forward onto maps of at most ``SMALL_MAP_POSITIONS`` positions with at least
   ``SMALL_MAP_IM2COL_CHANNELS`` channels per group goes to im2col without AVX-512,
   where 8-lane vectors over 7 columns waste an eighth of every register
@@ -254,6 +254,15 @@ place (no tile packing) and staging grad_y in 16-position blocks:
   2.19 / 1.70). So NCHW stride-1 1x1 forward and grad_input go to the direct engine
   from ``POINTWISE_STRIDE1_DIRECT_POSITIONS`` = 196 positions (14x14); strided and
   NHWC layers keep the 400 of ``POINTWISE_DIRECT_POSITIONS``.
+
+Revised 2026-12-07 on the Zen 4 EPYC, with ``FASTCONV_SIMD=avx2`` and
+``OPENBLAS_CORETYPE=Zen`` (OpenBLAS's AVX2 kernels, so that both engines run as on an
+AVX2 machine; float32, 2 threads, medians of 9 interleaved calls, direct / im2col ms),
+after the im2col engine's NCHW pieces moved onto the OpenMP team: the short-reduction
+grad_weight rule now holds on AVX2 too. VGG-16's first layer (3->64 3x3 at 224x224,
+N=8) 88.4 / 19.3 (with OpenBLAS's AVX-512 kernels 74.1 / 17.6; it was 57-85 ms of the
+network's avx2 grad_weight on the direct engine), MobileNetV2's stem (3->32 3x3/2)
+10.1 / 4.4, cs231n 2.29 / 1.41, 3->16 3x3 at 64x64 (N=32) 8.5 / 3.1.
 """
 from __future__ import annotations
 
@@ -465,7 +474,7 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
                  and g.Cg >= SMALL_MAP_IM2COL_CHANNELS)
     few_channels = strided and g.Cg <= FEW_CHANNELS and (
         avx512 or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
-    short_reduction = (avx512 and not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
+    short_reduction = (not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
                        and g.Kg >= WGRAD_MIN_FILTERS)
     nchw = not g.nhwc
     nchw_avx2 = not avx512 and nchw

@@ -194,24 +194,27 @@ def test_multiprocessing_pools(method):
     assert np.allclose(got, expected, rtol=1e-5)
 
 
-# A pointwise layer and a dense one: their products run on the direct engine's OpenMP
-# team (engines/_products.py), whose runtime does not survive fork().
-PRODUCT_CASES = [((4, 64, 28, 28), (96, 64, 1, 1)), ((32, 64, 7, 7), (40, 64, 7, 7))]
+# A pointwise layer and a dense one, whose products run on the direct engine's OpenMP
+# team (engines/_products.py), and 3x3 layers at strides 1 and 2, whose NCHW pieces do
+# (csrc/_pieces.pxi): that runtime does not survive fork(). (x, w, stride, pad)
+PRODUCT_CASES = [((4, 64, 28, 28), (96, 64, 1, 1), 1, 0), ((32, 64, 7, 7), (40, 64, 7, 7), 1, 0),
+                 ((4, 32, 28, 28), (48, 32, 3, 3), 1, 1), ((4, 32, 28, 28), (48, 32, 3, 3), 2, 1)]
 
 
 def _product_passes(case):
-    x_shape, w_shape = case
+    x_shape, w_shape, stride, pad = case
     rng = np.random.default_rng(7)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = rng.standard_normal(w_shape).astype(np.float32)
-    y = fastconv.conv2d(x, w, backend="im2col")
-    g = fastconv.conv2d_backward(np.cos(y), x, w, backend="im2col")
+    y = fastconv.conv2d(x, w, stride, pad, backend="im2col")
+    g = fastconv.conv2d_backward(np.cos(y), x, w, stride, pad, backend="im2col")
     return y, g.x, g.w
 
 
 def test_products_after_fork():
-    """A child forked after the products ran on two threads makes them on one, with the
-    same values (one thread or two, each output element is one gemm's dot product)."""
+    """A child forked after the products and pieces ran on two threads makes them on one,
+    with the same values up to rounding (grad_weight's partial sums change with the
+    thread count)."""
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("fork is not available here")
     with fastconv.num_threads(2):

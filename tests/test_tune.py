@@ -110,10 +110,10 @@ EXPECTED_CHOICES = {
 }
 # Where a machine without AVX-512 is answered otherwise (fastconv/_dispatch.py, revised
 # 2026-12-03 on Zen 3): cs231n's small images keep the direct engine's strided
-# grad_input and its short-reduction grad_weight; 512 channels on 7x7 maps forward on
-# im2col.
+# grad_input (its short-reduction grad_weight goes to im2col on every ISA since
+# 2026-12-07); 512 channels on 7x7 maps forward on im2col.
 EXPECTED_WITHOUT_AVX512 = {
-    "cs231n": ("direct", "direct", "direct"),
+    "cs231n": ("direct", "direct", "im2col"),
     "resnet_c5_3x3": ("im2col", "direct", "im2col"),
 }
 # Two machine descriptions the choices are pinned for: a 2-core Zen 3 VM (AVX2, 512 KiB
@@ -124,6 +124,19 @@ MACHINES = {
     "xeon_avx512": fastconv.Machine("avx512", 2, 2 << 20),
     "avx2_64_cores": fastconv.Machine("avx2", 64, 1 << 20),
 }
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_short_reduction_grad_weight_on_im2col(machine):
+    """RGB 3x3 layers with 16 filters or more (Cg*R*S = 27) take grad_weight to im2col
+    on every ISA (VGG-16's first layer, MobileNetV2's stem); fewer filters keep direct."""
+    m = MACHINES[machine]
+    for x_shape, w_shape, stride, expected in (((8, 3, 224, 224), (64, 3, 3, 3), 1, "im2col"),
+                                               ((8, 3, 224, 224), (32, 3, 3, 3), 2, "im2col"),
+                                               ((8, 3, 224, 224), (8, 3, 3, 3), 1, "direct")):
+        g = geometry(x_shape, w_shape, stride, 1, 1, 1, 0)
+        choice = fastconv.choose_backend(g, np.float32, 2, precision="highest", machine=m)
+        assert choice["grad_weight"] == expected, (x_shape, w_shape)
 
 
 @pytest.mark.parametrize("machine", sorted(MACHINES))
