@@ -263,6 +263,15 @@ grad_weight rule now holds on AVX2 too. VGG-16's first layer (3->64 3x3 at 224x2
 N=8) 88.4 / 19.3 (with OpenBLAS's AVX-512 kernels 74.1 / 17.6; it was 57-85 ms of the
 network's avx2 grad_weight on the direct engine), MobileNetV2's stem (3->32 3x3/2)
 10.1 / 4.4, cs231n 2.29 / 1.41, 3->16 3x3 at 64x64 (N=32) 8.5 / 3.1.
+
+* The same layers' forward goes to im2col with AVX-512 onto maps of at most
+  ``SHORT_REDUCTION_FORWARD_POSITIONS`` positions (forward, medians of 11 interleaved
+  calls, direct / im2col ms): cs231n (16x16 out) 0.79 / 0.47, with 64 filters
+  1.26 / 0.80, at stride 1 (31x31 out) 2.03 / 1.16; 3->32 3x3/2 at 64x64 (N=32)
+  0.93 / 0.53. Larger maps keep direct (3->16 3x3 at 64x64 1.68 / 2.06; MobileNetV2's
+  stem, 112x112 out, 2.73 / 2.37 is close), as do fewer filters (lenet_c1 0.25 / 0.28).
+  With the AVX2 kernels (and OpenBLAS's) the same layers are even (cs231n
+  0.67 / 0.62, the 64x64 one 0.87 / 0.78): the rule stays AVX-512's.
 """
 from __future__ import annotations
 
@@ -284,6 +293,8 @@ DIRECT_MIN_POSITIONS = 1536
 FEW_CHANNELS = 8
 # grad_weight with a short reduction per filter goes to im2col from this many filters.
 WGRAD_MIN_FILTERS = 16
+# ...and so does their forward with AVX-512, onto maps of at most this many positions.
+SHORT_REDUCTION_FORWARD_POSITIONS = 1024
 # Stride-1 1x1 grad_input with fewer output positions per image than this, over at
 # least POINTWISE_FEW_IMAGES images, stays with the direct engine.
 POINTWISE_FEW_POSITIONS = 64
@@ -476,6 +487,8 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
         avx512 or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
     short_reduction = (not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
                        and g.Kg >= WGRAD_MIN_FILTERS)
+    short_reduction_forward = (avx512 and short_reduction
+                               and positions <= SHORT_REDUCTION_FORWARD_POSITIONS)
     nchw = not g.nhwc
     nchw_avx2 = not avx512 and nchw
     tiny_map = (nchw and positions <= TINY_MAP_POSITIONS
@@ -490,7 +503,8 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     large_stride = nchw and max(g.stride_h, g.stride_w) >= LARGE_STRIDE
     return {
         "forward": "winograd" if wino else (
-            "im2col" if nhwc_wide or small_map or tiny_map or large_stride else "direct"),
+            "im2col" if nhwc_wide or small_map or tiny_map or large_stride
+            or short_reduction_forward else "direct"),
         "grad_input": "winograd" if wino or phase_grad_input_wins(g, dtype, precision) else (
             "im2col" if nhwc_wide or few_channels or tiling or (strided and tiny_map)
             else "direct"),

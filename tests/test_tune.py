@@ -95,7 +95,7 @@ def test_clear_cache(cache):
 # gives the timings behind each): a change of rule shows up here.
 EXPECTED_CHOICES = {
     # layer: (forward, grad_input, grad_weight)
-    "cs231n": ("direct", "im2col", "im2col"),
+    "cs231n": ("im2col", "im2col", "im2col"),
     "alexnet_conv1": ("direct", "im2col", "direct"),
     "resnet_stem": ("direct", "im2col", "direct"),
     "vgg_conv1_2": ("direct", "direct", "direct"),
@@ -137,6 +137,23 @@ def test_short_reduction_grad_weight_on_im2col(machine):
         g = geometry(x_shape, w_shape, stride, 1, 1, 1, 0)
         choice = fastconv.choose_backend(g, np.float32, 2, precision="highest", machine=m)
         assert choice["grad_weight"] == expected, (x_shape, w_shape)
+        assert choice["forward"] == "direct", (x_shape, w_shape)  # maps over 1024 positions
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_short_reduction_forward_on_small_maps(machine):
+    """With AVX-512, their forward onto maps of at most 1024 positions goes to im2col
+    (cs231n's 16x16, 32x32 from 64x64 at stride 2); with AVX2 it stays direct."""
+    m = MACHINES[machine]
+    for x_shape, w_shape, stride in (((100, 3, 31, 31), (25, 3, 3, 3), 2),
+                                     ((32, 3, 64, 64), (32, 3, 3, 3), 2),
+                                     ((100, 3, 31, 31), (25, 3, 3, 3), 1)):
+        g = geometry(x_shape, w_shape, stride, 1, 1, 1, 0)
+        choice = fastconv.choose_backend(g, np.float32, 2, precision="highest", machine=m)
+        assert choice["forward"] == ("im2col" if m.simd == "avx512" else "direct"), x_shape
+    # fewer filters keep direct (lenet_c1)
+    g = geometry((64, 1, 32, 32), (6, 1, 5, 5), 1, 0, 1, 1, 0)
+    assert fastconv.choose_backend(g, np.float32, 2, machine=m)["forward"] == "direct"
 
 
 @pytest.mark.parametrize("machine", sorted(MACHINES))
