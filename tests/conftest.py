@@ -51,6 +51,24 @@ def same_bits_on_threads(fn, threads=(1, 2, 2, 3)):
     return runs[0]
 
 
+class TeamSpy:
+    """The compiled module (``_products.team()``), calling ``before(name, args)`` ahead of
+    each call of the entries named: for tests that watch what reaches the OpenMP team."""
+
+    def __init__(self, team, names, before):
+        self.team, self.names, self.before = team, frozenset(names), before
+
+    def __getattr__(self, name):
+        entry = getattr(self.team, name)
+        if name not in self.names:
+            return entry
+
+        def spied(*args):
+            self.before(name, args)
+            return entry(*args)
+        return spied
+
+
 def random_pad(rng):
     form = rng.integers(6)
     if form == 0:

@@ -10,7 +10,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import assert_close, random_problem
+from conftest import TeamSpy, assert_close, random_problem
 
 import fastconv
 from fastconv import _validate as validate
@@ -164,20 +164,6 @@ def test_layer_beyond_2gib_runs_within_the_cap():
     assert_close(y[:, :, rows], ref, np.float32, "rows of the big layer")
 
 
-class _NbSeen:
-    """The compiled module, recording nb of each ``grad_input_pieces`` call."""
-
-    def __init__(self, team, seen):
-        self.team, self.seen = team, seen
-
-    def __getattr__(self, name):
-        entry = getattr(self.team, name)
-        if name != "grad_input_pieces":
-            return entry
-        # args: gemm, fold, stage, isz, gy, N, K, w, gx, C, H, W, T, then nb
-        return lambda *a: self.seen.append(a[13]) or entry(*a)
-
-
 @pytest.mark.parametrize("on_team", [True, False], ids=["team", "numba"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("groups", [1, 2])
@@ -193,7 +179,9 @@ def test_strided_grad_input_batches_small_maps(monkeypatch, rng, dtype, groups, 
     gy = rng.standard_normal(g.y_shape).astype(dtype)
     seen, run = [], im2col._grad_input_nchw.run
     if on_team:
-        monkeypatch.setattr(_products, "_team", _NbSeen(_products.team(), seen))
+        # args: gemm, fold, stage, isz, gy, N, K, w, gx, C, H, W, T, then nb
+        monkeypatch.setattr(_products, "_team", TeamSpy(
+            _products.team(), ("grad_input_pieces",), lambda name, a: seen.append(a[13])))
     else:
         monkeypatch.setattr(_products, "_team", None)
         # args: gy, w, gx, gemm, fold, stage, then T, nb

@@ -6,6 +6,7 @@ reports one thread; afterwards, the counts are back to fastconv's.
 """
 import numpy as np
 import pytest
+from conftest import TeamSpy
 
 import fastconv
 from fastconv._blas import blas_libraries
@@ -22,24 +23,6 @@ ON_THE_TEAM = {"forward_pieces": "_forward_nchw", "grad_input_pieces": "_grad_in
                "grad_weight_pieces": "_grad_weight_nchw"}
 
 
-class _SeenTeam:
-    """The compiled module, recording the BLAS thread counts its NCHW pieces saw under
-    the name of the Numba kernel each stands for."""
-
-    def __init__(self, team, seen):
-        self.team, self.seen = team, seen
-
-    def __getattr__(self, name):
-        entry = getattr(self.team, name)
-        if name not in ON_THE_TEAM:
-            return entry
-
-        def run(*args):
-            self.seen[ON_THE_TEAM[name]] = [lib.get_num_threads() for lib in blas_libraries()]
-            return entry(*args)
-        return run
-
-
 @pytest.fixture
 def blas_counts_seen(monkeypatch):
     seen = {}
@@ -50,8 +33,10 @@ def blas_counts_seen(monkeypatch):
             seen[_name] = [lib.get_num_threads() for lib in blas_libraries()]
             return _run(parallel, *args)
         monkeypatch.setattr(kernel, "run", run)
-    if _products._team is not None:
-        monkeypatch.setattr(_products, "_team", _SeenTeam(_products._team, seen))
+    if _products._team is not None:  # under the name of the Numba kernel each stands for
+        def before(name, args):
+            seen[ON_THE_TEAM[name]] = [lib.get_num_threads() for lib in blas_libraries()]
+        monkeypatch.setattr(_products, "_team", TeamSpy(_products._team, ON_THE_TEAM, before))
     return seen
 
 
@@ -118,6 +103,17 @@ def test_two_thread_splits_match_the_reference(layout, shape, rng):
     assert np.array_equal(got.w, again.w)  # the same order of sums every run
 
 
+def _same_bits_on_team_and_in_numba(monkeypatch, passes):
+    """passes() -> (y, grad_x, grad_w), run on the OpenMP team and then, with the
+    compiled module hidden, in the Numba kernels: the same bits. Returns the team's."""
+    on_team = passes()
+    monkeypatch.setattr(_products, "_team", None)
+    in_numba = passes()
+    for name, a, b in zip(("y", "grad_x", "grad_w"), on_team, in_numba):
+        assert np.array_equal(a, b), name
+    return on_team
+
+
 @pytest.mark.skipif(_products._team is None, reason="the compiled module is not built")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
@@ -146,11 +142,7 @@ def test_products_on_the_team_match_the_numba_kernel(monkeypatch, dtype, layout,
             g = fastconv.conv2d_backward(np.cos(y), x, w, **kw)
         return y, g.x, g.w
 
-    on_team = passes()
-    monkeypatch.setattr(_products, "_team", None)
-    in_numba = passes()
-    for name, a, b in zip(("y", "grad_x", "grad_w"), on_team, in_numba):
-        assert np.array_equal(a, b), name
+    on_team = _same_bits_on_team_and_in_numba(monkeypatch, passes)
     ref = fastconv.conv2d(x, w, bias=bias, groups=groups, layout=layout, backend="reference")
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(on_team[0], ref, rtol=tol, atol=tol * np.abs(ref).max())
@@ -182,11 +174,7 @@ def test_pieces_on_the_team_match_the_numba_kernels(monkeypatch, dtype, shape, r
             g = fastconv.conv2d_backward(np.cos(y), x, w, backend="im2col", **kw)
         return y, g.x, g.w
 
-    on_team = passes()
-    monkeypatch.setattr(_products, "_team", None)
-    in_numba = passes()
-    for name, a, b in zip(("y", "grad_x", "grad_w"), on_team, in_numba):
-        assert np.array_equal(a, b), name
+    on_team = _same_bits_on_team_and_in_numba(monkeypatch, passes)
     y_ref = fastconv.conv2d(x, w, bias=bias, backend="reference", **kw)
     g_ref = fastconv.conv2d_backward(np.cos(y_ref), x, w, backend="reference", **kw)
     tol = 1e-4 if dtype == np.float32 else 1e-10  # relative to each output's largest entry

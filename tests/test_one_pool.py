@@ -4,7 +4,7 @@ Layers of every kind (pointwise, strided pointwise, whole-window, 3x3, strided, 
 depthwise; both layouts) and every engine take turns, as a network's passes do. Every
 Numba kernel that is handed a gemm records what threadpoolctl reports for each loaded
 BLAS when it starts: one thread, always; so does every entry of the direct engine's
-OpenMP team that calls a gemm (``_WatchedTeam``). Every im2col pass must make its products in
+OpenMP team that calls a gemm (``ON_THE_TEAM``). Every im2col pass must make its products in
 such a kernel (the pointwise and whole-window passes used to be NumPy matmuls on
 OpenBLAS's own pool, which then spun on the cores the next call needed).
 """
@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 from threadpoolctl import ThreadpoolController
 
+from conftest import TeamSpy
+
 import fastconv
 from fastconv.engines import _products, _twin
 from fastconv.engines._cblas import DGEMM, SGEMM
 from fastconv.engines._loops import F32, F64
+
+# The compiled module's entries that call BLAS: the products and the im2col engine's
+# NCHW pieces.
+ON_THE_TEAM = ("run_tasks", "forward_pieces", "grad_input_pieces", "grad_weight_pieces")
 
 # (x NCHW shape, w OIHW shape, stride, pad, groups); sizes large enough (>= 8 MFLOP)
 # that threads_for() gives the kernels both threads.
@@ -45,29 +51,11 @@ def gemm_kernel_calls(monkeypatch):
         return run(self, T, *args)
     monkeypatch.setattr(_twin.Shares, "run", watched)
     if _products._team is not None:  # products and NCHW pieces on the direct engine's team
-        monkeypatch.setattr(_products, "_team", _WatchedTeam(_products._team, controller, calls))
+        def before(name, args):
+            blas = controller.select(user_api="blas").lib_controllers
+            calls.append([lib.get_num_threads() for lib in blas])
+        monkeypatch.setattr(_products, "_team", TeamSpy(_products._team, ON_THE_TEAM, before))
     return calls
-
-
-class _WatchedTeam:
-    """The compiled module's entries that call BLAS (the products and the im2col
-    engine's NCHW pieces), recording the BLAS thread counts each saw."""
-
-    WATCHED = ("run_tasks", "forward_pieces", "grad_input_pieces", "grad_weight_pieces")
-
-    def __init__(self, team, controller, calls):
-        self.team, self.controller, self.calls = team, controller, calls
-
-    def __getattr__(self, name):
-        entry = getattr(self.team, name)
-        if name not in self.WATCHED:
-            return entry
-
-        def watched(*args):
-            blas = self.controller.select(user_api="blas").lib_controllers
-            self.calls.append([lib.get_num_threads() for lib in blas])
-            return entry(*args)
-        return watched
 
 
 def _nhwc(x, w):
