@@ -199,9 +199,16 @@ def time_sequence(calls, repeat: int) -> tuple[list, list]:
     see them as a training step does, each in the caches and thread pools the previous
     call left behind.
     """
-    time.sleep(SETTLE_S)  # let the previous process's or engine's pools go quiet
     for fn in calls:
         fn()
+    times, walls = _sequences(calls, repeat)
+    return [statistics.median(t) for t in times], walls
+
+
+def _sequences(calls, repeat: int) -> tuple[list, list]:
+    """(every timing of each call, wall seconds of each sequence) of ``repeat`` timed
+    sequences of ``calls``, back to back after a pause; the caller warmed them up."""
+    time.sleep(SETTLE_S)  # let the previous process's or engine's pools go quiet
     times, walls = [[] for _ in calls], []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -210,7 +217,7 @@ def time_sequence(calls, repeat: int) -> tuple[list, list]:
             fn()
             t.append(time.perf_counter() - t0)
         walls.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times], walls
+    return times, walls
 
 
 def training_order(layers, passes) -> list[tuple[int, str]]:
@@ -658,7 +665,9 @@ def _totals(rows, key: str, who: str) -> dict:
 def measure_network(name: str, batch: int, passes, engines, dtype: str, threads: int,
                     repeat: int, peers: dict) -> dict:
     """One network's run: every call's median in the network sequence (our engines and
-    the peers) and alone (our engines, by the suite's procedure), and the totals."""
+    the peers) and alone (our engines, by the suite's ``_block``), and the totals. Our
+    engines' sequences and alone blocks alternate in up to ROUNDS rounds, so that both halves
+    of a net/alone ratio are measured in the same minutes."""
     layers = NETWORKS[name](batch)
     order = training_order(layers, passes)
     arrays = network_arrays(layers, dtype, NETWORK_SEED)
@@ -666,20 +675,37 @@ def measure_network(name: str, batch: int, passes, engines, dtype: str, threads:
                            layer.groups, 0) for layer in layers]
     rows = [{"layer": layers[i].name, "pass": p, "flops": geometries[i].flops,
              "network_s": {}, "alone_s": {}} for i, p in order]
-    walls = {}
-    bar = _progress(len(order) * len(engines))
+    walls = {e: [] for e in engines}
+    rounds = min(ROUNDS, repeat)
+    per_round = -(-repeat // rounds)
+    bar = _progress(len(order) * len(engines) * rounds)
     with num_threads(threads):
         calls = {e: [_pass_fn(e, p, *arrays[i], layers[i]) for i, p in order] for e in engines}
+        network = {e: [[] for _ in order] for e in engines}
+        alone = {e: [[] for _ in order] for e in engines}
         for e in engines:
-            bar.set_description(f"{name} {e} network")
-            medians, walls[e] = time_sequence(calls[e], repeat)
-            for r, t in zip(rows, medians):
-                r["network_s"][e] = t
-        for k, r in enumerate(rows):
-            bar.set_description(f"{name} {r['layer']} {r['pass']} alone")
-            for e, (t, _) in _median_times({e: calls[e][k] for e in engines}, repeat).items():
-                r["alone_s"][e] = t
-            bar.update(len(engines))
+            for fn in calls[e]:  # JIT compilation, page faults, first packs
+                fn()
+        # Round by round, each network sequence next to the same calls alone: the host's
+        # speed drifts over minutes (an unchanged VGG-16 forward took 544 ms, then 685 ms
+        # twenty minutes later on the 2-core VM), and a ratio of phases run minutes apart
+        # measured the drift, not what back to back costs.
+        for rnd in range(rounds):
+            for e in engines:
+                bar.set_description(f"{name} {e} network, round {rnd + 1}")
+                times, rnd_walls = _sequences(calls[e], per_round)
+                walls[e] += rnd_walls
+                for acc, t in zip(network[e], times):
+                    acc += t
+            for k, r in enumerate(rows):
+                bar.set_description(f"{name} {r['layer']} {r['pass']} alone")
+                for e in engines[rnd % len(engines):] + engines[:rnd % len(engines)]:
+                    alone[e][k] += _block(calls[e][k], per_round)
+                bar.update(len(engines))
+        for e in engines:
+            for r, net_t, alone_t in zip(rows, network[e], alone[e]):
+                r["network_s"][e] = statistics.median(net_t)
+                r["alone_s"][e] = statistics.median(alone_t)
         for (i, p), r in zip(order, rows):
             r["auto_chose"] = auto_engine(geometries[i], np.dtype(dtype), p)
     bar.close()

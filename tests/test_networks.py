@@ -126,3 +126,38 @@ def test_network_arrays_are_the_same_for_the_same_seed():
         assert gy.shape == _output(layer) and x.dtype == np.float32
         assert np.array_equal(x, x2) and np.array_equal(w, w2) and np.array_equal(gy, gy2)
     assert not np.array_equal(first[0][0], bench.network_arrays(layers, "float32", 1)[0][0])
+
+
+def test_network_sequences_alternate_with_the_calls_alone(monkeypatch):
+    """Each round times every engine's sequence, then every call alone: the two halves of
+    a net/alone ratio come from the same minutes. The medians are over the rounds."""
+    two = lambda batch: NETWORKS["mobilenet_v2"](batch)[:2]  # noqa: E731
+    monkeypatch.setitem(bench.NETWORKS, "two", two)
+    monkeypatch.setattr(bench, "SETTLE_S", 0)
+    monkeypatch.setattr(bench, "WARM_S", 0)
+    events, blocks = [], {}
+    sequences, block = bench._sequences, bench._block
+
+    def recorded_sequences(calls, repeat):
+        events.append(("network", len(calls), repeat))
+        return sequences(calls, repeat)
+
+    def recorded_block(fn, calls):
+        times = block(fn, calls)
+        events.append(("alone", calls))
+        blocks.setdefault(id(fn), []).extend(times)
+        return times
+
+    monkeypatch.setattr(bench, "_sequences", recorded_sequences)
+    monkeypatch.setattr(bench, "_block", recorded_block)
+    run = bench.measure_network("two", 1, PASSES, ["auto", "direct"], "float32", 1, 3, {})
+    calls = len(bench.training_order(two(1), PASSES))  # 3: no grad_input for the image
+    one_round = [("network", calls, 1)] * 2 + [("alone", 1)] * (2 * calls)
+    assert events == one_round * 3
+    assert all(len(t) == 3 for t in blocks.values()) and len(blocks) == 2 * calls
+    alone = sorted(r["alone_s"][e] for r in run["rows"] for e in ("auto", "direct"))
+    assert alone == sorted(float(np.median(t)) for t in blocks.values())
+
+    events.clear()
+    bench.measure_network("two", 1, PASSES, ["auto"], "float32", 1, 1, {})
+    assert events == [("network", calls, 1)] + [("alone", 1)] * calls  # one round of one
