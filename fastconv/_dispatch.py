@@ -272,6 +272,28 @@ network's avx2 grad_weight on the direct engine), MobileNetV2's stem (3->32 3x3/
   stem, 112x112 out, 2.73 / 2.37 is close), as do fewer filters (lenet_c1 0.25 / 0.28).
   With the AVX2 kernels (and OpenBLAS's) the same layers are even (cs231n
   0.67 / 0.62, the 64x64 one 0.87 / 0.78): the rule stays AVX-512's.
+
+Revised 2026-12-07 again (same machine and settings; medians of 15 interleaved calls,
+direct / im2col ms, AVX-512 then the AVX2 kernels with OpenBLAS's), after three layer
+suite runs per ISA found two misses in every run:
+
+* NCHW strided grad_input into few channels goes to im2col at any size on every ISA
+  (the ``FEW_CHANNELS_IM2COL_PIXELS`` floor stays NHWC's): with the pieces on the
+  team, im2col now wins the small images the Zen 3 figures above kept direct: cs231n
+  (N=100) 1.32 / 0.52 and 1.13 / 0.71, at N=8 0.21 / 0.11 and 0.18 / 0.15, at N=1
+  0.057 / 0.047 and 0.054 / 0.050; 3->32 3x3/2 at 64x64 (N=32) 1.57 / 0.70 and
+  1.28 / 0.91; 7x7/2 3->64 at 112x112 6.90 / 3.65 and 4.36 / 3.63. One channel is even
+  (1->8 5x5/2 at 28x28, N=64: 0.37 / 0.33 and 0.375 / 0.40).
+* Whole-window NCHW grad_input (one group, a window larger than 1x1) on at most
+  ``WINDOW_GRAD_INPUT_MAX_IMAGES`` images goes to the direct engine's one product:
+  lenet_c5 (N=64) 0.105 / 0.115 and 0.095 / 0.120 (suite medians 0.15 / 0.18 and
+  0.09 / 0.12), VGG's fc6 as a 7x7 convolution (512 -> 4096, N=8) 28.3 / 48.8 and
+  25.3 / 34.5, 256 -> 1024 on 4x4 (N=32) 2.22 / 2.23 and 2.28 / 2.43; lenet_c5 at N=1
+  0.041 / 0.036 and 0.033 / 0.065. More images go to im2col (lenet_c5 at N=256
+  0.20 / 0.17 and 0.20 / 0.18; 64 -> 10 on 3x3 at N=128 0.054 / 0.049 and
+  0.053 / 0.058), as do forward and grad_weight everywhere (lenet_c5 forward
+  0.19 / 0.12, fc6 grad_weight 309 / 56) and 1x1 windows (512 -> 10 at N=64:
+  0.38 / 0.06).
 """
 from __future__ import annotations
 
@@ -289,6 +311,9 @@ PASSES = ("forward", "grad_input", "grad_weight")
 SMALL_REDUCTION = 32
 # grad_weight: output positions per call (N*P*Q) from which the direct engine wins.
 DIRECT_MIN_POSITIONS = 1536
+# Whole-window (fully connected) NCHW grad_input on at most this many images goes to
+# the direct engine's single product.
+WINDOW_GRAD_INPUT_MAX_IMAGES = 64
 # Strided grad_input into at most this many channels per group goes to im2col.
 FEW_CHANNELS = 8
 # grad_weight with a short reduction per filter goes to im2col from this many filters.
@@ -317,8 +342,8 @@ POINTWISE_WGRAD_SMALL_MACS = 1 << 24
 POINTWISE_WGRAD_MAX_POSITIONS = 784
 # ... and from this many output positions over the batch (N*P*Q): 8 images of 7x7.
 POINTWISE_WGRAD_MIN_POSITIONS = 392
-# Without AVX-512: strided grad_input into few channels goes to im2col from this many
-# input pixels over the batch (N*H*W).
+# Without AVX-512, in NHWC: strided grad_input into few channels goes to im2col from
+# this many input pixels over the batch (N*H*W); NCHW's goes there at any size.
 FEW_CHANNELS_IM2COL_PIXELS = 1 << 18
 # Without AVX-512: forward onto maps of at most this many positions, with at least
 # TINY_MAP_IM2COL_CHANNELS channels per group, goes to im2col (DCGAN's 4x4 maps), as does
@@ -452,7 +477,12 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     if g.groups > 1 and g.Cg * g.R * g.S < SMALL_REDUCTION:
         return dict.fromkeys(PASSES, "direct")
     if g.covers_input:
-        return dict.fromkeys(PASSES, "im2col")
+        # one product dy (N x K) . W (K x C*R*S) on the direct engine beats im2col's
+        # per-image pieces for a few images; a 1x1 "window" is a plain product either way
+        window_gi = (not g.nhwc and g.groups == 1 and g.R * g.S > 1
+                     and g.N <= WINDOW_GRAD_INPUT_MAX_IMAGES)
+        return {"forward": "im2col", "grad_input": "direct" if window_gi else "im2col",
+                "grad_weight": "im2col"}
     strided = g.stride_h > 1 or g.stride_w > 1
     positions = g.P * g.Q
     if g.R == g.S == 1 and not (g.pad_top or g.pad_bottom or g.pad_left or g.pad_right):
@@ -484,7 +514,7 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     small_map = (not avx512 and not g.nhwc and positions <= SMALL_MAP_POSITIONS
                  and g.Cg >= SMALL_MAP_IM2COL_CHANNELS)
     few_channels = strided and g.Cg <= FEW_CHANNELS and (
-        avx512 or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
+        avx512 or not g.nhwc or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
     short_reduction = (not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
                        and g.Kg >= WGRAD_MIN_FILTERS)
     short_reduction_forward = (avx512 and short_reduction

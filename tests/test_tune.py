@@ -103,17 +103,18 @@ EXPECTED_CHOICES = {
     "resnet_c4_3x3": ("direct", "direct", "direct"),
     "resnet_c5_3x3": ("direct", "direct", "im2col"),
     "mobilenet_dw": ("direct", "direct", "direct"),
-    "lenet_c5": ("im2col", "im2col", "im2col"),
+    "lenet_c5": ("im2col", "direct", "im2col"),
     "batch1_c4": ("direct", "direct", "im2col"),
     "lenet_c1": ("direct", "direct", "direct"),
     "resnet_c2_1x1": ("direct", "direct", "direct"),
 }
 # Where a machine without AVX-512 is answered otherwise (fastconv/_dispatch.py, revised
-# 2026-12-03 on Zen 3): cs231n's small images keep the direct engine's strided
-# grad_input (its short-reduction grad_weight goes to im2col on every ISA since
-# 2026-12-07); 512 channels on 7x7 maps forward on im2col.
+# 2026-12-03 on Zen 3 and 2026-12-07 on Zen 4 with the AVX2 kernels): cs231n's small
+# images keep the direct engine's forward (its strided grad_input into 3 channels and
+# its short-reduction grad_weight go to im2col on every ISA); 512 channels on 7x7 maps
+# forward on im2col.
 EXPECTED_WITHOUT_AVX512 = {
-    "cs231n": ("direct", "direct", "im2col"),
+    "cs231n": ("direct", "im2col", "im2col"),
     "resnet_c5_3x3": ("im2col", "direct", "im2col"),
 }
 # Two machine descriptions the choices are pinned for: a 2-core Zen 3 VM (AVX2, 512 KiB
@@ -181,7 +182,7 @@ def test_choose_backend_on_the_suite(name, machine):
 # the AVX2 and the AVX-512 machine (fastconv/_dispatch.py, revised 2026-12-03 and 2026-12-06).
 EXPECTED_DECODER = {
     "avx2": {
-        "dcgan_project": ("im2col", "im2col", "im2col"),  # whole window: products
+        "dcgan_project": ("direct", "im2col", "im2col"),  # whole window: one product
         "dcgan_up8": ("im2col", "im2col", "im2col"),      # 4x4 maps, 1024 positions
         "dcgan_up16": ("direct", "direct", "direct"),
         "dcgan_up32": ("direct", "direct", "direct"),
@@ -190,7 +191,7 @@ EXPECTED_DECODER = {
         "fcn_up16": ("direct", "im2col", "im2col"),       # stride 16; 1024 positions
     },
     "avx512": {  # the tiny-map, tiling and large-stride rules too (2026-12-06, Zen 4)
-        "dcgan_project": ("im2col", "im2col", "im2col"),
+        "dcgan_project": ("direct", "im2col", "im2col"),
         "dcgan_up8": ("im2col", "im2col", "im2col"),
         "dcgan_up16": ("direct", "direct", "direct"),
         "dcgan_up32": ("direct", "direct", "direct"),
@@ -265,7 +266,7 @@ def test_winograd_choices_on_the_suite(name, layout):
     ((8, 256, 14, 14), (512, 256, 3, 3), 2, "direct"),   # strided onto 7x7 maps
     ((8, 128, 56, 56), (128, 128, 3, 3), 2, "direct"),   # strided onto 28x28 maps
     ((8, 3, 224, 224), (32, 3, 3, 3), 2, "im2col"),      # a stem: 3 channels, 224x224
-    ((32, 3, 64, 64), (32, 3, 3, 3), 2, "direct"),       # 3 channels, 64x64
+    ((32, 3, 64, 64), (32, 3, 3, 3), 2, "im2col"),       # 3 channels, 64x64: im2col too
     ((8, 256, 14, 14), (1024, 256, 1, 1), 1, "direct"),  # pointwise onto 14x14 maps
     ((1, 256, 7, 7), (1024, 256, 1, 1), 1, "im2col"),    # pointwise onto 7x7, one image
     ((8, 512, 28, 28), (128, 512, 1, 1), 1, "direct"),   # pointwise onto 28x28 maps
@@ -395,3 +396,25 @@ def test_tune_transposed_stores_each_pass_as_its_convolution_pass(cache):
     op = fastconv.tune((1, 2, 4, 4), (2, 2, 3, 3), 2, 1, transposed=True, output_padding=1,
                        repeat=1, passes=("forward",))
     assert set(op) == {"forward"}
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_whole_window_grad_input_on_the_direct_product(machine):
+    """A fully connected layer's NCHW grad_input goes to the direct engine's single
+    product on at most 64 images; more images, NHWC, groups and 1x1 windows keep
+    im2col, as do forward and grad_weight."""
+    m = MACHINES[machine]
+
+    def choice(x_shape, w_shape, groups=1, layout=0):
+        g = geometry(x_shape, w_shape, 1, 0, 1, groups, layout)
+        assert g.covers_input
+        return fastconv.choose_backend(g, np.float32, 2, machine=m)
+
+    for n in (1, 8, 64):
+        assert choice((n, 16, 5, 5), (120, 16, 5, 5)) == {
+            "forward": "im2col", "grad_input": "direct", "grad_weight": "im2col"}
+    assert choice((8, 512, 7, 7), (4096, 512, 7, 7))["grad_input"] == "direct"  # fc6
+    assert choice((65, 16, 5, 5), (120, 16, 5, 5))["grad_input"] == "im2col"
+    assert choice((8, 16, 5, 5), (120, 8, 5, 5), groups=2)["grad_input"] == "im2col"
+    assert choice((8, 5, 5, 16), (5, 5, 16, 120), layout=1)["grad_input"] == "im2col"
+    assert choice((64, 512, 1, 1), (10, 512, 1, 1))["grad_input"] == "im2col"
