@@ -294,6 +294,12 @@ suite runs per ISA found two misses in every run:
   0.053 / 0.058), as do forward and grad_weight everywhere (lenet_c5 forward
   0.19 / 0.12, fc6 grad_weight 309 / 56) and 1x1 windows (512 -> 10 at N=64:
   0.38 / 0.06).
+* The ``SMALL_MAP_POSITIONS`` forward rule (512 channels onto 7x7 maps to im2col) holds
+  with AVX-512 too, now that im2col's pieces run on the team: resnet_c5_3x3 was
+  auto's one AVX-512 miss in the medians of three suite runs (im2col 10.9, direct
+  12.3) and in the README command's run (10.9 / 12.0); A/B, two runs: N=8
+  11.42 / 10.49 and 11.54 / 10.69, N=4 7.04 / 5.80 and 7.63 / 6.02, N=1 3.33 / 2.20 and
+  3.34 / 2.62; 256 channels stay direct (2.60 / 2.82, 3.09 / 2.88).
 """
 from __future__ import annotations
 
@@ -511,7 +517,7 @@ def choose_backend(g: ConvGeometry, dtype, num_threads: int, simd: str | None = 
     avx512 = ((machine.simd if machine is not None else simd) or simd_variant()) == "avx512"
     nhwc_wide = (g.nhwc and positions >= NHWC_IM2COL_POSITIONS and g.Cg > FEW_CHANNELS
                  and not avx512)
-    small_map = (not avx512 and not g.nhwc and positions <= SMALL_MAP_POSITIONS
+    small_map = (not g.nhwc and positions <= SMALL_MAP_POSITIONS
                  and g.Cg >= SMALL_MAP_IM2COL_CHANNELS)
     few_channels = strided and g.Cg <= FEW_CHANNELS and (
         avx512 or not g.nhwc or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
