@@ -363,8 +363,8 @@ WGRAD_FEW_CHANNELS_FILTERS = 64
 WGRAD_FEW_CHANNELS_POSITIONS = 1024
 # Without AVX-512: forward at a stride of at least this much goes to im2col.
 LARGE_STRIDE = 8
-# Without AVX-512: forward onto maps of at most this many positions, with at least this
-# many channels per group, goes to im2col.
+# NCHW forward onto maps of at most this many positions, with at least this many
+# channels per group, goes to im2col (on every ISA since 2026-12-07; AVX2's before).
 SMALL_MAP_POSITIONS = 49
 SMALL_MAP_IM2COL_CHANNELS = 512
 # Without AVX-512: NHWC forward and grad_input (not pointwise, not thin groups) with at

@@ -182,9 +182,16 @@ def _median_times(fns: dict, repeat: int) -> dict:
     per_block = max(1, -(-repeat // ROUNDS))
     names = list(fns)
     for r in range(ROUNDS):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in _rotated(names, r):
             times[name] += _block(fns[name], per_block)
     return {name: (statistics.median(t), results[name]) for name, t in times.items()}
+
+
+def _rotated(names: list, r: int) -> list:
+    """``names`` starting at the r-th (cyclically): round r's order, so that no engine is
+    always timed first after the pause."""
+    k = r % len(names)
+    return names[k:] + names[:k]
 
 
 def _median_time(fn, repeat: int) -> tuple[float, object]:
@@ -699,7 +706,7 @@ def measure_network(name: str, batch: int, passes, engines, dtype: str, threads:
                     acc += t
             for k, r in enumerate(rows):
                 bar.set_description(f"{name} {r['layer']} {r['pass']} alone")
-                for e in engines[rnd % len(engines):] + engines[:rnd % len(engines)]:
+                for e in _rotated(engines, rnd):
                     alone[e][k] += _block(calls[e][k], per_round)
                 bar.update(len(engines))
         for e in engines:
