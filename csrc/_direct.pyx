@@ -168,6 +168,7 @@ cdef extern from "direct_kernels.h" nogil:
     Py_ssize_t FC_DW_RING(int R, int S, Py_ssize_t Q, Py_ssize_t VL)
     int FC_WINO_TB
     int FC_WINO_MAXA
+    int FC_DWL_TB
     ctypedef struct fc_kernels:
         const char *name
         int vbytes
@@ -231,6 +232,25 @@ cdef extern from "direct_kernels.h" nogil:
                                   double, double *, const ptrdiff_t *, ptrdiff_t,
                                   const ptrdiff_t *, const ptrdiff_t *, ptrdiff_t,
                                   ptrdiff_t) noexcept nogil
+        void (*dwl_stage_f32)(const float *, ptrdiff_t, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                              ptrdiff_t, float *) noexcept nogil
+        void (*dwl_stage_f64)(const double *, ptrdiff_t, int, ptrdiff_t, ptrdiff_t,
+                              ptrdiff_t, ptrdiff_t, double *) noexcept nogil
+        void (*dwl_unstage_f32)(const float *, const ptrdiff_t *, ptrdiff_t, int,
+                                const float *, float *, ptrdiff_t) noexcept nogil
+        void (*dwl_unstage_f64)(const double *, const ptrdiff_t *, ptrdiff_t, int,
+                                const double *, double *, ptrdiff_t) noexcept nogil
+        void (*dwl_corr_f32)(const float *, const ptrdiff_t *, ptrdiff_t, const ptrdiff_t *,
+                             ptrdiff_t, const float *, float *) noexcept nogil
+        void (*dwl_corr_f64)(const double *, const ptrdiff_t *, ptrdiff_t,
+                             const ptrdiff_t *, ptrdiff_t, const double *,
+                             double *) noexcept nogil
+        void (*dwl_wgrad_f32)(const float *, const ptrdiff_t *, ptrdiff_t,
+                              const ptrdiff_t *, ptrdiff_t, const float *,
+                              float *) noexcept nogil
+        void (*dwl_wgrad_f64)(const double *, const ptrdiff_t *, ptrdiff_t,
+                              const ptrdiff_t *, ptrdiff_t, const double *,
+                              double *) noexcept nogil
     unsigned fc_ftz_enter()
     void fc_ftz_leave(unsigned old)
     const fc_kernels *fc_select(const char *request)
@@ -1369,6 +1389,7 @@ cdef int _dws_run(int which, const floating* a, const floating* b, const floatin
 
 
 include "_depthwise_flat.pxi"
+include "_depthwise_lanes.pxi"
 include "_pointwise.pxi"
 include "_winograd.pxi"
 include "_products.pxi"
@@ -1397,6 +1418,9 @@ def forward(
     _check_size(y.shape[0], N * K * P * Q, "y")
     if has_bias:
         _check_size(bias.shape[0], K, "bias")
+    if _dwl_fits(&cv, layout):
+        _dwl_forward(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cv, n_threads)
+        return
     if _dwf_fits(&cv, layout):
         _dwf_forward(&x[0], &w[0], &bias[0] if has_bias else NULL, &y[0], &cv, n_threads)
         return
@@ -1452,6 +1476,9 @@ def grad_input(
         _Pack pk
         list rows, cols
 
+    if _dwl_fits(&cv, layout):
+        _dwl_grad_input(&grad_y[0], &w[0], &grad_x[0], &cv, n_threads)
+        return
     if _dwf_fits(&cv, layout):
         _dwf_grad_input(&grad_y[0], &w[0], &grad_x[0], &cv, n_threads)
         return
@@ -1531,6 +1558,9 @@ def grad_weight(
     _check_size(grad_y.shape[0], N * K * P * Q, "grad_y")
     _check_size(x.shape[0], N * C * H * W, "x")
     _check_size(grad_w.shape[0], K * cv.Cg * R * S, "grad_w")
+    if _dwl_fits(&cv, layout):
+        _dwl_grad_weight(&grad_y[0], &x[0], &grad_w[0], &cv, n_threads)
+        return
     if _dwf_fits(&cv, layout):
         _dwf_grad_weight(&grad_y[0], &x[0], &grad_w[0], &cv, n_threads)
         return

@@ -142,4 +142,8 @@ const fc_kernels FC_TABLE_NAME = {
     FC_CAT3(fc_wino_in, f32, FC_SUFFIX), FC_CAT3(fc_wino_in, f64, FC_SUFFIX),
     FC_CAT3(fc_wino_out, f32, FC_SUFFIX), FC_CAT3(fc_wino_out, f64, FC_SUFFIX),
     FC_CAT3(fc_wino_out_rows, f32, FC_SUFFIX), FC_CAT3(fc_wino_out_rows, f64, FC_SUFFIX),
+    FC_CAT3(fc_dwl_stage, f32, FC_SUFFIX), FC_CAT3(fc_dwl_stage, f64, FC_SUFFIX),
+    FC_CAT3(fc_dwl_unstage, f32, FC_SUFFIX), FC_CAT3(fc_dwl_unstage, f64, FC_SUFFIX),
+    FC_CAT3(fc_dwl_corr, f32, FC_SUFFIX), FC_CAT3(fc_dwl_corr, f64, FC_SUFFIX),
+    FC_CAT3(fc_dwl_wgrad, f32, FC_SUFFIX), FC_CAT3(fc_dwl_wgrad, f64, FC_SUFFIX),
 };

@@ -53,7 +53,18 @@
                                           int alpha, T bias, T *y, const ptrdiff_t *off,   \
                                           ptrdiff_t pitch, const ptrdiff_t *nr,            \
                                           const ptrdiff_t *nc, ptrdiff_t pfm,              \
-                                          ptrdiff_t pfy);
+                                          ptrdiff_t pfy);                                  \
+    void fc_dwl_stage_##TS##_##SUFFIX(const T *src, ptrdiff_t plane, int nc, ptrdiff_t rows, \
+                                      ptrdiff_t cols, ptrdiff_t spitch, ptrdiff_t dpitch,  \
+                                      T *dst);                                             \
+    void fc_dwl_unstage_##TS##_##SUFFIX(const T *src, const ptrdiff_t *pos, ptrdiff_t n,  \
+                                        int nc, const T *bias, T *dst, ptrdiff_t plane);   \
+    void fc_dwl_corr_##TS##_##SUFFIX(const T *src, const ptrdiff_t *posoff, ptrdiff_t npos, \
+                                     const ptrdiff_t *tapoff, ptrdiff_t ntaps, const T *wv, \
+                                     T *out);                                              \
+    void fc_dwl_wgrad_##TS##_##SUFFIX(const T *src, const ptrdiff_t *posoff,              \
+                                      ptrdiff_t npos, const ptrdiff_t *tapoff,             \
+                                      ptrdiff_t ntaps, const T *g, T *acc);
 
 #define FC_DECLARE_ISA(SUFFIX)                  \
     FC_DECLARE_KERNELS(float, f32, SUFFIX)      \
@@ -91,6 +102,8 @@ FC_DECLARE_ISA(avx512)
  * tile, alpha = m + 2 for F(6, 3). */
 #define FC_WINO_TB 16
 #define FC_WINO_MAXA 8
+/* fc_dwl_wgrad: taps per register block (its callers pad the taps to a multiple). */
+#define FC_DWL_TB 9
 
 typedef struct {
     const char *name;
@@ -149,6 +162,23 @@ typedef struct {
     void (*wino_out_rows_f64)(const double *, ptrdiff_t, const double *, int, int, double,
                               double *, const ptrdiff_t *, ptrdiff_t, const ptrdiff_t *,
                               const ptrdiff_t *, ptrdiff_t, ptrdiff_t);
+    /* depthwise with the channels in the lanes (depthwise_lanes_tmpl.h) */
+    void (*dwl_stage_f32)(const float *, ptrdiff_t, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                          ptrdiff_t, float *);
+    void (*dwl_stage_f64)(const double *, ptrdiff_t, int, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                          ptrdiff_t, double *);
+    void (*dwl_unstage_f32)(const float *, const ptrdiff_t *, ptrdiff_t, int, const float *,
+                            float *, ptrdiff_t);
+    void (*dwl_unstage_f64)(const double *, const ptrdiff_t *, ptrdiff_t, int,
+                            const double *, double *, ptrdiff_t);
+    void (*dwl_corr_f32)(const float *, const ptrdiff_t *, ptrdiff_t, const ptrdiff_t *,
+                         ptrdiff_t, const float *, float *);
+    void (*dwl_corr_f64)(const double *, const ptrdiff_t *, ptrdiff_t, const ptrdiff_t *,
+                         ptrdiff_t, const double *, double *);
+    void (*dwl_wgrad_f32)(const float *, const ptrdiff_t *, ptrdiff_t, const ptrdiff_t *,
+                          ptrdiff_t, const float *, float *);
+    void (*dwl_wgrad_f64)(const double *, const ptrdiff_t *, ptrdiff_t, const ptrdiff_t *,
+                          ptrdiff_t, const double *, double *);
 } fc_kernels;
 
 /* The kernel set for `request` ("avx512", "avx2", "baseline", or NULL/"" for the best

@@ -459,6 +459,7 @@ void FC_CAT3(fc_dww, TS, FC_SUFFIX)(const T *x, ptrdiff_t xs_h, ptrdiff_t Hi, pt
 
 #include "pointwise_kernels_tmpl.h"
 #include "winograd_kernels_tmpl.h"
+#include "depthwise_lanes_tmpl.h"
 
 #undef V
 #undef VL

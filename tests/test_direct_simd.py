@@ -41,6 +41,12 @@ EDGE_CASES = [
     dict(x=(2, 2, 7, 33), w=(2, 1, 3, 3), stride=1, pad=3, groups=2),
     dict(x=(1, 5, 13, 18), w=(5, 1, 2, 4), stride=1, pad=0, groups=5),
     dict(x=(1, 2, 10, 9), w=(2, 1, 7, 7), stride=1, pad=(3, 2), groups=2),
+    # Depthwise with the channels in the lanes (small maps): channel counts past whole
+    # lane blocks of every ISA (19: 16 + 3, 8 + 8 + 3, 4 x 4 + 3), strided with per-side
+    # padding, dilated.
+    dict(x=(2, 19, 7, 7), w=(19, 1, 3, 3), stride=1, pad=1, groups=19),
+    dict(x=(1, 19, 14, 11), w=(19, 1, 3, 3), stride=2, pad=((1, 0), (0, 1)), groups=19),
+    dict(x=(1, 11, 9, 10), w=(11, 1, 3, 2), stride=(1, 2), pad=2, dilation=2, groups=11),
     # Pointwise, stride 1 (NCHW: the pointwise products): filters and channels that
     # leave a partial row block (13, 26/3), maps that leave a partial column sliver
     # (45, 66 positions) or are narrower than one (6), one input channel.

@@ -155,12 +155,15 @@ def test_strided_depthwise_planes(x_shape, stride, dilation, pad, kernel, dtype,
     assert_close(got.b, ref.b, dtype, "grad_b")
 
 
-@pytest.fixture(params=["flat", "ring-and-planes"])
+@pytest.fixture(params=["lanes", "flat", "ring-and-planes"])
 def depthwise_flat(request):
-    """The flat-plane depthwise path forced onto every NCHW depthwise layer, or forbidden
-    (the ring kernel at stride 1, the scalar plane loops otherwise)."""
+    """Each NCHW depthwise path forced onto every layer it can take: the channels in the
+    lanes (on every layer within its workspace bound), the flat planes, or neither (the
+    ring kernel at stride 1, the scalar plane loops otherwise)."""
+    _direct._set_depthwise_lanes(2 if request.param == "lanes" else 1)
     _direct._set_depthwise_flat(2 if request.param == "flat" else 1)
     yield request.param
+    _direct._set_depthwise_lanes(0)
     _direct._set_depthwise_flat(0)
 
 
@@ -178,6 +181,9 @@ def depthwise_flat(request):
     ((1, 3, 5, 9), 1, 1, 0, (1, 9)),              # wider than the ring's limit
     ((2, 3, 1, 2), 3, 1, 0, (1, 1)),              # phases past a 1-row map
     ((1, 2, 2, 1), (2, 3), 1, ((0, 1), (0, 0)), (2, 1)),
+    ((2, 37, 7, 7), 1, 1, 1, (3, 3)),             # channels past a whole lane block
+    ((1, 19, 14, 13), 2, 1, ((1, 0), (0, 1)), (3, 3)),
+    ((1, 9, 5, 6), 1, 1, 4, (3, 3)),              # padding wider than the filter
 ])
 def test_depthwise_flat_planes(depthwise_flat, x_shape, stride, dilation, pad, kernel,
                                dtype, rng):
@@ -204,6 +210,21 @@ def test_depthwise_flat_planes(depthwise_flat, x_shape, stride, dilation, pad, k
 def test_depthwise_flat_mode_is_checked():
     with pytest.raises(ValueError, match="mode must be 0"):
         _direct._set_depthwise_flat(3)
+    with pytest.raises(ValueError, match="mode must be 0"):
+        _direct._set_depthwise_lanes(3)
+
+
+@pytest.mark.parametrize("C, H, stride, path", [
+    (960, 7, 1, "lanes"), (576, 14, 1, "lanes"), (576, 14, 2, "lanes"),
+    (144, 56, 2, "lanes"),                        # a 28 x 28 output, strided
+    (192, 28, 1, "other"), (144, 56, 1, "other"),  # the ring kernel's wide rows
+    (96, 112, 2, "flat"),                          # past the lanes' workspace bound
+])
+def test_depthwise_paths_auto_chooses(C, H, stride, path):
+    """auto's depthwise rule on MobileNetV2's 3 x 3 layers (pad 1): small outputs, and
+    strided ones up to 28 x 28, on the channels in the lanes."""
+    P = (H + 2 - 3) // stride + 1
+    assert _direct._depthwise_path(8, C, H, H, 3, 3, P, P, stride, stride, 1, 1, 1, 1) == path
 
 
 @pytest.fixture(params=["plain", "streamed"])
