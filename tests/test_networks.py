@@ -161,3 +161,15 @@ def test_network_sequences_alternate_with_the_calls_alone(monkeypatch):
     events.clear()
     bench.measure_network("two", 1, PASSES, ["auto"], "float32", 1, 1, {})
     assert events == [("network", calls, 1)] + [("alone", 1)] * calls  # one round of one
+
+
+def test_each_timed_sequence_follows_the_last_call(monkeypatch):
+    """After the pause that settles the pools, the sequence's last call runs once,
+    untimed, before the first timed sequence: a step's first call follows the previous
+    step's last one, in a training loop and in a peer's back-to-back sequences alike."""
+    monkeypatch.setattr(bench, "SETTLE_S", 0)
+    log = []
+    calls = [lambda i=i: log.append(i) for i in range(3)]
+    times, walls = bench._sequences(calls, 2)
+    assert log == [2, 0, 1, 2, 0, 1, 2]
+    assert [len(t) for t in times] == [2, 2, 2] and len(walls) == 2
