@@ -625,7 +625,16 @@ cdef void _corr_item(
 # in L1; the columns into staging chunks of ncol, unstaged into y. Measured on a tile in L2 (C
 # harness, Zen 3, AVX2, one core): 63-77 GFLOP/s against fc_conv's 36-60 (resnet_c2_3x3:
 # 63.8 / 55.6, 256 channels on 14 x 14: 68.2 / 36.1, VGG's 64 on 224 x 224: 77.5 / 60.2).
-cdef bint _GEMM_TILES = True
+# With AVX-512 fc_conv's 8 x 3 block (24 of 32 zmm) wins instead: on a 2-core Sapphire
+# Rapids (2026-12-07, N = 8 unless stated, 2 threads, ms gemm tiles / fc_conv, forward
+# and grad_input) resnet_c2_3x3 8.75/6.31, 8.94/6.57; resnet_stem 11.6/7.4; ResNet-18's
+# conv1 12.2/7.5; resnet_c3_3x3s2 9.78/7.81, 9.47/8.54; alexnet_conv1 7.91/6.71; equal
+# (within 3%) on 14 x 14 and 7 x 7 maps; on an Emerald Rapids (2026-12-07, forward)
+# resnet_c2_3x3 13.1/8.2, vgg_conv1_2 51.9/41.7, resnet_c3_3x3s2 15.6/13.3. Its AVX2 kernels there gained less (resnet_stem
+# 14.4/11.5, resnet_c2_3x3 12.9/12.4, batch1_c4 1.56/1.76), and the gemm tiles' own
+# measurement above is AVX2 on Zen 3: AVX2 keeps them. _GEMM_TILES: -1 by the ISA (the
+# default), 1 always, 0 never (tests and measurements).
+cdef int _GEMM_TILES = -1
 # Bytes of one column sliver of B (fc_pw_gemm copies it into L1: 32 KiB here); a chunk of
 # 192-256 reduction rows measured 7% faster than the whole 576 of a 64-channel 3x3.
 cdef Py_ssize_t _GEMM_SLIVER_BYTES = 16 * 1024
@@ -633,11 +642,16 @@ cdef Py_ssize_t _GEMM_SLIVER_BYTES = 16 * 1024
 cdef Py_ssize_t _GEMM_STAGE_BYTES = 64 * 1024
 
 
-def _set_gemm_tiles(bint on):
+def _set_gemm_tiles(on=None):
     """Testing and tuning hook: the tiled correlation through fc_pw_gemm (True) or
-    through fc_conv."""
+    through fc_conv (False), or as the instruction set decides (None: fc_conv with
+    AVX-512, fc_pw_gemm otherwise)."""
     global _GEMM_TILES
-    _GEMM_TILES = on
+    _GEMM_TILES = -1 if on is None else (1 if on else 0)
+
+
+cdef inline bint _gemm_tiles() noexcept:
+    return _GEMM_TILES == 1 or (_GEMM_TILES == -1 and _K.vbytes < 64)
 
 
 cdef inline void _pw_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* ap,
@@ -864,7 +878,7 @@ cdef int _run_corr(
         kpath = _kvec_fits(cr, cr.Ko, vl)
         # Fewer filters than a register block's rows (the RGB stems' grad_input: 3) leave
         # fc_pw_gemm's blocks half empty: resnet_stem grad_input 41 -> 74 ms through it.
-        gpath = not kpath and cr.Ko >= _K.pw_mr and _GEMM_TILES
+        gpath = not kpath and cr.Ko >= _K.pw_mr and _gemm_tiles()
         kb = _K.nvk * vl if kpath else (1 if cr.Ko == 1 else (_K.pw_mr if gpath else _K.kb))
         nkb = (cr.Ko + kb - 1) // kb
         nvt = (cr.Ko + vl - 1) // vl

@@ -18,7 +18,7 @@ def kvec_mode(request):
     _direct._set_gemm_tiles(not request.param.endswith("fc_conv"))
     yield request.param
     _direct._set_kvec("auto")
-    _direct._set_gemm_tiles(True)
+    _direct._set_gemm_tiles(None)
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
