@@ -294,6 +294,40 @@ def test_pointwise_products(pointwise_stores, n, c, k, h, w, groups, stride, dty
         assert_close(gw, gw_ref, dtype, "grad_w")
 
 
+@pytest.fixture(params=[True, False], ids=["swapped", "direct-order"])
+def widening_swap(request):
+    """Widening 1x1 grad_weight with x and grad_y swapped (the default) or not, with the
+    K-vectorised kernel forced on so that the swap's preconditions hold at any size."""
+    _direct._set_kvec("always")
+    _direct._set_pw_wgrad_swap(request.param)
+    yield request.param
+    _direct._set_kvec("auto")
+    _direct._set_pw_wgrad_swap(True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, c, k, h, w", [
+    (3, 5, 37, 7, 9),      # odd sizes; 5 channels: one partial vector of dW^T's columns
+    (1, 16, 96, 12, 12),   # batch 1
+    (2, 33, 70, 29, 28),   # a partial vector and a partial row block; long reduction
+    (2, 2, 3, 1, 1),       # one position per image
+])
+def test_pointwise_grad_weight_widening(widening_swap, n, c, k, h, w, dtype, rng):
+    """grad_weight of NCHW 1x1 layers with more filters than channels, read swapped
+    (dW^T as the grad_weight of a layer from K channels to C filters) and not, against
+    the reference, on misaligned operands, bitwise equal across thread counts."""
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((k, c, 1, 1)).astype(dtype)
+    gy = rng.standard_normal((n, k, h, w)).astype(dtype)
+    gw_ref = fastconv.conv2d_backward(gy, x, wt, wrt="w", backend="reference").w
+    xs, gys = _misaligned(x), _misaligned(gy)
+    np.full(wt.size + 8, np.nan)  # a dW element left unwritten reads NaN (see above)
+    gw = same_bits_on_threads(lambda: fastconv.conv2d_backward(
+        gys, xs, wt, wrt="w", backend="direct").w)
+    assert_close(gw, gw_ref, dtype, "grad_w")
+    assert np.array_equal(xs, x) and np.array_equal(gys, gy)
+
+
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_tiles_long_reduction(layout, dtype, rng):
