@@ -317,7 +317,7 @@ cdef int _dwf_grad_weight(const floating* grad_y, const floating* x, floating* g
     # extra columns stay zero.
     cdef:
         Py_ssize_t vl = _K.vbytes // sizeof(floating)
-        Py_ssize_t taps = cv.R * cv.S, C = cv.C, p, n, c, t, tid, Wph, M, per, nthr
+        Py_ssize_t taps = cv.R * cv.S, C = cv.C, p, n, c, t, tid, Wph, M, per, nthr, tb
         _Flat f
         unsigned csr
         ptrdiff_t* tapoff = <ptrdiff_t*>malloc((taps + 1) * sizeof(ptrdiff_t))
@@ -333,7 +333,8 @@ cdef int _dwf_grad_weight(const floating* grad_y, const floating* x, floating* g
         f = _flat_source(cv, vl, tapoff)
         Wph = f.Wph
         M = _round_up(cv.P * Wph, vl)
-        per = f.size + _round_up(M, 16) + 2 * _round_up(taps, 16)
+        tb = _round_up(taps, 16)
+        per = f.size + _round_up(M, 16) + 2 * tb  # planes, grad_y, sums, sums before
         buf = <floating*>calloc(nthr * per + 16, sizeof(floating))
         if buf == NULL:
             raise MemoryError()
@@ -351,16 +352,14 @@ cdef int _dwf_grad_weight(const floating* grad_y, const floating* x, floating* g
                     for p in range(cv.P):
                         memcpy(gyf + p * Wph, grad_y + ((n * C + c) * cv.P + p) * cv.Q,
                                cv.Q * sizeof(floating))
-                    memcpy(acc + _round_up(taps, 16), acc, taps * sizeof(floating))
+                    memcpy(acc + tb, acc, taps * sizeof(floating))
                     if floating is float:
                         _K.wgrad_f32(gyf, M, 1, ph, tapoff, taps, M, acc)
                     else:
                         _K.wgrad_f64(gyf, M, 1, ph, tapoff, taps, M, acc)
                     # a lane past an output row read a non-finite x (_dw_wgrad_exact)
-                    if _new_nan(acc, acc + _round_up(taps, 16), taps):
-                        memcpy(acc, acc + _round_up(taps, 16), taps * sizeof(floating))
-                        _dw_wgrad_exact(x + (n * C + c) * cv.H * cv.W,
-                                        grad_y + (n * C + c) * cv.P * cv.Q, cv, acc)
+                    _dw_wgrad_redo(acc, acc + tb, taps, x + (n * C + c) * cv.H * cv.W,
+                                   grad_y + (n * C + c) * cv.P * cv.Q, cv)
                 for t in range(taps):
                     grad_w[c * taps + t] = acc[t]
             fc_ftz_leave(csr)

@@ -630,9 +630,10 @@ cdef void _corr_item(
 # and grad_input) resnet_c2_3x3 8.75/6.31, 8.94/6.57; resnet_stem 11.6/7.4; ResNet-18's
 # conv1 12.2/7.5; resnet_c3_3x3s2 9.78/7.81, 9.47/8.54; alexnet_conv1 7.91/6.71; equal
 # (within 3%) on 14 x 14 and 7 x 7 maps; on an Emerald Rapids (2026-12-07, forward)
-# resnet_c2_3x3 13.1/8.2, vgg_conv1_2 51.9/41.7, resnet_c3_3x3s2 15.6/13.3. Its AVX2 kernels there gained less (resnet_stem
-# 14.4/11.5, resnet_c2_3x3 12.9/12.4, batch1_c4 1.56/1.76), and the gemm tiles' own
-# measurement above is AVX2 on Zen 3: AVX2 keeps them. _GEMM_TILES: -1 by the ISA (the
+# resnet_c2_3x3 13.1/8.2, vgg_conv1_2 51.9/41.7, resnet_c3_3x3s2 15.6/13.3. The AVX2
+# kernels on the Sapphire Rapids gained less (resnet_stem 14.4/11.5, resnet_c2_3x3
+# 12.9/12.4, batch1_c4 1.56/1.76), and the gemm tiles' own measurement above is AVX2 on
+# Zen 3: AVX2 keeps them. _GEMM_TILES: -1 by the ISA (the
 # default), 1 always, 0 never (tests and measurements).
 cdef int _GEMM_TILES = -1
 # Bytes of one column sliver of B (fc_pw_gemm copies it into L1: 32 KiB here); a chunk of
@@ -1241,13 +1242,17 @@ cdef void _dw_wgrad_exact(const floating* xp, const floating* gp, const _Conv* c
             acc[r * cv.S + s] = a
 
 
-cdef inline bint _new_nan(const floating* acc, const floating* before,
-                          Py_ssize_t taps) noexcept nogil:
+cdef inline void _dw_wgrad_redo(floating* acc, const floating* before, Py_ssize_t taps,
+                                const floating* xp, const floating* gp,
+                                const _Conv* cv) noexcept nogil:
+    # After a kernel added one image's plane to acc (its sums before were copied to
+    # before): if a sum that was not NaN became NaN, add the plane again exactly.
     cdef Py_ssize_t t
     for t in range(taps):
         if acc[t] != acc[t] and before[t] == before[t]:
-            return True
-    return False
+            memcpy(acc, before, taps * sizeof(floating))
+            _dw_wgrad_exact(xp, gp, cv, acc)
+            return
 
 
 cdef int _dw_grad_weight(
@@ -1291,10 +1296,8 @@ cdef int _dw_grad_weight(
                                    grad_y + (n * C + c) * PQ, cv.Q, cv.P, cv.Q,
                                    <int>cv.R, <int>cv.S, cv.pad_top, cv.pad_left, acc,
                                    acc + 2 * tb)
-                    if _new_nan(acc, acc + tb, taps):
-                        memcpy(acc, acc + tb, taps * sizeof(floating))
-                        _dw_wgrad_exact(x + (n * C + c) * HW, grad_y + (n * C + c) * PQ,
-                                        cv, acc)
+                    _dw_wgrad_redo(acc, acc + tb, taps, x + (n * C + c) * HW,
+                                   grad_y + (n * C + c) * PQ, cv)
                 for t in range(taps):
                     grad_w[c * taps + t] = acc[t]
             fc_ftz_leave(csr)
@@ -1653,11 +1656,7 @@ def grad_weight(
             xoff[ct] = (ct // cr.ntaps) * cr.cs + xoff[ct % cr.ntaps]
         if _wgradk_fits(&cr, cv.Kg, N, vl):
             if _pw_inplace_fits(&cv, layout):
-                # A 1x1, stride-1, unpadded NCHW layer's tile of a whole image is x
-                # itself (channel pitch H*W): read it in place, unpacked.
-                cr.PB, cr.npb, cr.Ti, cr.L, cr.cs = cr.Po, 1, cr.Po, cr.Qo, H * W
-                for ct in range(nct):
-                    xoff[ct] = ct * cr.cs
+                _inplace_tiles(&cr, xoff, nct, H * W)
             _wgradk(&grad_y[0], &x[0], &grad_w[0], &cr, &cv, xoff, tp.tr, tp.ts, n_threads,
                     _pw_inplace_fits(&cv, layout), False)
             return
@@ -1708,6 +1707,16 @@ def _set_pw_wgrad_swap(bint on):
     _PW_WGRAD_SWAP = on
 
 
+cdef inline void _inplace_tiles(_Corr* cr, ptrdiff_t* xoff, Py_ssize_t nct,
+                                Py_ssize_t pitch) noexcept:
+    # A 1x1, stride-1, unpadded NCHW layer's tile of a whole image is its input itself
+    # (channel pitch H*W): _wgradk reads it in place, unpacked.
+    cdef Py_ssize_t ct
+    cr.PB, cr.npb, cr.Ti, cr.L, cr.cs = cr.Po, 1, cr.Po, cr.Qo, pitch
+    for ct in range(nct):
+        xoff[ct] = ct * pitch
+
+
 cdef bint _wgradk_widening(const floating* grad_y, const floating* x, floating* grad_w,
                            Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                            Py_ssize_t K, int layout, int n_threads) except -1:
@@ -1717,7 +1726,7 @@ cdef bint _wgradk_widening(const floating* grad_y, const floating* x, floating* 
         _Conv cv = _make_conv(N, K, H, W, C, 1, 1, H, W, 1, 1, 1, 1, 1, 0, 0, layout)
         _Corr cr = _source_corr(&cv, 1)
         _Taps tp = _forward_taps(&cv)
-        Py_ssize_t vl = _K.vbytes // sizeof(floating), ct
+        Py_ssize_t vl = _K.vbytes // sizeof(floating)
         ptrdiff_t* xoff = <ptrdiff_t*>malloc((K + 1) * sizeof(ptrdiff_t))
     if xoff == NULL:
         raise MemoryError()
@@ -1725,10 +1734,7 @@ cdef bint _wgradk_widening(const floating* grad_y, const floating* x, floating* 
         _plan_tiles(&cr, tp.dr, tp.ds, tp.pa, tp.pb, xoff, sizeof(floating))
         if not _wgradk_fits(&cr, C, N, vl):
             return False
-        # as in grad_weight: whole images read in place, channel pitch H*W
-        cr.PB, cr.npb, cr.Ti, cr.L, cr.cs = cr.Po, 1, cr.Po, cr.Qo, H * W
-        for ct in range(K):
-            xoff[ct] = ct * cr.cs
+        _inplace_tiles(&cr, xoff, K, H * W)
         _wgradk(x, grad_y, grad_w, &cr, &cv, xoff, tp.tr, tp.ts, n_threads, True, True)
         return True
     finally:
