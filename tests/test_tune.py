@@ -36,6 +36,25 @@ def test_choose_backend_is_deterministic_and_total():
                 assert set(first.values()) <= {"direct", "im2col", "winograd"}
 
 
+def test_choose_backend_answers_are_kept_but_follow_the_settings():
+    # The answers are cached (_dispatch._rules): a caller's change to one must not reach
+    # the next, and the float32 precision set later must still count.
+    g = _g((8, 64, 28, 28), (64, 64, 3, 3), pad=1)
+    m = fastconv.Machine("avx512", 2, 2 << 20)
+    first = fastconv.choose_backend(g, np.float32, 2, machine=m)
+    assert first["forward"] == "winograd"
+    first["forward"] = "reference"
+    assert fastconv.choose_backend(g, np.float32, 2, machine=m)["forward"] == "winograd"
+    with fastconv.float32_precision("highest"):
+        assert fastconv.choose_backend(g, np.float32, 2, machine=m)["forward"] == "direct"
+    assert fastconv.choose_backend(g, np.float32, 2, machine=m)["forward"] == "winograd"
+    # a bad precision is refused for every layer, a 1x1 one included
+    pointwise = _g((8, 64, 28, 28), (64, 64, 1, 1))
+    with pytest.raises(ValueError, match="precision must be None, 'highest' or 'high', "
+                                         "got 'medium'"):
+        fastconv.choose_backend(pointwise, np.float32, 2, precision="medium")
+
+
 def test_tune_stores_winners_that_auto_uses(cache, monkeypatch):
     winners = fastconv.tune((2, 3, 12, 12), (4, 3, 3, 3), 1, 1, repeat=1)
     assert set(winners) == {"forward", "grad_input", "grad_weight"}
