@@ -802,6 +802,7 @@ cdef void _corrk_item(
 
 
 include "_packs.pxi"
+include "_scratch.pxi"
 
 
 cdef void _pack_weights(
@@ -1824,23 +1825,31 @@ cdef int _wgradk(
         ptrdiff_t* moff = <ptrdiff_t*>malloc((ncap + 1) * sizeof(ptrdiff_t))
         ptrdiff_t* ustart = <ptrdiff_t*>malloc((ib_n + 1) * sizeof(ptrdiff_t))
         ptrdiff_t* woff = <ptrdiff_t*>malloc((nct + 1) * sizeof(ptrdiff_t))
-        floating* tiles_buf = <floating*>malloc(
-            ((0 if in_place else ib_n * G * ipitch) + cr.cs + 256) * sizeof(floating))
-        floating* tiles = tiles_buf
-        # Padded filter lanes of dys must read zero; otherwise neither buffer needs
-        # clearing (the first chunk stores dW without reading it): a calloc of resnet_c5's
-        # 9 MiB dW was a serial memset.
-        floating* dys = <floating*>(calloc(ncap * G * Kp + 1, sizeof(floating)) if Kp != Kg
-                                    else malloc((ncap * G * Kp + 1) * sizeof(floating)))
-        floating* acc = <floating*>malloc((G * nct * Kp + 1) * sizeof(floating))
+        # The tiles, the staged grad_y and dW in [g][ct][k] order, side by side in this
+        # thread's kept scratch (_scratch.pxi), each a whole number of 64-byte lines.
+        Py_ssize_t n_tiles = _round_up((0 if in_place else ib_n * G * ipitch) + cr.cs + 256,
+                                       16)
+        Py_ssize_t n_dys = _round_up(ncap * G * Kp + 1, 16)
+        _Scratch scratch = None
+        floating* tiles
+        floating* dys
+        floating* acc
         floating* dst
         floating* srow
         const floating* src
     try:
         nthr = max(1, min(n_threads, nblk))
-        if (moff == NULL or ustart == NULL or woff == NULL or tiles_buf == NULL or dys == NULL
-                or acc == NULL):
+        if moff == NULL or ustart == NULL or woff == NULL:
             raise MemoryError()
+        scratch = _scratch((n_tiles + n_dys + G * nct * Kp + 1) * <Py_ssize_t>sizeof(floating))
+        tiles = <floating*>scratch.data
+        dys = tiles + n_tiles
+        acc = dys + n_dys
+        if Kp != Kg:
+            # Padded filter lanes of dys must read zero; otherwise neither buffer needs
+            # clearing (the first chunk stores dW without reading it: clearing resnet_c5's
+            # 9 MiB dW was a serial memset).
+            memset(dys, 0, ncap * G * Kp * sizeof(floating))
         for u0 in range(0, nunits, ib_n):
             nu = min(ib_n, nunits - u0)
             # The batch's valid positions, unit by unit: ustart[ul] is the first.
@@ -1960,9 +1969,6 @@ cdef int _wgradk(
         free(moff)
         free(ustart)
         free(woff)
-        free(tiles_buf)
-        free(dys)
-        free(acc)
     return 0
 
 

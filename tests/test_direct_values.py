@@ -56,6 +56,33 @@ def test_kvec_grad_weight_bitwise_reproducible(kvec_mode, rng):
         gy, x, w, pad=1, wrt=("w",), backend="direct").w)
 
 
+@pytest.mark.parametrize("keep", [16 << 20, 0], ids=["kept", "per-call"])
+def test_kept_scratch_does_not_leak_between_calls(keep, rng):
+    """grad_weight's scratch (_scratch.pxi) is kept for the thread's next call: a call
+    with large sums leaves its tiles, staged grad_y and dW there, and the next call, with
+    other filter counts (25 and 3: padded vector lanes), must see none of them."""
+    _direct._set_scratch_keep(keep)
+    try:
+        for k_first, k_next in [(64, 25), (48, 3)]:
+            x = rng.standard_normal((3, 16, 9, 9))
+            full = fastconv.conv2d_backward(rng.standard_normal((3, k_first, 9, 9)) * 1e3,
+                                            x, np.ones((k_first, 16, 3, 3)), pad=1,
+                                            wrt=("w",), backend="direct")
+            assert np.isfinite(full.w).all()
+            gy = rng.standard_normal((3, k_next, 9, 9))
+            w = np.ones((k_next, 16, 3, 3))
+            for dtype in (np.float32, np.float64):
+                got = fastconv.conv2d_backward(gy.astype(dtype), x.astype(dtype),
+                                               w.astype(dtype), pad=1, wrt=("w",),
+                                               backend="direct").w
+                want = fastconv.conv2d_backward(gy, x, w, pad=1, wrt=("w",),
+                                                backend="reference").w
+                assert_close(got, want, dtype, f"{k_first} then {k_next} filters")
+    finally:
+        _direct._set_scratch_keep()
+    assert fastconv.release_memory() >= 0
+
+
 def test_subnormals_flushed_inside_only():
     """FTZ/DAZ hold only inside the direct engine: results stay within the tolerance and
     the caller's thread (NumPy after the call) still produces subnormals."""

@@ -84,8 +84,9 @@ def pooled_bytes() -> int:
 
 def release_memory() -> int:
     """Unmap the output buffers fastconv holds for reuse (freed outputs of 8 MiB and
-    more, at most 1 GiB) and the Winograd engine's last transformed filters; returns the
-    bytes released. Outputs still in use are kept."""
+    more, at most 1 GiB), the Winograd engine's last transformed filters and the direct
+    engine's scratch kept for this thread (at most 16 MiB); returns the bytes released.
+    Outputs still in use are kept."""
     global _free_bytes
     from .. import _direct
     with _lock:
@@ -95,7 +96,7 @@ def release_memory() -> int:
             m.close()
         _free.clear()
         _free_bytes = 0
-    return released + _direct._wino_release()
+    return released + _direct._wino_release() + _direct._release_scratch()
 
 
 def output(shape, dtype) -> np.ndarray:
