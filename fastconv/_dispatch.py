@@ -300,6 +300,26 @@ suite runs per ISA found two misses in every run:
   12.3) and in the README command's run (10.9 / 12.0); A/B, two runs: N=8
   11.42 / 10.49 and 11.54 / 10.69, N=4 7.04 / 5.80 and 7.63 / 6.02, N=1 3.33 / 2.20 and
   3.34 / 2.62; 256 channels stay direct (2.60 / 2.82, 3.09 / 2.88).
+
+Added 2026-12-08 on a 2-core Intel Xeon (Emerald Rapids, AVX-512, 2 MiB of L2 per core;
+KVM; float32, 2 threads, medians of 5 interleaved rounds of 5 calls, direct / im2col
+ms, AVX-512 then ``FASTCONV_SIMD=avx2 OPENBLAS_CORETYPE=Haswell``):
+
+* NCHW strided layers onto maps of at most ``SMALL_MAP_POSITIONS`` positions with at
+  least ``STRIDED_SMALL_MAP_CHANNELS`` channels per group, on at least
+  ``STRIDED_SMALL_MAP_MIN_IMAGES`` images, go to im2col for forward and grad_input:
+  their stride-phase tiles (1 MiB for 4 images of 256 channels) miss the direct
+  engine's held-tile bound, so every filter chunk packs the images again. ResNet-18's
+  256 -> 512 3x3/2 from 14x14, N=8: forward 7.32 / 5.67 and 11.16 / 9.25, grad_input
+  7.07 / 5.67 and 11.42 / 9.44; N=4 3.64 / 3.28, 4.44 / 3.87; N=2 2.39 / 1.97,
+  3.00 / 2.39; N=32 20.7 / 16.4 and 42.0 / 35.0, 20.4 / 19.0 and 45.2 / 37.8; from 13x13
+  forward 7.85 / 6.13, grad_input even (6.43 / 6.60); 512 -> 1024 from 14x14 grad_input
+  33.5 / 28.4 (its forward went to im2col already). One image stays direct (forward
+  1.00 / 1.09, grad_input 1.81 / 1.66 and 2.55 / 3.02), as do stride-1 layers of 256
+  channels on 7x7 (forward 2.08 / 2.99, grad_input 2.08 / 2.46) and 14x14 outputs
+  (128 -> 256 from 28x28: forward 4.20 / 4.55; its grad_input, 5.67 / 6.28 and
+  11.34 / 9.89, is left). On the Zen 3 this layer's grad_input was the direct
+  engine's by 12.0 / 12.5 (2026-12-03, above): within the 10% a miss allows.
 """
 from __future__ import annotations
 
@@ -368,6 +388,10 @@ LARGE_STRIDE = 8
 # channels per group, goes to im2col (on every ISA since 2026-12-07; AVX2's before).
 SMALL_MAP_POSITIONS = 49
 SMALL_MAP_IM2COL_CHANNELS = 512
+# ... and strided NCHW forward and grad_input onto such maps from this many channels per
+# group, on at least this many images.
+STRIDED_SMALL_MAP_CHANNELS = 256
+STRIDED_SMALL_MAP_MIN_IMAGES = 2
 # Without AVX-512: NHWC forward and grad_input (not pointwise, not thin groups) with at
 # least this many output positions per image go to im2col.
 NHWC_IM2COL_POSITIONS = 784
@@ -536,6 +560,9 @@ def _rules(g: ConvGeometry, dtype: np.dtype, num_threads: int, simd: str, precis
                  and not avx512)
     small_map = (not g.nhwc and positions <= SMALL_MAP_POSITIONS
                  and g.Cg >= SMALL_MAP_IM2COL_CHANNELS)
+    strided_small_map = (not g.nhwc and strided and positions <= SMALL_MAP_POSITIONS
+                         and g.Cg >= STRIDED_SMALL_MAP_CHANNELS
+                         and g.N >= STRIDED_SMALL_MAP_MIN_IMAGES)
     few_channels = strided and g.Cg <= FEW_CHANNELS and (
         avx512 or not g.nhwc or g.N * g.H * g.W >= FEW_CHANNELS_IM2COL_PIXELS)
     short_reduction = (not g.nhwc and g.Cg * g.R * g.S < SMALL_REDUCTION
@@ -556,11 +583,11 @@ def _rules(g: ConvGeometry, dtype: np.dtype, num_threads: int, simd: str, precis
     large_stride = nchw and max(g.stride_h, g.stride_w) >= LARGE_STRIDE
     return {
         "forward": "winograd" if wino else (
-            "im2col" if nhwc_wide or small_map or tiny_map or large_stride
-            or short_reduction_forward else "direct"),
+            "im2col" if nhwc_wide or small_map or strided_small_map or tiny_map
+            or large_stride or short_reduction_forward else "direct"),
         "grad_input": "winograd" if wino or phase_grad_input_wins(g, dtype, precision) else (
             "im2col" if nhwc_wide or few_channels or tiling or (strided and tiny_map)
-            else "direct"),
+            or strided_small_map else "direct"),
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
         or short_reduction or tiling or few_channels_wgrad else "direct",
     }

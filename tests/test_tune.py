@@ -175,6 +175,26 @@ def test_short_reduction_forward_on_small_maps(machine):
 
 
 @pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_strided_small_maps_on_im2col(machine):
+    """Strided NCHW layers onto 7x7 maps with 256 channels or more, on two images or
+    more, take forward and grad_input to im2col (ResNet-18's 256 -> 512 3x3/2 from
+    14x14); one image, stride 1, fewer channels and larger maps keep direct."""
+    m = MACHINES[machine]
+
+    def choice(x_shape, w_shape, stride, layout=0):
+        g = geometry(x_shape, w_shape, stride, 1, 1, 1, layout)
+        c = fastconv.choose_backend(g, np.float32, 2, precision="highest", machine=m)
+        return c["forward"], c["grad_input"]
+
+    assert choice((8, 256, 14, 14), (512, 256, 3, 3), 2) == ("im2col", "im2col")
+    assert choice((2, 256, 13, 13), (512, 256, 3, 3), 2) == ("im2col", "im2col")
+    assert choice((1, 256, 14, 14), (512, 256, 3, 3), 2) == ("direct", "direct")
+    assert choice((8, 128, 14, 14), (256, 128, 3, 3), 2) == ("direct", "direct")
+    assert choice((8, 256, 7, 7), (256, 256, 3, 3), 1) == ("direct", "direct")
+    assert choice((8, 128, 28, 28), (256, 128, 3, 3), 2) == ("direct", "direct")
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
 @pytest.mark.parametrize("name", sorted(EXPECTED_CHOICES))
 def test_choose_backend_on_the_suite(name, machine):
     from fastconv.suite import LAYERS
@@ -280,7 +300,8 @@ def test_winograd_choices_on_the_suite(name, layout):
     ((8, 2048, 7, 7), (512, 2048, 1, 1), 1, "direct"),   # 7x7 maps, 8 images
     ((1, 512, 7, 7), (2048, 512, 1, 1), 1, "im2col"),    # 7x7, one image
     ((8, 512, 14, 14), (1024, 512, 1, 1), 2, "direct"),  # a strided projection
-    ((8, 256, 14, 14), (512, 256, 3, 3), 2, "direct"),   # strided onto 7x7 maps
+    ((8, 256, 14, 14), (512, 256, 3, 3), 2, "im2col"),   # strided onto 7x7 maps (2026-12-08)
+    ((1, 256, 14, 14), (512, 256, 3, 3), 2, "direct"),   # ... of one image
     ((8, 128, 56, 56), (128, 128, 3, 3), 2, "direct"),   # strided onto 28x28 maps
     ((8, 3, 224, 224), (32, 3, 3, 3), 2, "im2col"),      # a stem: 3 channels, 224x224
     ((32, 3, 64, 64), (32, 3, 3, 3), 2, "im2col"),       # 3 channels, 64x64: im2col too
