@@ -94,3 +94,26 @@ def test_whole_window_is_a_dense_layer(engine, layout, groups, stride, rng):
     g_ref = fastconv.conv2d_backward(gy, x, w, backend="reference", **kw)
     for name in ("x", "w", "b"):
         assert_close(getattr(g, name), getattr(g_ref, name), np.float64, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_im2col_pointwise_forward_folds_small_maps(dtype, groups, threads, rng):
+    """NCHW 1x1 forward on small maps with more images than threads puts the images side
+    by side in the pieces (im2col._folds_images) instead of one product per image: the
+    same values as the reference, with the bias, on odd map sizes and channel counts."""
+    from fastconv._validate import geometry
+    from fastconv.engines import im2col
+    for N, C, K, H, W in ((7, 96, 40, 7, 7), (5, 34, 18, 5, 9), (3, 256, 64, 12, 13)):
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+        w = rng.standard_normal((K, C // groups, 1, 1)).astype(dtype)
+        b = rng.standard_normal(K).astype(dtype)
+        g = geometry(x.shape, w.shape, 1, 0, 1, groups, 0)
+        with fastconv.num_threads(threads):
+            assert im2col._folds_images(g, im2col._start(g))
+            y = fastconv.conv2d(x, w, bias=b, groups=groups, backend="im2col")
+            again = fastconv.conv2d(x, w, bias=b, groups=groups, backend="im2col")
+        want = fastconv.conv2d(x, w, bias=b, groups=groups, backend="reference")
+        assert_close(y, want, dtype, f"{(N, C, K, H, W)}")
+        assert np.array_equal(y, again)
