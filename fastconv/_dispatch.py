@@ -320,6 +320,15 @@ ms, AVX-512 then ``FASTCONV_SIMD=avx2 OPENBLAS_CORETYPE=Haswell``):
   (128 -> 256 from 28x28: forward 4.20 / 4.55; its grad_input, 5.67 / 6.28 and
   11.34 / 9.89, is left). On the Zen 3 this layer's grad_input was the direct
   engine's by 12.0 / 12.5 (2026-12-03, above): within the 10% a miss allows.
+* NCHW grad_weight with at least ``WGRAD_IM2COL_FILTERS`` filters per group goes to
+  im2col (two runs with AVX-512, medians of 4 interleaved rounds, then one with the AVX2
+  kernels; 3x3, N=8): VGG-16's 512 -> 512 on 28x28 111.2 / 102.4, 107.0 / 101.9 and
+  201.7 / 195.7; on 14x14 29.4 / 26.2, 27.1 / 25.8 and 50.6 / 47.9; 256 -> 512 on 28x28
+  65.9 / 52.1, 65.4 / 50.8 and 106.3 / 95.8; 512 -> 1024 on 14x14 63.9 / 49.0; 1024 ->
+  512 on 14x14 even (55.5 / 55.2). The direct engine keeps dW as (C*R*S) x K sums, 9.4
+  MB and more at these sizes, past L2. 256 filters stay direct: 256 -> 256 on 56x56
+  109.0 / 113.0 and 198.8 / 206.1, on 14x14 6.87 / 7.43 and 12.6 / 13.1; 128 -> 256 on
+  56x56 57.5 / 57.8 (AVX2 111.3 / 102.4: a miss within the 10%).
 """
 from __future__ import annotations
 
@@ -338,6 +347,8 @@ PASSES = ("forward", "grad_input", "grad_weight")
 SMALL_REDUCTION = 32
 # grad_weight: output positions per call (N*P*Q) from which the direct engine wins.
 DIRECT_MIN_POSITIONS = 1536
+# ... but not (NCHW) from this many filters per group: im2col's products win there.
+WGRAD_IM2COL_FILTERS = 512
 # Whole-window (fully connected) NCHW grad_input on at most this many images goes to
 # the direct engine's single product.
 WINDOW_GRAD_INPUT_MAX_IMAGES = 64
@@ -589,5 +600,6 @@ def _rules(g: ConvGeometry, dtype: np.dtype, num_threads: int, simd: str, precis
             "im2col" if nhwc_wide or few_channels or tiling or (strided and tiny_map)
             or strided_small_map else "direct"),
         "grad_weight": "im2col" if g.N * g.P * g.Q < DIRECT_MIN_POSITIONS
-        or short_reduction or tiling or few_channels_wgrad else "direct",
+        or short_reduction or tiling or few_channels_wgrad
+        or (nchw and g.Kg >= WGRAD_IM2COL_FILTERS) else "direct",
     }

@@ -175,6 +175,22 @@ def test_short_reduction_forward_on_small_maps(machine):
 
 
 @pytest.mark.parametrize("machine", sorted(MACHINES))
+def test_grad_weight_of_many_filters_on_im2col(machine):
+    """NCHW grad_weight with 512 filters or more per group goes to im2col (VGG-16's
+    512-channel layers); 256 filters keep direct, and so does NHWC."""
+    m = MACHINES[machine]
+
+    def choice(x_shape, w_shape, layout=0):
+        g = geometry(x_shape, w_shape, 1, 1, 1, 1, layout)
+        return fastconv.choose_backend(g, np.float32, 2, machine=m)["grad_weight"]
+
+    assert choice((8, 512, 28, 28), (512, 512, 3, 3)) == "im2col"
+    assert choice((8, 256, 28, 28), (512, 256, 3, 3)) == "im2col"
+    assert choice((8, 256, 56, 56), (256, 256, 3, 3)) == "direct"
+    assert choice((8, 28, 28, 512), (3, 3, 512, 512), layout=1) == "direct"
+
+
+@pytest.mark.parametrize("machine", sorted(MACHINES))
 def test_strided_small_maps_on_im2col(machine):
     """Strided NCHW layers onto 7x7 maps with 256 channels or more, on two images or
     more, take forward and grad_input to im2col (ResNet-18's 256 -> 512 3x3/2 from
