@@ -329,6 +329,12 @@ ms, AVX-512 then ``FASTCONV_SIMD=avx2 OPENBLAS_CORETYPE=Haswell``):
   MB and more at these sizes, past L2. 256 filters stay direct: 256 -> 256 on 56x56
   109.0 / 113.0 and 198.8 / 206.1, on 14x14 6.87 / 7.43 and 12.6 / 13.1; 128 -> 256 on
   56x56 57.5 / 57.8 (AVX2 111.3 / 102.4: a miss within the 10%).
+* The few-channel grad_weight rule above (``WGRAD_FEW_CHANNELS_FILTERS``) holds with
+  AVX-512 too, and applies on every ISA: the decoder suite's dcgan_up64 [grad_weight]
+  was a miss in three bench runs (direct / im2col 5.72 / 4.68, 3.98 / 3.34,
+  5.52 / 4.26); interleaved (medians of 5 rounds), 3 <- 64 channels 4x4/2 onto 32x32 at
+  N=64 4.24 / 3.26, at N=16 1.07 / 0.92, with 128 filters 8.72 / 5.46, 3x3/2 3.54 / 2.90;
+  one channel with 64 filters 5x5/2 onto 28x28 even (1.01 / 1.01).
 """
 from __future__ import annotations
 
@@ -388,9 +394,9 @@ FEW_CHANNELS_IM2COL_PIXELS = 1 << 18
 # strided grad_input from such maps.
 TINY_MAP_POSITIONS = 16
 TINY_MAP_IM2COL_CHANNELS = 128
-# Without AVX-512: grad_weight into few channels (Cg <= FEW_CHANNELS) with at least this
-# many filters, over maps of at most WGRAD_FEW_CHANNELS_POSITIONS positions, goes to
-# im2col.
+# NCHW grad_weight into few channels (Cg <= FEW_CHANNELS) with at least this many
+# filters, over maps of at most WGRAD_FEW_CHANNELS_POSITIONS positions, goes to im2col
+# (without AVX-512 before 2026-12-08; on every ISA since).
 WGRAD_FEW_CHANNELS_FILTERS = 64
 WGRAD_FEW_CHANNELS_POSITIONS = 1024
 # Without AVX-512: forward at a stride of at least this much goes to im2col.
@@ -581,14 +587,13 @@ def _rules(g: ConvGeometry, dtype: np.dtype, num_threads: int, simd: str, precis
     short_reduction_forward = (avx512 and short_reduction
                                and positions <= SHORT_REDUCTION_FORWARD_POSITIONS)
     nchw = not g.nhwc
-    nchw_avx2 = not avx512 and nchw
     tiny_map = (nchw and positions <= TINY_MAP_POSITIONS
                 and g.Cg >= TINY_MAP_IM2COL_CHANNELS)
     # windows that tile the input without overlap (kernel = stride): im2col's columns
     # are a reshuffle of the input and col2im a scatter with no sums
     tiling = (nchw and strided and (g.R, g.S) == (g.stride_h, g.stride_w)
               and g.dil_h == g.dil_w == 1)
-    few_channels_wgrad = (nchw_avx2 and g.Cg <= FEW_CHANNELS
+    few_channels_wgrad = (nchw and g.Cg <= FEW_CHANNELS
                           and g.Kg >= WGRAD_FEW_CHANNELS_FILTERS
                           and positions <= WGRAD_FEW_CHANNELS_POSITIONS)
     large_stride = nchw and max(g.stride_h, g.stride_w) >= LARGE_STRIDE

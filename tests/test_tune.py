@@ -243,12 +243,13 @@ EXPECTED_DECODER = {
         "unet_up": ("im2col", "direct", "im2col"),        # 2x2/2: windows tile the input
         "fcn_up16": ("direct", "im2col", "im2col"),       # stride 16; 1024 positions
     },
-    "avx512": {  # the tiny-map, tiling and large-stride rules too (2026-12-06, Zen 4)
+    "avx512": {  # the tiny-map, tiling and large-stride rules too (2026-12-06, Zen 4),
+        # and the few-channel grad_weight rule (2026-12-08, Emerald Rapids)
         "dcgan_project": ("direct", "im2col", "im2col"),
         "dcgan_up8": ("im2col", "im2col", "im2col"),
         "dcgan_up16": ("direct", "direct", "direct"),
         "dcgan_up32": ("direct", "direct", "direct"),
-        "dcgan_up64": ("im2col", "direct", "direct"),
+        "dcgan_up64": ("im2col", "direct", "im2col"),
         "unet_up": ("im2col", "direct", "im2col"),
         "fcn_up16": ("direct", "im2col", "im2col"),
     },
