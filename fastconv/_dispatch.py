@@ -335,6 +335,12 @@ ms, AVX-512 then ``FASTCONV_SIMD=avx2 OPENBLAS_CORETYPE=Haswell``):
   5.52 / 4.26); interleaved (medians of 5 rounds), 3 <- 64 channels 4x4/2 onto 32x32 at
   N=64 4.24 / 3.26, at N=16 1.07 / 0.92, with 128 filters 8.72 / 5.46, 3x3/2 3.54 / 2.90;
   one channel with 64 filters 5x5/2 onto 28x28 even (1.01 / 1.01).
+* With AVX-512, forward no longer goes to Winograd through stride phases (its
+  grad_input still does): DCGAN's 4x4/2 layers at batch 64 (medians of 5 interleaved
+  rounds, winograd / direct / im2col ms), 128 -> 256 from 16x16 (dcgan_up16
+  [grad_input]) 23.9 / 17.8 / 20.8, a miss in two bench runs (28.5 and 27.8 against
+  26.6 and 21.4); 64 -> 128 from 32x32 (dcgan_up32 [grad_input]) 19.1 / 18.2 / 24.4.
+  With the AVX2 kernels the phases keep it: 31.7 / 31.3 / 34.7 and 26.3 / 30.8 / 38.8.
 """
 from __future__ import annotations
 
@@ -573,6 +579,8 @@ def _rules(g: ConvGeometry, dtype: np.dtype, num_threads: int, simd: str, precis
                 "grad_weight": "direct" if wgrad_direct or small else "im2col"}
     wino = winograd_wins(g, dtype, precision)
     avx512 = simd == "avx512"
+    # with AVX-512 the direct engine's forward beats Winograd through stride phases
+    wino_forward = wino and not (avx512 and strided)
     nhwc_wide = (g.nhwc and positions >= NHWC_IM2COL_POSITIONS and g.Cg > FEW_CHANNELS
                  and not avx512)
     small_map = (not g.nhwc and positions <= SMALL_MAP_POSITIONS
@@ -598,7 +606,7 @@ def _rules(g: ConvGeometry, dtype: np.dtype, num_threads: int, simd: str, precis
                           and positions <= WGRAD_FEW_CHANNELS_POSITIONS)
     large_stride = nchw and max(g.stride_h, g.stride_w) >= LARGE_STRIDE
     return {
-        "forward": "winograd" if wino else (
+        "forward": "winograd" if wino_forward else (
             "im2col" if nhwc_wide or small_map or strided_small_map or tiny_map
             or large_stride or short_reduction_forward else "direct"),
         "grad_input": "winograd" if wino or phase_grad_input_wins(g, dtype, precision) else (

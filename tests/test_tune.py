@@ -257,6 +257,23 @@ EXPECTED_DECODER = {
 
 
 @pytest.mark.parametrize("machine", ["zen3_avx2", "xeon_avx512"])
+def test_stride_phases_forward_only_without_avx512(machine):
+    """Under precision "high", DCGAN's 4x4/2 layers send grad_input to Winograd through
+    stride phases on every ISA, and forward only without AVX-512 (2026-12-08)."""
+    m = MACHINES[machine]
+    for x_shape, w_shape in (((64, 128, 16, 16), (256, 128, 4, 4)),
+                             ((64, 64, 32, 32), (128, 64, 4, 4))):
+        g = geometry(x_shape, w_shape, 2, 1, 1, 1, 0)
+        c = fastconv.choose_backend(g, np.float32, 2, precision="high", machine=m)
+        assert c["grad_input"] == "winograd", x_shape
+        assert c["forward"] == ("direct" if m.simd == "avx512" else "winograd"), x_shape
+    # stride 1 keeps Winograd's forward with AVX-512 (resnet_c4_3x3)
+    g = geometry((8, 256, 14, 14), (256, 256, 3, 3), 1, 1, 1, 1, 0)
+    assert fastconv.choose_backend(g, np.float32, 2, precision="high",
+                                   machine=m)["forward"] == "winograd"
+
+
+@pytest.mark.parametrize("machine", ["zen3_avx2", "xeon_avx512"])
 def test_choose_backend_on_the_decoder_suite(machine):
     from fastconv import _validate
     from fastconv.suite import DECODER

@@ -220,7 +220,8 @@ def test_auto_takes_phases_where_they_were_measured_to_win(name):
     for simd in ("avx2", "avx512"):
         c = fastconv.choose_backend(g, np.float32, 2, simd=simd, precision="high")
         assert (c["grad_input"] == "winograd") == want_fwd
-        assert (c["forward"] == "winograd") == want_gi
+        # with AVX-512 the convolution's forward stays exact (_dispatch, 2026-12-08)
+        assert (c["forward"] == "winograd") == (want_gi is True and simd != "avx512")
         assert c["grad_weight"] != "winograd"
         assert "winograd" not in fastconv.choose_backend(g, np.float64, 2, simd=simd).values()
         assert "winograd" not in fastconv.choose_backend(g, np.float32, 2, simd=simd,
