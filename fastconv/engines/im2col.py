@@ -538,8 +538,9 @@ def _products(g: ConvGeometry, pass_name: str, arrays: dict, out, bias=None):
 
 
 def _folds_images(g: ConvGeometry, T: int) -> bool:
-    """Whether the NCHW forward pieces put whole images side by side in one product
-    (``_forward_nchw``): small maps, more images than threads.
+    """Whether the NCHW pieces put whole images side by side in one product
+    (``_forward_nchw``, and strided grad_input's ``_grad_input_nchw`` when an image is a
+    single band): small maps, more images than threads.
 
     A pointwise layer then runs through the pieces too, not through one product per
     image (``_products``): each of those packs the whole filter matrix for 49 columns.
@@ -693,7 +694,7 @@ def grad_input(grad_y, w, g: ConvGeometry, packs=None):  # packs: unused
     T = min(_start(g), g.N)  # a thread owns whole images
     pb, nb = _image_band(g, isz, T), 1
     PQ = g.P * Q
-    if pb == g.P and PQ < FOLD_POSITIONS and g.N > T:
+    if pb == g.P and _folds_images(g, T):
         # Small maps: whole images side by side in one product, as many as make
         # FOLD_POSITIONS and fit FOLD_CHUNK_BYTES (columns and staged dY)
         fit = _thread_budget(T, crs * Q * isz, FOLD_CHUNK_BYTES) // ((crs + g.K) * PQ * isz)
